@@ -1,0 +1,155 @@
+// Entry point of the benchmarks (`npm run bench -- <benchmark> [options]`): the only bench code that reads
+// argv, handles signals and sets the exit code. 0 all tools ok, 1 a tool or the harness failed, 2 usage, 130 interrupted.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { runCopyBenchmark } from './copy.js';
+import { COPY_TOOLS, type CopyTool, renderCopyTable } from './copy-report.js';
+import { runInterruptCleanups } from './interrupts.js';
+
+const USAGE = `usage: npm run bench -- copy [--scale 100] [--jobs 2] [--only ours,pgdump,native,pgcopydb] [--tmp-dir DIR]
+
+benchmarks:
+  copy   copy one generated dataset (~20 MB per scale unit) with each tool and compare wall-clock time
+
+options:
+  --scale N     dataset size: pgbench -s N, plus a TOASTed table and a table without a primary key (default 100)
+  --jobs N      table and index jobs for every tool (default 2)
+  --only LIST   comma-separated subset of: ${COPY_TOOLS.join(', ')} (default: all, in that order)
+  --tmp-dir DIR parent folder for clusters and dumps (default: <os tmp>/plm-bench)
+
+exit codes: 0 every tool ok, 1 a tool or the harness failed, 2 usage error, 130 interrupted`;
+
+class UsageError extends Error {}
+
+interface CopyArguments {
+  benchmark: 'copy';
+  scale: number;
+  jobs: number;
+  tools: CopyTool[];
+  tmpDir?: string;
+}
+
+function parseBenchArguments(argv: string[]): CopyArguments | 'help' {
+  let parsed: ReturnType<typeof parseOptions>;
+  try {
+    parsed = parseOptions(argv);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return 'help';
+  const [benchmark, ...extra] = positionals;
+  if (benchmark === undefined) throw new UsageError('name a benchmark: copy');
+  if (benchmark !== 'copy') throw new UsageError(`unknown benchmark '${benchmark}'; the only one is copy`);
+  if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}'`);
+  const tools = (values.only ?? COPY_TOOLS.join(','))
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
+  const unknown = tools.filter((name) => !(COPY_TOOLS as readonly string[]).includes(name));
+  if (unknown.length > 0 || tools.length === 0) {
+    throw new UsageError(`--only takes a list of ${COPY_TOOLS.join(', ')}; got '${values.only}'`);
+  }
+  return {
+    benchmark,
+    scale: parsePositiveInteger('--scale', values.scale ?? '100'),
+    jobs: parsePositiveInteger('--jobs', values.jobs ?? '2'),
+    tools: [...new Set(tools)] as CopyTool[],
+    tmpDir: values['tmp-dir'],
+  };
+}
+
+function parseOptions(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      scale: { type: 'string' },
+      jobs: { type: 'string' },
+      only: { type: 'string' },
+      'tmp-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+}
+
+function parsePositiveInteger(flag: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1)
+    throw new UsageError(`${flag} takes a whole number >= 1; got '${text}'`);
+  return value;
+}
+
+/** The folder holding this project's package.json, found from this file (bench/run.ts or bench/.build/run.mjs). */
+function findRepoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest) && JSON.parse(readFileSync(manifest, 'utf8')).name === 'pg-live-migrate')
+      return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('cannot find the pg-live-migrate package.json above bench/');
+    dir = parent;
+  }
+}
+
+async function main(): Promise<number> {
+  let args: CopyArguments | 'help';
+  try {
+    args = parseBenchArguments(process.argv.slice(2));
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`bench: ${error.message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (args === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const started = Date.now();
+  const log = (line: string) => {
+    const elapsed = Math.round((Date.now() - started) / 1000);
+    process.stderr.write(`[bench ${String(elapsed).padStart(4)}s] ${line}\n`);
+  };
+  const repoRoot = findRepoRoot();
+  const outcome = await runCopyBenchmark({
+    scale: args.scale,
+    jobs: args.jobs,
+    tools: args.tools,
+    tmpDir: args.tmpDir,
+    repoRoot,
+    resultsDir: join(repoRoot, 'bench', 'results'),
+    log,
+  });
+  process.stdout.write(`\n${renderCopyTable(outcome.report)}\n\n`);
+  process.stdout.write(`wrote ${outcome.jsonPath}\nwrote ${outcome.markdownPath}\n`);
+  return outcome.report.results.some((result) => result.status === 'failed') ? 1 : 0;
+}
+
+const run = main();
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    // Repeated signals (a terminal sends one to every process, scripts/bench.mjs forwards one) are ignored
+    // while the first one stops the child processes and the clusters.
+    process.stderr.write(`\n[bench] ${signal}: stopping child processes and clusters\n`);
+    void runInterruptCleanups(signal).then(async () => {
+      // Give the benchmark's own finally blocks a moment to finish, but never hang on them.
+      await Promise.race([run.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 30_000))]);
+      process.exit(130);
+    });
+  });
+}
+
+run.then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,39 @@
+// One schema for every command's options, whichever front end (CLI flags, action inputs, env) fills it.
+import { z } from 'zod';
+
+export const MIGRATION_ID_PATTERN = /^[a-z0-9_]{1,40}$/;
+
+export const commonOptions = z.object({
+  source: z.string().min(1).optional(),
+  target: z.string().min(1).optional(),
+  migrationId: z.string().regex(MIGRATION_ID_PATTERN).default('default'),
+  dir: z.string().min(1),
+  json: z.boolean().default(false),
+  pgBindir: z.string().optional(),
+  /** Schemas to migrate; null = every non-system schema. */
+  schemas: z.array(z.string().min(1)).nullable().default(null),
+});
+
+export const copyOptions = commonOptions.extend({
+  snapshot: z.string().optional(),
+  tableJobs: z.number().int().min(1).max(64),
+  indexJobs: z.number().int().min(1).max(64),
+  splitTablesLargerThan: z.number().int().min(0),
+  skipSchema: z.boolean().default(false),
+  skipRoles: z.boolean().default(false),
+  noOwner: z.boolean().default(false),
+  resume: z.boolean().default(false),
+});
+
+export const validateOptions = commonOptions.extend({
+  checksum: z.boolean().default(false),
+  markdown: z.string().optional(),
+  buckets: z.number().int().min(1).max(4096).default(16),
+});
+
+export const cleanOptions = commonOptions.extend({ prune: z.boolean().default(false) });
+
+export type CommonOptions = z.infer<typeof commonOptions>;
+export type CopyOptions = z.infer<typeof copyOptions>;
+export type ValidateOptions = z.infer<typeof validateOptions>;
+export type CleanOptions = z.infer<typeof cleanOptions>;

@@ -1,0 +1,78 @@
+// The one error type of the product: a stable code, what was observed, what to do next.
+// Codes are public API (scripts and the Action match on them); the exit code follows from the category.
+
+export const ExitCode = {
+  ok: 0,
+  internal: 1,
+  config: 2,
+  preflight: 3,
+  runtime: 4,
+  validation: 5,
+} as const;
+export type ExitCategory = Exclude<keyof typeof ExitCode, 'ok'>;
+
+/** Every error code with its category and a one-line description (the README's troubleshooting table). */
+export const ERROR_CODES = {
+  CONFIG_MISSING_SOURCE: ['config', 'No source connection string was given.'],
+  CONFIG_MISSING_TARGET: ['config', 'No target connection string was given.'],
+  CONFIG_INVALID_URI: ['config', 'A connection string could not be parsed.'],
+  CONFIG_INVALID_MIGRATION_ID: ['config', 'The migration id is not 1-40 characters of [a-z0-9_].'],
+  CONFIG_INVALID_OPTION: ['config', 'A command-line option is unknown or has a bad value.'],
+  CONFIG_UNKNOWN_COMMAND: ['config', 'The command is not one this version knows.'],
+  PREFLIGHT_FAILED: ['preflight', 'Preflight found at least one error; see its findings.'],
+  CONNECTION_FAILED: ['runtime', 'A server could not be reached.'],
+  AUTHENTICATION_FAILED: ['runtime', 'The server refused the user name or password.'],
+  DATABASE_NOT_FOUND: ['runtime', 'The database named in the connection string does not exist.'],
+  PERMISSION_DENIED: ['runtime', 'The connecting user lacks a privilege the step needs.'],
+  SOURCE_WAL_LEVEL_NOT_LOGICAL: ['preflight', "The source's wal_level is not 'logical'."],
+  SLOT_ALREADY_EXISTS: [
+    'runtime',
+    'A replication slot with this migration id exists and is not ours to reuse.',
+  ],
+  SLOT_IN_USE: ['runtime', 'The replication slot is held by another live process.'],
+  TARGET_NOT_EMPTY: ['runtime', 'The target already has user tables in the schemas to migrate.'],
+  SNAPSHOT_NOT_FOUND: ['runtime', 'No exported snapshot is recorded for this migration.'],
+  SNAPSHOT_EXPIRED: [
+    'runtime',
+    'The process holding the exported snapshot has ended, so the snapshot is gone.',
+  ],
+  MIGRATION_NOT_FOUND: ['runtime', 'The target holds no state for this migration id.'],
+  PG_TOOL_NOT_FOUND: ['preflight', 'pg_dump, pg_restore or pg_dumpall was not found.'],
+  PG_TOOL_TOO_OLD: ['preflight', "pg_dump is older than the source server's major version."],
+  SCHEMA_DUMP_FAILED: ['runtime', 'pg_dump could not dump the schema.'],
+  SCHEMA_RESTORE_FAILED: ['runtime', 'The schema could not be restored on the target.'],
+  COPY_FAILED: ['runtime', 'Copying a table part failed.'],
+  VALIDATION_MISMATCH: ['validation', 'Source and target differ.'],
+  SOURCE_NOT_QUIET: ['validation', 'The source changed while it was validated without a snapshot.'],
+  INTERNAL: ['internal', 'A bug: please report it with the log.'],
+} as const satisfies Record<string, readonly [ExitCategory, string]>;
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class MigrationError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string;
+  /** Extra facts for --json output (never secrets). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    hint: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'MigrationError';
+    this.code = code;
+    this.hint = hint;
+    this.details = options?.details;
+  }
+}
+
+export function isMigrationError(value: unknown): value is MigrationError {
+  return value instanceof MigrationError;
+}
+
+export function computeExitCode(error: unknown): number {
+  if (!isMigrationError(error)) return ExitCode.internal;
+  return ExitCode[ERROR_CODES[error.code][0]];
+}

@@ -1,0 +1,27 @@
+// Progress as events: the console, the job summary and Slack subscribe; workflows only emit.
+
+export type MigrationEvent =
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
+  | { type: 'step'; step: string; status: 'start' | 'done' | 'skip'; detail?: string }
+  | {
+      type: 'copy:plan';
+      tables: number;
+      parts: number;
+      partsDone: number;
+      estBytes: number;
+      rowsDone: number;
+      bytesDone: number;
+    }
+  | {
+      type: 'copy:part:start';
+      partId: number;
+      table: string;
+      partIndex: number;
+      partCount: number;
+      estBytes: number;
+    }
+  | { type: 'copy:part:progress'; partId: number; bytes: number }
+  | { type: 'copy:part:done'; partId: number; table: string; rows: number; bytes: number; seconds: number }
+  | { type: 'copy:done'; rows: number; bytes: number; seconds: number };
+
+export type EmitEvent = (event: MigrationEvent) => void;

@@ -1,0 +1,473 @@
+// `copy`: roles, pre-data schema, the data in parallel parts inside the exported snapshot, sequences,
+// post-data (indexes, constraints, triggers) in parallel, materialized views. Every step is recorded on
+// the target, so `copy --resume` after a crash redoes only what is not done.
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { openClient, setCanonicalSession, withClient } from '../adapters/postgres/client';
+import { withDatabase } from '../adapters/postgres/connection';
+import {
+  ensureControlSchema,
+  insertParts,
+  isStepDone,
+  type MigrationRow,
+  markStepDone,
+  type PartRow,
+  Phase,
+  readMigration,
+  readParts,
+  updateMigration,
+} from '../adapters/postgres/control-schema';
+import { beginInSnapshot, copyPart } from '../adapters/postgres/copy-part';
+import {
+  dumpRoles,
+  dumpSchema,
+  listToc,
+  readRestoreSql,
+  restoreParallel,
+  type ToolContext,
+} from '../adapters/postgres/pg-tools';
+import { isBackendAlive, type SnapshotHolder } from '../adapters/postgres/replication-slot';
+import { listMaterializedViews, listTables, readSequences } from '../adapters/postgres/source-catalog';
+import type { CopyOptions } from '../config/options';
+import { MigrationError } from '../core/errors';
+import { buildCopyPlan, type TableInfo, tableKey } from '../core/plan';
+import { displayName, quoteIdent, quoteQualified } from '../core/sql';
+import type { WorkflowContext } from '../ports';
+import type { Endpoints } from './connections';
+import { assertTargetEmpty, startSnapshot } from './snapshot';
+
+export interface CopyResult {
+  tables: number;
+  parts: number;
+  partsCopied: number;
+  partsSkipped: number;
+  rows: number;
+  bytes: number;
+  seconds: number;
+  snapshotName: string;
+  consistentLsn: string | null;
+}
+
+export async function runCopy(
+  ctx: WorkflowContext,
+  input: Endpoints,
+  options: CopyOptions,
+): Promise<CopyResult> {
+  const started = ctx.clock.nowMs();
+  const id = options.migrationId;
+  const log = (message: string, level: 'info' | 'warn' = 'info') => ctx.emit({ type: 'log', level, message });
+  const tools: ToolContext = { binDir: options.pgBindir, env: ctx.env, redactor: ctx.redactor };
+
+  const control = await openClient(input.target);
+  let holder: SnapshotHolder | undefined;
+  try {
+    const targetDb = (await control.query('SELECT current_database() AS db')).rows[0].db as string;
+    const endpoints: Endpoints = { source: input.source, target: withDatabase(input.target, targetDb) };
+    endpoints.source = await withClient(endpoints.source, async (c) =>
+      withDatabase(endpoints.source, (await c.query('SELECT current_database() AS db')).rows[0].db),
+    );
+    await ensureControlSchema(control);
+    let migration = await readMigration(control, id);
+
+    // 1. The snapshot: named by the user, recorded by a running `snapshot`, or created here.
+    let snapshotName: string;
+    if (migration?.copyFinishedAt) {
+      throw new MigrationError(
+        'SLOT_ALREADY_EXISTS',
+        `Migration '${id}' finished its copy at ${migration.copyFinishedAt.toISOString()}.`,
+        `Nothing to copy. To start over, run 'pg-live-migrate clean --migration-id ${id}' and empty the target.`,
+      );
+    }
+    if (options.snapshot) {
+      snapshotName = options.snapshot;
+      if (!migration) throw missingSnapshotRow(id);
+    } else if (migration?.snapshotName && (await sourceBackendAlive(endpoints, migration))) {
+      snapshotName = migration.snapshotName;
+      log(`Using snapshot ${snapshotName} held by source backend ${migration.snapshotHolderPid}.`);
+    } else if (migration && (migration.copyStartedAt || options.resume)) {
+      throw new MigrationError(
+        'SNAPSHOT_EXPIRED',
+        `Migration '${id}' started its copy in snapshot ${migration.snapshotName ?? '(none)'}, whose holder has ended.`,
+        `The rest of the copy cannot be read at the same point. Either run 'pg-live-migrate clean --migration-id ${id}', empty the target and start again (keep 'pg-live-migrate snapshot' running in its own process to survive a copy crash), or wait for 'migrate --resume' with a fresh snapshot (next release).`,
+      );
+    } else {
+      if (options.resume && !migration) throw notFound(id);
+      if (!options.skipSchema) await assertTargetEmpty(control, options.schemas);
+      if (migration) {
+        // A `snapshot` run was stopped before any copy began: take a new snapshot under the same id.
+        log(`The recorded snapshot of '${id}' is gone and no copy had started: creating a new one.`, 'warn');
+      }
+      ({ holder } = await startSnapshot(endpoints, {
+        migrationId: id,
+        schemas: options.schemas,
+        phase: Phase.copy,
+      }));
+      snapshotName = holder.snapshotName;
+      log(`Created slot ${holder.slotName}; exported snapshot ${snapshotName} at ${holder.consistentLsn}.`);
+      migration = await readMigration(control, id);
+    }
+    if (!migration) throw notFound(id);
+    if (!migration.copyStartedAt) {
+      if (!options.skipSchema && !options.resume && !holder)
+        await assertTargetEmpty(control, options.schemas);
+      await updateMigration(control, id, { phase: Phase.copy, copyStartedAt: 'now' });
+    }
+
+    // 2. Catalog in the snapshot: the tables and their columns exactly as the copy will see them.
+    const catalog = await openClient(endpoints.source);
+    let tables: TableInfo[];
+    let parts: PartRow[];
+    try {
+      await beginInSnapshot(catalog, snapshotName);
+      tables = await listTables(catalog, migration.schemas);
+      const workDir = join(options.dir, id);
+      await mkdir(workDir, { recursive: true });
+      const dumpFile = join(workDir, 'schema.dump');
+      const noOwner = options.noOwner || options.skipRoles;
+
+      if (!options.skipRoles && !(await isStepDone(control, id, 'roles'))) {
+        ctx.emit({ type: 'step', step: 'roles', status: 'start' });
+        await applyRoles(ctx, control, await dumpRoles(tools, endpoints.source));
+        await markStepDone(control, id, 'roles');
+      }
+      const needSchema = !options.skipSchema;
+      const schemaSteps = needSchema && !(await isStepDone(control, id, 'post-data'));
+      if (schemaSteps && !existsSync(dumpFile)) {
+        ctx.emit({ type: 'step', step: 'schema-dump', status: 'start' });
+        await dumpSchema(tools, endpoints.source, {
+          snapshotName,
+          schemas: migration.schemas,
+          file: dumpFile,
+        });
+        ctx.emit({ type: 'step', step: 'schema-dump', status: 'done' });
+      }
+      if (needSchema && !(await isStepDone(control, id, 'pre-data'))) {
+        ctx.emit({ type: 'step', step: 'pre-data', status: 'start' });
+        const sql = await readRestoreSql(tools, { file: dumpFile, section: 'pre-data', noOwner });
+        await restoreInTransaction(endpoints, sql, id, 'pre-data');
+        ctx.emit({ type: 'step', step: 'pre-data', status: 'done' });
+      }
+
+      // 3. The plan, made once and stored on the target so a resume copies exactly the same parts.
+      parts = await readParts(control, id);
+      if (parts.length === 0) {
+        const keyBounds = await readKeyBounds(catalog, tables, options.splitTablesLargerThan);
+        const plan = buildCopyPlan(tables, { splitBytes: options.splitTablesLargerThan, keyBounds });
+        await insertParts(control, id, plan);
+        parts = await readParts(control, id);
+      }
+      const sequences = await readSequences(catalog, migration.schemas);
+      await catalog.query('COMMIT');
+
+      // 4. Data.
+      const columnsByTable = new Map(tables.map((t) => [tableKey(t), t.columns]));
+      const stats = await copyParts(ctx, endpoints, {
+        migrationId: id,
+        snapshotName,
+        parts,
+        columnsByTable,
+        jobs: options.tableJobs,
+        skipSchema: options.skipSchema,
+      });
+
+      // 5. Sequences at their snapshot values, then post-data and materialized views.
+      if (!(await isStepDone(control, id, 'sequences'))) {
+        await control.query('BEGIN');
+        for (const seq of sequences) {
+          if (seq.lastValue === null) continue;
+          await control.query('SELECT pg_catalog.setval($1::regclass, $2::bigint, $3)', [
+            quoteQualified(seq),
+            seq.lastValue,
+            seq.isCalled,
+          ]);
+        }
+        await markStepDone(control, id, 'sequences');
+        await control.query('COMMIT');
+        ctx.emit({
+          type: 'step',
+          step: 'sequences',
+          status: 'done',
+          detail: `${sequences.length} sequences`,
+        });
+      }
+      if (needSchema && !(await isStepDone(control, id, 'post-data'))) {
+        ctx.emit({ type: 'step', step: 'post-data', status: 'start' });
+        await restorePostData(ctx, tools, control, endpoints, {
+          file: dumpFile,
+          noOwner,
+          jobs: options.indexJobs,
+          workDir,
+        });
+        await markStepDone(control, id, 'post-data');
+        ctx.emit({ type: 'step', step: 'post-data', status: 'done' });
+      }
+      if (!(await isStepDone(control, id, 'matviews'))) {
+        const views = await withClient(endpoints.source, (c) =>
+          listMaterializedViews(c, migration?.schemas ?? null),
+        );
+        for (const view of views) {
+          await control.query(`REFRESH MATERIALIZED VIEW ${quoteQualified(view)}`);
+        }
+        await markStepDone(control, id, 'matviews');
+        if (views.length)
+          ctx.emit({ type: 'step', step: 'matviews', status: 'done', detail: `${views.length} refreshed` });
+      }
+      await updateMigration(control, id, { copyFinishedAt: 'now' });
+      const seconds = (ctx.clock.nowMs() - started) / 1000;
+      ctx.emit({ type: 'copy:done', rows: stats.rows, bytes: stats.bytes, seconds });
+      return {
+        tables: new Set(parts.map((p) => tableKey(p))).size,
+        parts: parts.length,
+        partsCopied: stats.copied,
+        partsSkipped: stats.skipped,
+        rows: stats.rows,
+        bytes: stats.bytes,
+        seconds,
+        snapshotName,
+        consistentLsn: migration.consistentLsn,
+      };
+    } finally {
+      await catalog.end().catch(() => undefined);
+    }
+  } finally {
+    await holder?.close();
+    await control.end().catch(() => undefined);
+  }
+}
+
+function notFound(id: string): MigrationError {
+  return new MigrationError(
+    'MIGRATION_NOT_FOUND',
+    `The target has no state for migration '${id}'.`,
+    'Check --target and --migration-id, or start the copy without --resume.',
+  );
+}
+
+function missingSnapshotRow(id: string): MigrationError {
+  return new MigrationError(
+    'SNAPSHOT_NOT_FOUND',
+    `--snapshot was given but the target records no migration '${id}' (the slot and publications come with the snapshot).`,
+    `Start the snapshot with 'pg-live-migrate snapshot --migration-id ${id}' against the same target; copy then finds it without --snapshot.`,
+  );
+}
+
+async function sourceBackendAlive(endpoints: Endpoints, migration: MigrationRow): Promise<boolean> {
+  return withClient(endpoints.source, (c) => isBackendAlive(c, migration.snapshotHolderPid));
+}
+
+/** min/max of the integer key of every table that will be split (read in the snapshot). */
+async function readKeyBounds(client: pg.Client, tables: TableInfo[], splitBytes: number) {
+  const bounds = new Map<string, { min: bigint; max: bigint }>();
+  for (const t of tables) {
+    if (!t.integerKey || splitBytes <= 0 || t.bytes <= splitBytes || t.kind !== 'table') continue;
+    const col = quoteIdent(t.integerKey);
+    const { rows } = await client.query(
+      `SELECT min(${col})::text AS lo, max(${col})::text AS hi FROM ONLY ${quoteQualified(t)}`,
+    );
+    if (rows[0]?.lo != null) bounds.set(tableKey(t), { min: BigInt(rows[0].lo), max: BigInt(rows[0].hi) });
+  }
+  return bounds;
+}
+
+/** Runs a section's SQL and its done mark in one target transaction: all of it or none. */
+async function restoreInTransaction(
+  endpoints: Endpoints,
+  sql: string,
+  id: string,
+  step: string,
+): Promise<void> {
+  await withClient(endpoints.target, async (client) => {
+    await client.query('BEGIN');
+    try {
+      await client.query(sql);
+      await markStepDone(client, id, step);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw new MigrationError(
+        'SCHEMA_RESTORE_FAILED',
+        `Restoring the ${step} schema on the target failed: ${(error as Error).message}`,
+        'Nothing of this step was applied. Fix the cause (often a missing extension or role on the target), then run again with --resume.',
+        { cause: error },
+      );
+    }
+  });
+}
+
+/** Post-data with pg_restore -j; on resume, objects already built are left out of the list. */
+async function restorePostData(
+  ctx: WorkflowContext,
+  tools: ToolContext,
+  control: pg.Client,
+  endpoints: Endpoints,
+  o: { file: string; noOwner: boolean; jobs: number; workDir: string },
+): Promise<void> {
+  const toc = await listToc(tools, o.file, 'post-data');
+  const { rows } = await control.query(
+    `SELECT n.nspname || ' ' || c.relname AS key FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('i', 'I')
+     UNION ALL
+     SELECT n.nspname || ' ' || r.relname || ' ' || con.conname FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+     UNION ALL
+     SELECT n.nspname || ' ' || r.relname || ' ' || t.tgname FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid JOIN pg_namespace n ON n.oid = r.relnamespace WHERE NOT t.tgisinternal
+     UNION ALL
+     SELECT schemaname || ' ' || tablename || ' ' || rulename FROM pg_rules
+     UNION ALL
+     SELECT schemaname || ' ' || tablename || ' ' || policyname FROM pg_policies`,
+  );
+  const existing = new Set(rows.map((r) => r.key as string));
+  const keep: string[] = [];
+  let skipped = 0;
+  for (const entry of toc) {
+    const builds = ['INDEX', 'CONSTRAINT', 'FK CONSTRAINT', 'TRIGGER', 'RULE', 'POLICY'].includes(entry.type);
+    if (builds && existing.has(`${entry.schema} ${entry.name}`)) {
+      skipped += 1;
+      continue;
+    }
+    keep.push(entry.line);
+  }
+  if (skipped)
+    ctx.emit({
+      type: 'log',
+      level: 'info',
+      message: `post-data: ${skipped} objects already built on the target are skipped.`,
+    });
+  const listFile = join(o.workDir, 'post-data.list');
+  await writeFile(listFile, `${keep.join('\n')}\n`);
+  await restoreParallel(tools, endpoints.target, {
+    file: o.file,
+    section: 'post-data',
+    noOwner: o.noOwner,
+    jobs: o.jobs,
+    listFile,
+  });
+}
+
+/** Creates the source's roles on the target (no passwords); existing roles are left as they are. */
+async function applyRoles(ctx: WorkflowContext, target: pg.Client, script: string): Promise<void> {
+  const { rows } = await target.query('SELECT rolname FROM pg_roles');
+  const existing = new Set(rows.map((r) => r.rolname as string));
+  const created = new Set<string>();
+  const roleOf = (statement: string) => {
+    const m = /^(?:CREATE|ALTER) ROLE ("(?:[^"]|"")+"|[^\s;]+)/.exec(statement);
+    return m?.[1] ? (m[1].startsWith('"') ? m[1].slice(1, -1).replaceAll('""', '"') : m[1]) : undefined;
+  };
+  const failures: string[] = [];
+  for (const statement of script.split('\n').filter((l) => /^(CREATE ROLE|ALTER ROLE|GRANT) /.test(l))) {
+    const role = roleOf(statement);
+    if (role !== undefined && existing.has(role)) continue;
+    try {
+      await target.query(statement);
+      if (role !== undefined && statement.startsWith('CREATE')) created.add(role);
+    } catch (error) {
+      failures.push(`${statement.slice(0, 80)}: ${(error as Error).message}`);
+    }
+  }
+  ctx.emit({ type: 'step', step: 'roles', status: 'done', detail: `${created.size} created` });
+  for (const failure of failures.slice(0, 20)) {
+    ctx.emit({ type: 'log', level: 'warn', message: `roles: ${ctx.redactor.redact(failure)}` });
+  }
+}
+
+interface CopyPartsInput {
+  migrationId: string;
+  snapshotName: string;
+  parts: PartRow[];
+  columnsByTable: Map<string, string[]>;
+  jobs: number;
+  skipSchema: boolean;
+}
+
+/** Runs the parts not yet done on `jobs` workers, each with one source and one target connection. */
+async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: CopyPartsInput) {
+  const done = input.parts.filter((p) => p.done);
+  const todo = input.parts.filter((p) => !p.done).sort((a, b) => b.estBytes - a.estBytes);
+  let rows = done.reduce((s, p) => s + (p.rows ?? 0), 0);
+  let bytes = done.reduce((s, p) => s + (p.bytes ?? 0), 0);
+  ctx.emit({
+    type: 'copy:plan',
+    tables: new Set(input.parts.map((p) => tableKey(p))).size,
+    parts: input.parts.length,
+    partsDone: done.length,
+    estBytes: input.parts.reduce((s, p) => s + p.estBytes, 0),
+    rowsDone: rows,
+    bytesDone: bytes,
+  });
+  if (done.length > 0)
+    ctx.emit({
+      type: 'log',
+      level: 'info',
+      message: `Resuming: ${done.length} of ${input.parts.length} parts are already on the target.`,
+    });
+  let failure: unknown;
+  let copied = 0;
+  const queue = [...todo];
+  const worker = async () => {
+    if (queue.length === 0) return;
+    const source = await openClient(endpoints.source);
+    const target = await openClient(endpoints.target);
+    try {
+      await setCanonicalSession(source);
+      await setCanonicalSession(target);
+      if (input.skipSchema) {
+        // Existing triggers and foreign keys must not fire for copied rows (needs superuser or similar).
+        await target.query('SET session_replication_role = replica').catch((error) => {
+          ctx.emit({
+            type: 'log',
+            level: 'warn',
+            message: `Triggers and foreign keys stay active during the copy: ${(error as Error).message}`,
+          });
+        });
+      }
+      await beginInSnapshot(source, input.snapshotName);
+      for (let part = queue.shift(); part && !failure && !ctx.stopSignal.aborted; part = queue.shift()) {
+        const table = displayName(part);
+        ctx.emit({
+          type: 'copy:part:start',
+          partId: part.partId,
+          table,
+          partIndex: part.partIndex,
+          partCount: part.partCount,
+          estBytes: part.estBytes,
+        });
+        const columns = input.columnsByTable.get(tableKey(part));
+        if (!columns) {
+          throw new MigrationError(
+            'COPY_FAILED',
+            `Table ${table} is in the copy plan but no longer in the snapshot's catalog.`,
+            'The plan on the target does not match this snapshot; clean the migration and start again.',
+          );
+        }
+        const result = await copyPart({
+          source,
+          target,
+          migrationId: input.migrationId,
+          part,
+          columns,
+          nowMs: () => ctx.clock.nowMs(),
+          onBytes: (b) => ctx.emit({ type: 'copy:part:progress', partId: part.partId, bytes: b }),
+        });
+        rows += result.rows;
+        bytes += result.bytes;
+        copied += 1;
+        ctx.emit({ type: 'copy:part:done', partId: part.partId, table, ...result });
+      }
+    } catch (error) {
+      failure ??= error;
+    } finally {
+      await source.end().catch(() => undefined);
+      await target.end().catch(() => undefined);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(input.jobs, Math.max(todo.length, 1)) }, worker));
+  if (failure) throw failure;
+  if (ctx.stopSignal.aborted) {
+    throw new MigrationError(
+      'COPY_FAILED',
+      'The copy was interrupted before all parts were copied.',
+      'Run the same command again with --resume.',
+    );
+  }
+  return { rows, bytes, copied, skipped: done.length };
+}
