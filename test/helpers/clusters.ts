@@ -11,7 +11,7 @@ import {
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const CLI = join(ROOT, 'dist/cli.js');
-export const PAGILA_DIR = join(ROOT, 'test/fixtures/pagila');
+export const PAGILA_DIR = join(ROOT, 'datasets/pagila');
 
 export interface Pair {
   source: LocalCluster;
