@@ -2,6 +2,7 @@
 
 export type MigrationEvent =
   | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
+  | { type: 'snapshot:ready'; snapshotName: string; consistentLsn: string; slotName: string }
   | { type: 'step'; step: string; status: 'start' | 'done' | 'skip'; detail?: string }
   | {
       type: 'copy:plan';

@@ -174,7 +174,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       );
     }
     const ctx: WorkflowContext = {
-      emit: (event: MigrationEvent) => reporter.handle(event),
+      emit: (event: MigrationEvent) => {
+        // The snapshot name is the one thing scripts read from `snapshot`: stdout, as soon as it exists.
+        if (event.type === 'snapshot:ready') process.stdout.write(`${event.snapshotName}\n`);
+        reporter.handle(event);
+      },
       clock: systemClock,
       redactor,
       env,

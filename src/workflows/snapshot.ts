@@ -138,6 +138,12 @@ export async function runSnapshot(
     }
     const { holder } = await startSnapshot(endpoints, { ...options, phase: Phase.snapshot });
     ctx.emit({
+      type: 'snapshot:ready',
+      snapshotName: holder.snapshotName,
+      consistentLsn: holder.consistentLsn,
+      slotName: holder.slotName,
+    });
+    ctx.emit({
       type: 'log',
       level: 'info',
       message: `Exported snapshot ${holder.snapshotName} at consistent point ${holder.consistentLsn} (slot ${holder.slotName}).`,

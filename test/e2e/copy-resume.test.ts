@@ -1,0 +1,139 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  assertNoLeaks,
+  freshDatabases,
+  type Pair,
+  query,
+  runCli,
+  spawnCli,
+  startPair,
+  waitFor,
+} from '../helpers/clusters';
+
+const tableDigest = (table: string, key: string) =>
+  `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY ${key}), '')) AS h FROM ${table} t`;
+
+describe('a copy killed with SIGKILL and resumed inside the held snapshot', () => {
+  let pair: Pair;
+  let uris: { source: string; target: string };
+  let dir: string;
+
+  beforeAll(async () => {
+    pair = await startPair();
+    uris = await freshDatabases(pair, 'bench');
+    await pair.source.run('pgbench', [
+      '-i',
+      '-q',
+      '-s',
+      '4',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(pair.source.port),
+      '-U',
+      'postgres',
+      'bench',
+    ]);
+    dir = `${pair.target.dataDir}-work`;
+  });
+
+  afterAll(async () => {
+    await runCli(['clean', '--source', uris.source, '--target', uris.target, '--dir', dir, '--prune']);
+    await assertNoLeaks(pair);
+    await pair.stop();
+  });
+
+  it('copies only the unfinished parts and ends equal to the source at the snapshot', async () => {
+    const common = ['--source', uris.source, '--target', uris.target, '--dir', dir];
+    const holder = spawnCli(['snapshot', ...common]);
+    const snapshotName = await waitFor(() => /^\S+-\S+-\S+$/m.exec(holder.output().stdout)?.[0], {
+      timeoutMs: 20_000,
+      what: 'the snapshot name on stdout',
+    });
+    // Writes after the snapshot must not reach the target.
+    await query(uris.source, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 1000`);
+    await query(
+      uris.source,
+      `INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 5, now())`,
+    );
+
+    const args = [
+      'copy',
+      ...common,
+      '--table-jobs',
+      '1',
+      '--index-jobs',
+      '2',
+      '--split-tables-larger-than',
+      '2MB',
+    ];
+    const first = spawnCli(args);
+    const doneBeforeKill = await waitFor(
+      async () => {
+        const rows = await query<{ n: number }>(
+          uris.target,
+          'SELECT count(*)::int AS n FROM _pg_live_migrate.copy_part WHERE done_at IS NOT NULL',
+        ).catch(() => []);
+        const n = rows[0]?.n ?? 0;
+        return n >= 3 ? n : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 20, what: 'three finished parts' },
+    );
+    first.child.kill('SIGKILL');
+    const killed = await first.result;
+    expect(killed.signal).toBe('SIGKILL');
+
+    const before = await query<{ part_id: number; done_at: string }>(
+      uris.target,
+      'SELECT part_id, done_at::text FROM _pg_live_migrate.copy_part WHERE done_at IS NOT NULL ORDER BY part_id',
+    );
+    expect(before.length).toBeGreaterThanOrEqual(doneBeforeKill);
+    const total = await query<{ n: number }>(
+      uris.target,
+      'SELECT count(*)::int AS n FROM _pg_live_migrate.copy_part',
+    );
+    expect(before.length).toBeLessThan(total[0]?.n ?? 0);
+
+    const resumed = await runCli([...args, '--resume']);
+    expect(resumed.stderr).toContain(
+      `Resuming: ${before.length} of ${total[0]?.n} parts are already on the target`,
+    );
+    expect(resumed.code).toBe(0);
+
+    // Parts finished before the kill were not copied again: their done marks are untouched.
+    const after = await query<{ part_id: number; done_at: string }>(
+      uris.target,
+      `SELECT part_id, done_at::text FROM _pg_live_migrate.copy_part WHERE part_id = ANY($1::int[]) ORDER BY part_id`,
+      [before.map((p) => p.part_id)],
+    );
+    expect(after).toEqual(before);
+
+    // The snapshot holder lets go once the copy is done.
+    const held = await holder.result;
+    expect(held.code).toBe(0);
+
+    // Target equals the source as of the snapshot: the later writes are absent.
+    for (const [table, key] of [
+      ['pgbench_accounts', 'aid'],
+      ['pgbench_branches', 'bid'],
+      ['pgbench_tellers', 'tid'],
+      ['pgbench_history', 'mtime'],
+    ] as const) {
+      const [target] = await query(uris.target, tableDigest(table, key));
+      const [source] = await query(uris.source, tableDigest(table, key));
+      if (table === 'pgbench_accounts' || table === 'pgbench_history') expect(target).not.toEqual(source);
+      else expect(target).toEqual(source);
+    }
+    const [{ n: history } = { n: -1 }] = await query<{ n: number }>(
+      uris.target,
+      'SELECT count(*)::int AS n FROM pgbench_history',
+    );
+    expect(history).toBe(0);
+    const [{ s } = { s: -1 }] = await query<{ s: string }>(
+      uris.target,
+      'SELECT sum(abalance)::text AS s FROM pgbench_accounts',
+    );
+    expect(s).toBe('0');
+    expect(snapshotName).toMatch(/-/);
+  });
+});
