@@ -49,14 +49,14 @@ function parseUri(text: string, role: string): Record<string, string> {
 
 function parseKeywords(text: string, role: string): Record<string, string> {
   const out: Record<string, string> = {};
-  const pattern = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']+))/y;
+  const pattern = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?:[^\s'\\]|\\.)+))/y;
   let rest = text.trim();
   while (rest.length > 0) {
     pattern.lastIndex = 0;
     const match = pattern.exec(rest);
     if (!match?.[1])
       throw invalid(role, text, `unexpected text near '${redactConnectionString(rest).slice(0, 20)}'`);
-    out[match[1]] = match[2] !== undefined ? match[2].replace(/\\(.)/g, '$1') : (match[3] ?? '');
+    out[match[1]] = (match[2] ?? match[3] ?? '').replace(/\\(.)/g, '$1');
     rest = rest.slice(pattern.lastIndex).trim();
   }
   if (Object.keys(out).length === 0) throw invalid(role, text, 'it is empty');
