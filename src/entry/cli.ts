@@ -1,7 +1,7 @@
 // The command-line entry: the only place that reads argv and env, handles signals and sets the exit code.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createConsoleReporter } from '../adapters/console/reporter';
 import { cleanOptions, commonOptions, copyOptions, validateOptions } from '../config/options';
@@ -121,7 +121,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
   const onSignal = () => controller.abort();
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const reporter = createConsoleReporter({ stream: stderr, redactor, nowMs: () => systemClock.nowMs() });
+  let reporter = createConsoleReporter({ stream: stderr, redactor, nowMs: () => systemClock.nowMs() });
   try {
     const { values, positionals } = parseArgs({
       args: argv,
@@ -173,6 +173,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         'Use 1 to 40 characters of lowercase letters, digits and underscores (it becomes part of the slot name), e.g. --migration-id orders_2026.',
       );
     }
+    reporter = createConsoleReporter({
+      stream: stderr,
+      redactor,
+      nowMs: () => systemClock.nowMs(),
+      logFile: join(common.dir, 'logs', `${command}.log`),
+    });
     const ctx: WorkflowContext = {
       emit: (event: MigrationEvent) => {
         // The snapshot name is the one thing scripts read from `snapshot`: stdout, as soon as it exists.
@@ -261,7 +267,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return ExitCode.ok;
       }
       case 'demo':
-        return await runDemo(ctx, { keep: bool('keep'), dir: common.dir, env, tableJobs: Math.max(2, cpus) });
+        return await runDemo(ctx, {
+          keep: bool('keep'),
+          dir: common.dir,
+          env,
+          tableJobs: Math.max(2, cpus),
+          print: (text) => stderr.write(redactor.redact(text)),
+        });
     }
   } catch (raw) {
     const error = normalizeError(raw);
@@ -270,7 +282,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       ? `error ${error.code}: ${error.message}\n  hint: ${error.hint}\n`
       : `error INTERNAL: ${(error as Error)?.stack ?? String(error)}\n  hint: ${ERROR_CODES.INTERNAL[1]}\n`;
     reporter.stop();
-    stderr.write(redactor.redact(text));
+    reporter.line(text.trimEnd());
     if (json) {
       const body = isMigrationError(error)
         ? { ok: false, error: { code: error.code, message: error.message, hint: error.hint } }

@@ -1,5 +1,7 @@
 // Renders migration events on stderr: progress bars on a TTY (cli-progress), otherwise a log line
 // every few seconds. Everything printed goes through the redactor.
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { MigrationEvent } from '../../core/events';
 import { formatBytes, formatCount, formatDuration } from '../../core/format';
@@ -17,10 +19,26 @@ export function createConsoleReporter(options: {
   nowMs: () => number;
   intervalMs?: number;
   quiet?: boolean;
+  /** Every line is also appended here (the --dir/logs journal); failures to write it are ignored. */
+  logFile?: string;
 }): Reporter {
   const { stream, redactor } = options;
   const tty = stream.isTTY === true && !options.quiet;
-  const write = (text: string) => stream.write(`${redactor.redact(text)}\n`);
+  let logOk = options.logFile !== undefined;
+  const journal = (text: string) => {
+    if (!logOk || !options.logFile) return;
+    try {
+      mkdirSync(dirname(options.logFile), { recursive: true });
+      appendFileSync(options.logFile, `${new Date(options.nowMs()).toISOString()} ${text}\n`);
+    } catch {
+      logOk = false;
+    }
+  };
+  const write = (text: string) => {
+    const safe = redactor.redact(text);
+    journal(safe);
+    stream.write(`${safe}\n`);
+  };
   const stamp = () => new Date(options.nowMs()).toISOString().slice(11, 19);
 
   // Copy progress state shared by both renderings.
@@ -49,6 +67,7 @@ export function createConsoleReporter(options: {
       )
     : undefined;
   let total: cliProgress.SingleBar | undefined;
+  let stopped = false;
 
   const rate = () => {
     const seconds = Math.max((options.nowMs() - copyStarted) / 1000, 0.001);
@@ -69,11 +88,17 @@ export function createConsoleReporter(options: {
 
   return {
     line: (text) => {
-      if (multibar) multibar.log(`${redactor.redact(text)}\n`);
-      else write(text);
+      if (multibar && !stopped) {
+        journal(redactor.redact(text));
+        multibar.log(`${redactor.redact(text)}\n`);
+      } else write(text);
     },
     handle(event) {
-      const say = (text: string) => (multibar ? multibar.log(`${redactor.redact(text)}\n`) : write(text));
+      const say = (text: string) => {
+        if (!multibar) return write(text);
+        journal(redactor.redact(text));
+        multibar.log(`${redactor.redact(text)}\n`);
+      };
       switch (event.type) {
         case 'log':
           say(`${stamp()} ${event.level === 'info' ? '' : `${event.level.toUpperCase()}: `}${event.message}`);
@@ -157,6 +182,7 @@ export function createConsoleReporter(options: {
       }
     },
     stop() {
+      stopped = true;
       multibar?.stop();
     },
   };
