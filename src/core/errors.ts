@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   SCHEMA_DUMP_FAILED: ['runtime', 'pg_dump could not dump the schema.'],
   SCHEMA_RESTORE_FAILED: ['runtime', 'The schema could not be restored on the target.'],
   COPY_FAILED: ['runtime', 'Copying a table part failed.'],
+  COPY_INTERRUPTED: ['runtime', 'The copy was stopped (Ctrl-C or SIGTERM) before every part was copied.'],
   VALIDATION_MISMATCH: ['validation', 'Source and target differ.'],
   SOURCE_NOT_QUIET: ['validation', 'The source changed while it was validated without a snapshot.'],
   INTERNAL: ['internal', 'A bug: please report it with the log.'],

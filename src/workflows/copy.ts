@@ -214,7 +214,7 @@ export async function runCopy(
         if (views.length)
           ctx.emit({ type: 'step', step: 'matviews', status: 'done', detail: `${views.length} refreshed` });
       }
-      await updateMigration(control, id, { copyFinishedAt: 'now' });
+      await updateMigration(control, id, { copyFinishedAt: 'now', error: null });
       const seconds = (ctx.clock.nowMs() - started) / 1000;
       ctx.emit({ type: 'copy:done', rows: stats.rows, bytes: stats.bytes, seconds });
       return {
@@ -231,6 +231,14 @@ export async function runCopy(
     } finally {
       await catalog.end().catch(() => undefined);
     }
+  } catch (error) {
+    // Leave the reason where `status` (from any machine) can show it; the databases are the journal.
+    if (error instanceof MigrationError) {
+      await updateMigration(control, id, {
+        error: { code: error.code, message: error.message, hint: error.hint },
+      }).catch(() => undefined);
+    }
+    throw error;
   } finally {
     await holder?.close();
     await control.end().catch(() => undefined);
@@ -407,6 +415,13 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
     if (queue.length === 0) return;
     const source = await openClient(endpoints.source);
     const target = await openClient(endpoints.target);
+    // Ctrl-C must not wait for a multi-gigabyte part: closing both connections aborts the COPY, and the
+    // target rolls the part back, so the resume copies it again from the start.
+    const abort = () => {
+      void source.end().catch(() => undefined);
+      void target.end().catch(() => undefined);
+    };
+    ctx.stopSignal.addEventListener('abort', abort, { once: true });
     try {
       await setCanonicalSession(source);
       await setCanonicalSession(target);
@@ -454,8 +469,9 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
         ctx.emit({ type: 'copy:part:done', partId: part.partId, table, ...result });
       }
     } catch (error) {
-      failure ??= error;
+      if (!ctx.stopSignal.aborted) failure ??= error;
     } finally {
+      ctx.stopSignal.removeEventListener('abort', abort);
       await source.end().catch(() => undefined);
       await target.end().catch(() => undefined);
     }
@@ -464,9 +480,9 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
   if (failure) throw failure;
   if (ctx.stopSignal.aborted) {
     throw new MigrationError(
-      'COPY_FAILED',
-      'The copy was interrupted before all parts were copied.',
-      'Run the same command again with --resume.',
+      'COPY_INTERRUPTED',
+      `The copy was stopped with ${done.length + copied} of ${input.parts.length} parts on the target.`,
+      "Run the same command again with --resume while the snapshot is still held (a separate 'pg-live-migrate snapshot' process keeps it across restarts).",
     );
   }
   return { rows, bytes, copied, skipped: done.length };

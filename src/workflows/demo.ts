@@ -34,7 +34,11 @@ function findPagila(): string {
     if (existsSync(join(candidate, 'pagila-schema.sql'))) return candidate;
     dir = dirname(dir);
   }
-  throw new MigrationError('INTERNAL', 'The pagila dataset is missing from this installation.', 'Reinstall pg-live-migrate from its repository.');
+  throw new MigrationError(
+    'INTERNAL',
+    'The pagila dataset is missing from this installation.',
+    'Reinstall pg-live-migrate from its repository.',
+  );
 }
 
 export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promise<number> {
@@ -61,7 +65,19 @@ export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promi
     ]);
     clusters.push(source, target);
     const psql = (cluster: LocalCluster, args: string[]) =>
-      cluster.run('psql', ['-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'postgres', '-X', '-q', '-v', 'ON_ERROR_STOP=1', ...args]);
+      cluster.run('psql', [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(cluster.port),
+        '-U',
+        'postgres',
+        '-X',
+        '-q',
+        '-v',
+        'ON_ERROR_STOP=1',
+        ...args,
+      ]);
     for (const cluster of clusters) await psql(cluster, ['-c', 'CREATE DATABASE pagila']);
     say('Loading the pagila sample database into the source …');
     await psql(source, ['-d', 'pagila', '-f', join(pagila, 'pagila-schema.sql')]);
@@ -93,7 +109,12 @@ export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promi
     say(`Copied ${copy.rows} rows of ${copy.tables} tables in ${formatDuration(copy.seconds * 1000)}.`);
 
     say('Step 3/4 validate --checksum (the source is quiet in this demo)');
-    const report = await runValidate(ctx, endpoints, { ...common, checksum: true, markdown: undefined, buckets: 16 });
+    const report = await runValidate(ctx, endpoints, {
+      ...common,
+      checksum: true,
+      markdown: undefined,
+      buckets: 16,
+    });
     options.print(renderValidationText(report));
 
     if (options.keep) {
@@ -115,9 +136,12 @@ export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promi
     await runClean(ctx, endpoints, { ...common, prune: true });
     await withClient(endpoints.source, async (c) => {
       const { rowCount } = await c.query('SELECT 1 FROM pg_replication_slots');
-      if (rowCount) throw new MigrationError('INTERNAL', 'The demo left a replication slot behind.', 'Report this bug.');
+      if (rowCount)
+        throw new MigrationError('INTERNAL', 'The demo left a replication slot behind.', 'Report this bug.');
     });
-    say(`Demo finished in ${formatDuration(ctx.clock.nowMs() - started)}: ${report.ok ? 'source and target match' : 'MISMATCH'}.`);
+    say(
+      `Demo finished in ${formatDuration(ctx.clock.nowMs() - started)}: ${report.ok ? 'source and target match' : 'MISMATCH'}.`,
+    );
     return report.ok ? 0 : 5;
   } finally {
     if (!keep) await Promise.all(clusters.map((c) => c.stop()));

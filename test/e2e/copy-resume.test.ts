@@ -136,4 +136,67 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
     expect(s).toBe('0');
     expect(snapshotName).toMatch(/-/);
   });
+
+  it('stops promptly on SIGINT with COPY_INTERRUPTED (exit 4), records why, and resumes to the end', async () => {
+    const db = await freshDatabases(pair, 'interrupted');
+    await pair.source.run('pgbench', [
+      '-i',
+      '-q',
+      '-s',
+      '3',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(pair.source.port),
+      '-U',
+      'postgres',
+      'interrupted',
+    ]);
+    const workDir = `${dir}-2`;
+    const common = [
+      '--source',
+      db.source,
+      '--target',
+      db.target,
+      '--dir',
+      workDir,
+      '--migration-id',
+      'sigint',
+    ];
+    const holder = spawnCli(['snapshot', ...common]);
+    await waitFor(() => /^\S+-\S+-\S+$/m.exec(holder.output().stdout)?.[0], {
+      timeoutMs: 20_000,
+      what: 'the snapshot name',
+    });
+    const args = ['copy', ...common, '--table-jobs', '1', '--split-tables-larger-than', '1MB'];
+    const first = spawnCli(args);
+    await waitFor(
+      async () => {
+        const rows = await query<{ n: number }>(
+          db.target,
+          'SELECT count(*)::int AS n FROM _pg_live_migrate.copy_part WHERE done_at IS NOT NULL',
+        ).catch(() => []);
+        return (rows[0]?.n ?? 0) >= 2 || undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 20, what: 'two finished parts' },
+    );
+    const stoppedAt = Date.now();
+    first.child.kill('SIGINT');
+    const stopped = await first.result;
+    expect(Date.now() - stoppedAt).toBeLessThan(5_000);
+    expect(stopped.code).toBe(4);
+    expect(stopped.stderr).toMatch(/error COPY_INTERRUPTED: The copy was stopped with \d+ of \d+ parts/);
+    const status = JSON.parse((await runCli(['status', '--json', ...common])).stdout);
+    expect(status.error).toMatchObject({ code: 'COPY_INTERRUPTED' });
+    expect(status.tables.done).toBeLessThan(status.tables.total);
+
+    const resumed = await runCli([...args, '--resume']);
+    expect(resumed.code).toBe(0);
+    expect((await holder.result).code).toBe(0);
+    const digest = tableDigest('pgbench_accounts', 'aid');
+    expect(await query(db.target, digest)).toEqual(await query(db.source, digest));
+    const after = JSON.parse((await runCli(['status', '--json', ...common])).stdout);
+    expect(after).toMatchObject({ copyFinished: true, error: null });
+    await runCli(['clean', ...common, '--prune']);
+  });
 });
