@@ -71,7 +71,7 @@ export function createConsoleReporter(options: {
 
   const rate = () => {
     const seconds = Math.max((options.nowMs() - copyStarted) / 1000, 0.001);
-    return `${formatBytes(bytesDone / seconds)}/s`;
+    return `${formatBytes((bytesDone + inFlightBytes()) / seconds)}/s`;
   };
   const inFlightBytes = () => [...inFlight.values()].reduce((s, p) => s + p.bytes, 0);
 
@@ -95,7 +95,7 @@ export function createConsoleReporter(options: {
     },
     handle(event) {
       const say = (text: string) => {
-        if (!multibar) return write(text);
+        if (!multibar || stopped) return write(text);
         journal(redactor.redact(text));
         multibar.log(`${redactor.redact(text)}\n`);
       };
@@ -124,10 +124,12 @@ export function createConsoleReporter(options: {
           });
           break;
         case 'copy:part:start': {
-          const name =
-            event.partCount > 1 ? `${event.table} [${event.partIndex + 1}/${event.partCount}]` : event.table;
+          const suffix = event.partCount > 1 ? ` [${event.partIndex + 1}/${event.partCount}]` : '';
+          const name = `${event.table}${suffix}`;
+          // Keep the part number visible when the name is cut to the bar's width.
+          const short = name.length <= 24 ? name : `${event.table.slice(0, 23 - suffix.length)}…${suffix}`;
           const bar = multibar?.create(Math.max(event.estBytes, 1), 0, {
-            name: name.slice(0, 24).padEnd(24),
+            name: short.padEnd(24),
             done: '',
             rate: '',
           });
@@ -162,6 +164,12 @@ export function createConsoleReporter(options: {
           bytesDone += event.bytes;
           rowsDone += event.rows;
           partsDone += 1;
+          if (plan && partsDone >= plan.parts && multibar && !stopped) {
+            // Bars are done; later lines (post-data, summary) go straight to the stream.
+            total?.update(total.getTotal(), {});
+            stopped = true;
+            multibar.stop();
+          }
           total?.update(Math.min(bytesDone, total.getTotal()), {
             done: `${formatCount(rowsDone)} rows`,
             rate: rate(),
@@ -173,8 +181,10 @@ export function createConsoleReporter(options: {
           break;
         }
         case 'copy:done':
-          total?.update(total.getTotal(), {});
-          multibar?.stop();
+          if (!stopped) {
+            stopped = true;
+            multibar?.stop();
+          }
           write(
             `${stamp()} copy done: ${formatCount(event.rows)} rows, ${formatBytes(event.bytes)} in ${formatDuration(event.seconds * 1000)}`,
           );
