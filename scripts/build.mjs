@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
+import { updateReadme } from './docs.mjs';
 
 const check = process.argv.includes('--check');
 const entries = readdirSync('src/entry').filter((f) => f.endsWith('.ts'));
@@ -23,7 +24,12 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 });
+const readmeFresh = await updateReadme({ check });
 if (check) {
+  if (!readmeFresh) {
+    console.error('README.md troubleshooting tables are out of date: run npm run build and commit README.md.');
+    process.exit(1);
+  }
   const stale = entries
     .map((f) => f.replace(/\.ts$/, '.js'))
     .filter((f) => {

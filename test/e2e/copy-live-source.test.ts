@@ -94,9 +94,12 @@ describe('a copy while pgbench writes to the source', () => {
       'live',
     ]);
     await new Promise((r) => setTimeout(r, 500));
+    // The snapshot is named explicitly here (the resume test finds it on the target instead).
     const copy = await runCli([
       'copy',
       ...common,
+      '--snapshot',
+      snapshotName,
       '--table-jobs',
       '2',
       '--index-jobs',
