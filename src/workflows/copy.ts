@@ -2,7 +2,7 @@
 // post-data (indexes, constraints, triggers) in parallel, materialized views. Every step is recorded on
 // the target, so `copy --resume` after a crash redoes only what is not done.
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { openClient, setCanonicalSession, withClient } from '../adapters/postgres/client';
@@ -127,21 +127,27 @@ export async function runCopy(
       const dumpFile = join(workDir, 'schema.dump');
       const noOwner = options.noOwner || options.skipRoles;
 
-      if (!options.skipRoles && !(await isStepDone(control, id, 'roles'))) {
-        ctx.emit({ type: 'step', step: 'roles', status: 'start' });
-        await applyRoles(ctx, control, await dumpRoles(tools, endpoints.source));
-        await markStepDone(control, id, 'roles');
-      }
+      // The roles and the schema are dumped side by side; roles are applied first (objects name owners).
+      const needRoles = !options.skipRoles && !(await isStepDone(control, id, 'roles'));
       const needSchema = !options.skipSchema;
-      const schemaSteps = needSchema && !(await isStepDone(control, id, 'post-data'));
-      if (schemaSteps && !existsSync(dumpFile)) {
-        ctx.emit({ type: 'step', step: 'schema-dump', status: 'start' });
-        await dumpSchema(tools, endpoints.source, {
-          snapshotName,
-          schemas: migration.schemas,
-          file: dumpFile,
-        });
-        ctx.emit({ type: 'step', step: 'schema-dump', status: 'done' });
+      const needDump = needSchema && !(await isStepDone(control, id, 'post-data')) && !existsSync(dumpFile);
+      if (needDump) ctx.emit({ type: 'step', step: 'schema-dump', status: 'start' });
+      const [rolesScript] = await Promise.all([
+        needRoles ? dumpRoles(tools, endpoints.source) : undefined,
+        needDump
+          ? // Written under a temporary name and renamed once complete: a crash never leaves half a dump.
+            dumpSchema(tools, endpoints.source, {
+              snapshotName,
+              schemas: migration.schemas,
+              file: `${dumpFile}.partial`,
+            })
+              .then(() => rename(`${dumpFile}.partial`, dumpFile))
+              .then(() => ctx.emit({ type: 'step', step: 'schema-dump', status: 'done' }))
+          : undefined,
+      ]);
+      if (rolesScript !== undefined) {
+        await applyRoles(ctx, control, rolesScript);
+        await markStepDone(control, id, 'roles');
       }
       if (needSchema && !(await isStepDone(control, id, 'pre-data'))) {
         ctx.emit({ type: 'step', step: 'pre-data', status: 'start' });
