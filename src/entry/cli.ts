@@ -68,6 +68,7 @@ const OPTIONS = {
   resume: { type: 'boolean', doc: 'copy: continue an interrupted copy (finished parts are kept)' },
   checksum: { type: 'boolean', doc: 'validate: compare contents, not just row counts' },
   markdown: { type: 'string', doc: 'validate: also write the report as a Markdown table to this file' },
+  buckets: { type: 'string', doc: 'validate: key-hash ranges per table for --checksum (default 16)' },
   prune: { type: 'boolean', doc: 'clean: also delete --dir (except logs/)' },
   keep: { type: 'boolean', doc: 'demo: leave the clusters running and print how to connect' },
   help: { type: 'boolean', short: 'h', doc: 'show help' },
@@ -243,6 +244,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
           ...common,
           checksum: bool('checksum'),
           markdown: str('markdown'),
+          buckets: parseCount(str('buckets'), 'buckets', 16),
         });
         const report = await runValidate(ctx, resolveEndpoints(options, redactor), options);
         if (options.markdown) {

@@ -3,7 +3,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withClient } from '../adapters/postgres/client';
-import { dropControlState } from '../adapters/postgres/control-schema';
+import { dropControlState, readMigration } from '../adapters/postgres/control-schema';
 import { dropPublications, dropSlot, readSlot, slotNameFor } from '../adapters/postgres/replication-slot';
 import type { CleanOptions } from '../config/options';
 import { MigrationError } from '../core/errors';
@@ -25,7 +25,21 @@ export async function runClean(
 ): Promise<CleanResult> {
   const slotName = slotNameFor(options.migrationId);
   const say = (message: string) => ctx.emit({ type: 'log', level: 'info', message });
+  // The snapshot holder (a `snapshot` process) is a walsender that does not hold the slot itself; it
+  // is ours, recorded on the target, and would keep the exported snapshot alive: end it too.
+  const holderPid = await withClient(
+    endpoints.target,
+    async (c) => (await readMigration(c, options.migrationId))?.snapshotHolderPid ?? null,
+  );
   const { slotDropped, publicationsDropped } = await withClient(endpoints.source, async (c) => {
+    if (holderPid !== null) {
+      const { rowCount } = await c.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE pid = $1 AND backend_type = 'walsender' AND application_name = 'pg-live-migrate'`,
+        [holderPid],
+      );
+      if (rowCount) say(`Ended the process holding the exported snapshot (source backend ${holderPid}).`);
+    }
     const dropped = await dropSlot(c, slotName);
     const pubs = await dropPublications(c, options.migrationId);
     if (await readSlot(c, slotName)) {

@@ -153,7 +153,7 @@ export async function runValidate(
     if (failure) throw failure;
     if (results.size < sourceTables.length) {
       throw new MigrationError(
-        'VALIDATION_MISMATCH',
+        'VALIDATION_INTERRUPTED',
         `Validation was stopped after ${results.size} of ${sourceTables.length} tables; the rest were not compared.`,
         'Run validate again and let it finish: nothing is known about the tables it did not reach.',
       );

@@ -174,4 +174,33 @@ describe('copy of hostile names and values through the CLI', () => {
     });
     expect(result.stderr).toContain('(k1, k2) = ("tab\\there","2024-01-01 00:00:00+00"): content differs');
   });
+
+  it('migrates only the schemas named with --schema, mixed case included', async () => {
+    const db = await freshDatabases(pair, 'hostile_one_schema');
+    await psqlFile(pair.source, 'hostile_one_schema', FIXTURE);
+    const args = [
+      '--source',
+      db.source,
+      '--target',
+      db.target,
+      '--dir',
+      `${pair.target.dataDir}-one`,
+      '--migration-id',
+      'one',
+    ];
+    const copy = await runCli(['copy', ...args, '--schema', 'Mixed Case']);
+    expect(copy.code, copy.stderr).toBe(0);
+    const schemas = await query<{ s: string }>(
+      db.target,
+      `SELECT DISTINCT table_schema AS s FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema', '_pg_live_migrate') ORDER BY 1`,
+    );
+    expect(schemas).toEqual([{ s: 'Mixed Case' }]);
+    const check = await runCli(['validate', '--checksum', '--json', ...args, '--schema', 'Mixed Case']);
+    expect(check.code, check.stderr).toBe(0);
+    expect(
+      (JSON.parse(check.stdout) as ValidationReport).tables.every((t) => t.table.includes('Mixed Case')),
+    ).toBe(true);
+    await runCli(['clean', ...args, '--prune']);
+    await rm(`${pair.target.dataDir}-one`, { recursive: true, force: true });
+  });
 });

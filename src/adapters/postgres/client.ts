@@ -11,6 +11,8 @@ export const CANONICAL_SESSION = {
   IntervalStyle: 'postgres',
   extra_float_digits: '1',
   bytea_output: 'hex',
+  // The text form of money follows lc_monetary.
+  lc_monetary: 'C',
   client_encoding: 'UTF8',
 } as const;
 

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MigrationError } from '../../core/errors';
 import type { Redactor } from '../../core/redact';
-import { quoteLiteral } from '../../core/sql';
+import { quoteIdent, quoteLiteral } from '../../core/sql';
 import { type ConnInfo, toLibpqEnv } from './connection';
 
 export type PgTool = 'pg_dump' | 'pg_restore' | 'pg_dumpall' | 'psql';
@@ -105,7 +105,8 @@ export async function dumpSchema(
     '--no-subscriptions',
     '--exclude-schema=_pg_live_migrate',
     `--file=${options.file}`,
-    ...(options.schemas ?? []).map((s) => `--schema=${s}`),
+    // -n takes a pattern that folds case unless quoted: quote so 'Mixed Case' means exactly that schema.
+    ...(options.schemas ?? []).map((s) => `--schema=${quoteIdent(s)}`),
     dbnameArg(source),
   ];
   try {
