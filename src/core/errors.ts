@@ -44,8 +44,15 @@ export const ERROR_CODES = {
   COPY_FAILED: ['runtime', 'Copying a table part failed.'],
   COPY_INTERRUPTED: ['runtime', 'The copy was stopped (Ctrl-C or SIGTERM) before every part was copied.'],
   VALIDATION_MISMATCH: ['validation', 'Source and target differ.'],
+  VALIDATION_INTERRUPTED: ['validation', 'Validation was stopped before every table was compared.'],
   SOURCE_NOT_QUIET: ['validation', 'The source changed while it was validated without a snapshot.'],
   INTERNAL: ['internal', 'A bug: please report it with the log.'],
+  SOURCE_VERSION_UNSUPPORTED: ['preflight', 'The source is older than PostgreSQL 10 (no logical decoding).'],
+  SOURCE_NO_FREE_REPLICATION_SLOT: [
+    'preflight',
+    'Every replication slot allowed by max_replication_slots is taken.',
+  ],
+  SOURCE_NO_FREE_WAL_SENDER: ['preflight', 'Every WAL sender allowed by max_wal_senders is busy.'],
 } as const satisfies Record<string, readonly [ExitCategory, string]>;
 export type ErrorCode = keyof typeof ERROR_CODES;
 
