@@ -289,7 +289,7 @@ var require_string_width = __commonJS({
         return 0;
       }
       string4 = string4.replace(emojiRegex(), "  ");
-      let width = 0;
+      let width2 = 0;
       for (let i = 0; i < string4.length; i++) {
         const code = string4.codePointAt(i);
         if (code <= 31 || code >= 127 && code <= 159) {
@@ -301,9 +301,9 @@ var require_string_width = __commonJS({
         if (code > 65535) {
           i++;
         }
-        width += isFullwidthCodePoint(code) ? 2 : 1;
+        width2 += isFullwidthCodePoint(code) ? 2 : 1;
       }
-      return width;
+      return width2;
     };
     module.exports = stringWidth;
     module.exports.default = stringWidth;
@@ -2841,50 +2841,50 @@ var require_result = __commonJS({
         }
       }
       _parseRowAsArray(rowData) {
-        const row = new Array(rowData.length);
+        const row2 = new Array(rowData.length);
         for (let i = 0, len = rowData.length; i < len; i++) {
           const rawValue = rowData[i];
           if (rawValue !== null) {
-            row[i] = this._parsers[i](rawValue);
+            row2[i] = this._parsers[i](rawValue);
           } else {
-            row[i] = null;
+            row2[i] = null;
           }
         }
-        return row;
+        return row2;
       }
       parseRow(rowData) {
-        const row = { ...this._prebuiltEmptyResultObject };
+        const row2 = { ...this._prebuiltEmptyResultObject };
         for (let i = 0, len = rowData.length; i < len; i++) {
           const rawValue = rowData[i];
           const field = this.fields[i].name;
           if (rawValue !== null) {
             const v = this.fields[i].format === "binary" ? Buffer.from(rawValue) : rawValue;
-            row[field] = this._parsers[i](v);
+            row2[field] = this._parsers[i](v);
           } else {
-            row[field] = null;
+            row2[field] = null;
           }
         }
-        return row;
+        return row2;
       }
-      addRow(row) {
-        this.rows.push(row);
+      addRow(row2) {
+        this.rows.push(row2);
       }
       addFields(fieldDescriptions) {
         this.fields = fieldDescriptions;
         if (this.fields.length) {
           this._parsers = new Array(fieldDescriptions.length);
         }
-        const row = /* @__PURE__ */ Object.create(null);
+        const row2 = /* @__PURE__ */ Object.create(null);
         for (let i = 0; i < fieldDescriptions.length; i++) {
           const desc = fieldDescriptions[i];
-          row[desc.name] = null;
+          row2[desc.name] = null;
           if (this._types) {
             this._parsers[i] = this._types.getTypeParser(desc.dataTypeID, desc.format || "text");
           } else {
             this._parsers[i] = types2.getTypeParser(desc.dataTypeID, desc.format || "text");
           }
         }
-        this._prebuiltEmptyResultObject = { ...row };
+        this._prebuiltEmptyResultObject = { ...row2 };
       }
     };
     module.exports = Result2;
@@ -2955,19 +2955,19 @@ var require_query = __commonJS({
         this._accumulateRows = this.callback || !this.listeners("row").length;
       }
       handleDataRow(msg) {
-        let row;
+        let row2;
         if (this._canceledDueToError) {
           return;
         }
         try {
-          row = this._result.parseRow(msg.fields);
+          row2 = this._result.parseRow(msg.fields);
         } catch (err) {
           this._canceledDueToError = err;
           return;
         }
-        this.emit("row", row, this._result);
+        this.emit("row", row2, this._result);
         if (this._accumulateRows) {
-          this._result.addRow(row);
+          this._result.addRow(row2);
         }
       }
       handleCommandComplete(msg, connection) {
@@ -5268,7 +5268,7 @@ var require_pg_pool = __commonJS({
     function throwOnDoubleRelease() {
       throw new Error("Release called on client which has already been released to the pool.");
     }
-    function promisify(Promise2, callback) {
+    function promisify2(Promise2, callback) {
       if (callback) {
         return { callback, result: void 0 };
       }
@@ -5406,7 +5406,7 @@ var require_pg_pool = __commonJS({
           const err = new Error("Cannot use a pool after calling end on the pool");
           return cb ? cb(err) : this.Promise.reject(err);
         }
-        const response = promisify(this.Promise, cb);
+        const response = promisify2(this.Promise, cb);
         const result = response.result;
         if (this._isFull() || this._idle.length) {
           if (this._idle.length) {
@@ -5591,7 +5591,7 @@ var require_pg_pool = __commonJS({
       }
       query(text, values, cb) {
         if (typeof text === "function") {
-          const response2 = promisify(this.Promise, text);
+          const response2 = promisify2(this.Promise, text);
           setImmediate(function() {
             return response2.callback(new Error("Passing a function as the first parameter to pool.query is not supported"));
           });
@@ -5601,7 +5601,7 @@ var require_pg_pool = __commonJS({
           cb = values;
           values = void 0;
         }
-        const response = promisify(this.Promise, cb);
+        const response = promisify2(this.Promise, cb);
         cb = response.callback;
         this.connect((err, client) => {
           if (err) {
@@ -5646,7 +5646,7 @@ var require_pg_pool = __commonJS({
           return cb ? cb(err) : this.Promise.reject(err);
         }
         this.ending = true;
-        const promised = promisify(this.Promise, cb);
+        const promised = promisify2(this.Promise, cb);
         this._endCallback = promised.callback;
         this._pulseQueue();
         return promised.result;
@@ -5757,13 +5757,13 @@ var require_query2 = __commonJS({
         if (self._emitRowEvents) {
           if (results.length > 1) {
             rows.forEach((rowOfRows, i) => {
-              rowOfRows.forEach((row) => {
-                self.emit("row", row, results[i]);
+              rowOfRows.forEach((row2) => {
+                self.emit("row", row2, results[i]);
               });
             });
           } else {
-            rows.forEach(function(row) {
-              self.emit("row", row, results);
+            rows.forEach(function(row2) {
+              self.emit("row", row2, results);
             });
           }
         }
@@ -7078,13 +7078,15 @@ var require_pg_copy_streams = __commonJS({
 });
 
 // src/entry/cli.ts
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync as mkdirSync2, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { dirname, resolve } from "node:path";
+import { dirname as dirname3, join as join7, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 // src/adapters/console/reporter.ts
 var import_cli_progress = __toESM(require_cli_progress(), 1);
+import { appendFileSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 
 // src/core/format.ts
 function formatBytes(bytes) {
@@ -7120,8 +7122,23 @@ function parseByteSize(text) {
 function createConsoleReporter(options) {
   const { stream, redactor } = options;
   const tty = stream.isTTY === true && !options.quiet;
-  const write = (text) => stream.write(`${redactor.redact(text)}
+  let logOk = options.logFile !== void 0;
+  const journal = (text) => {
+    if (!logOk || !options.logFile) return;
+    try {
+      mkdirSync(dirname(options.logFile), { recursive: true });
+      appendFileSync(options.logFile, `${new Date(options.nowMs()).toISOString()} ${text}
 `);
+    } catch {
+      logOk = false;
+    }
+  };
+  const write = (text) => {
+    const safe = redactor.redact(text);
+    journal(safe);
+    stream.write(`${safe}
+`);
+  };
   const stamp = () => new Date(options.nowMs()).toISOString().slice(11, 19);
   let plan;
   let bytesDone = 0;
@@ -7142,9 +7159,10 @@ function createConsoleReporter(options) {
     import_cli_progress.default.Presets.shades_classic
   ) : void 0;
   let total;
+  let stopped = false;
   const rate = () => {
     const seconds = Math.max((options.nowMs() - copyStarted) / 1e3, 1e-3);
-    return `${formatBytes(bytesDone / seconds)}/s`;
+    return `${formatBytes((bytesDone + inFlightBytes()) / seconds)}/s`;
   };
   const inFlightBytes = () => [...inFlight.values()].reduce((s, p) => s + p.bytes, 0);
   const progressLine = () => {
@@ -7159,19 +7177,26 @@ function createConsoleReporter(options) {
   };
   return {
     line: (text) => {
-      if (multibar) multibar.log(`${redactor.redact(text)}
+      if (multibar && !stopped) {
+        journal(redactor.redact(text));
+        multibar.log(`${redactor.redact(text)}
 `);
-      else write(text);
+      } else write(text);
     },
     handle(event) {
-      const say = (text) => multibar ? multibar.log(`${redactor.redact(text)}
-`) : write(text);
+      const say = (text) => {
+        if (!multibar || stopped) return write(text);
+        journal(redactor.redact(text));
+        multibar.log(`${redactor.redact(text)}
+`);
+      };
       switch (event.type) {
         case "log":
           say(`${stamp()} ${event.level === "info" ? "" : `${event.level.toUpperCase()}: `}${event.message}`);
           break;
         case "step":
-          if (event.status !== "start" || !tty) say(`${stamp()} ${event.step}: ${event.status}${event.detail ? ` (${event.detail})` : ""}`);
+          if (event.status !== "start" || !tty)
+            say(`${stamp()} ${event.step}: ${event.status}${event.detail ? ` (${event.detail})` : ""}`);
           break;
         case "copy:plan":
           plan = event;
@@ -7180,13 +7205,30 @@ function createConsoleReporter(options) {
           partsDone = event.partsDone;
           copyStarted = options.nowMs();
           lastLine = copyStarted;
-          say(`${stamp()} copy: ${event.tables} tables in ${event.parts} parts, ~${formatBytes(event.estBytes)}`);
-          total = multibar?.create(Math.max(event.estBytes, 1), event.bytesDone, { name: "total".padEnd(24), done: "", rate: "" });
+          say(
+            `${stamp()} copy: ${event.tables} tables in ${event.parts} parts, ~${formatBytes(event.estBytes)}`
+          );
+          total = multibar?.create(Math.max(event.estBytes, 1), event.bytesDone, {
+            name: "total".padEnd(24),
+            done: "",
+            rate: ""
+          });
           break;
         case "copy:part:start": {
-          const name = event.partCount > 1 ? `${event.table} [${event.partIndex + 1}/${event.partCount}]` : event.table;
-          const bar = multibar?.create(Math.max(event.estBytes, 1), 0, { name: name.slice(0, 24).padEnd(24), done: "", rate: "" });
-          inFlight.set(event.partId, { table: name, bytes: 0, estBytes: event.estBytes, ...bar ? { bar } : {} });
+          const suffix = event.partCount > 1 ? ` [${event.partIndex + 1}/${event.partCount}]` : "";
+          const name = `${event.table}${suffix}`;
+          const short = name.length <= 24 ? name : `${event.table.slice(0, 23 - suffix.length)}\u2026${suffix}`;
+          const bar = multibar?.create(Math.max(event.estBytes, 1), 0, {
+            name: short.padEnd(24),
+            done: "",
+            rate: ""
+          });
+          inFlight.set(event.partId, {
+            table: name,
+            bytes: 0,
+            estBytes: event.estBytes,
+            ...bar ? { bar } : {}
+          });
           break;
         }
         case "copy:part:progress": {
@@ -7195,7 +7237,10 @@ function createConsoleReporter(options) {
             part.bytes = event.bytes;
             part.bar?.update(Math.min(event.bytes, part.bar.getTotal()), {});
           }
-          total?.update(Math.min(bytesDone + inFlightBytes(), total.getTotal()), { done: `${formatCount(rowsDone)} rows`, rate: rate() });
+          total?.update(Math.min(bytesDone + inFlightBytes(), total.getTotal()), {
+            done: `${formatCount(rowsDone)} rows`,
+            rate: rate()
+          });
           if (!tty && options.nowMs() - lastLine >= interval) {
             lastLine = options.nowMs();
             progressLine();
@@ -7209,7 +7254,15 @@ function createConsoleReporter(options) {
           bytesDone += event.bytes;
           rowsDone += event.rows;
           partsDone += 1;
-          total?.update(Math.min(bytesDone, total.getTotal()), { done: `${formatCount(rowsDone)} rows`, rate: rate() });
+          if (plan && partsDone >= plan.parts && multibar && !stopped) {
+            total?.update(total.getTotal(), {});
+            stopped = true;
+            multibar.stop();
+          }
+          total?.update(Math.min(bytesDone, total.getTotal()), {
+            done: `${formatCount(rowsDone)} rows`,
+            rate: rate()
+          });
           if (!tty && options.nowMs() - lastLine >= interval) {
             lastLine = options.nowMs();
             progressLine();
@@ -7217,99 +7270,21 @@ function createConsoleReporter(options) {
           break;
         }
         case "copy:done":
-          total?.update(total.getTotal(), {});
-          multibar?.stop();
-          write(`${stamp()} copy done: ${formatCount(event.rows)} rows, ${formatBytes(event.bytes)} in ${formatDuration(event.seconds * 1e3)}`);
+          if (!stopped) {
+            stopped = true;
+            multibar?.stop();
+          }
+          write(
+            `${stamp()} copy done: ${formatCount(event.rows)} rows, ${formatBytes(event.bytes)} in ${formatDuration(event.seconds * 1e3)}`
+          );
           break;
       }
     },
     stop() {
+      stopped = true;
       multibar?.stop();
     }
   };
-}
-
-// src/core/errors.ts
-var ExitCode = {
-  ok: 0,
-  internal: 1,
-  config: 2,
-  preflight: 3,
-  runtime: 4,
-  validation: 5
-};
-var ERROR_CODES = {
-  CONFIG_MISSING_SOURCE: ["config", "No source connection string was given."],
-  CONFIG_MISSING_TARGET: ["config", "No target connection string was given."],
-  CONFIG_INVALID_URI: ["config", "A connection string could not be parsed."],
-  CONFIG_INVALID_MIGRATION_ID: ["config", "The migration id is not 1-40 characters of [a-z0-9_]."],
-  CONFIG_INVALID_OPTION: ["config", "A command-line option is unknown or has a bad value."],
-  CONFIG_UNKNOWN_COMMAND: ["config", "The command is not one this version knows."],
-  PREFLIGHT_FAILED: ["preflight", "Preflight found at least one error; see its findings."],
-  CONNECTION_FAILED: ["runtime", "A server could not be reached."],
-  AUTHENTICATION_FAILED: ["runtime", "The server refused the user name or password."],
-  DATABASE_NOT_FOUND: ["runtime", "The database named in the connection string does not exist."],
-  PERMISSION_DENIED: ["runtime", "The connecting user lacks a privilege the step needs."],
-  SOURCE_WAL_LEVEL_NOT_LOGICAL: ["preflight", "The source's wal_level is not 'logical'."],
-  SLOT_ALREADY_EXISTS: ["runtime", "A replication slot with this migration id exists and is not ours to reuse."],
-  SLOT_IN_USE: ["runtime", "The replication slot is held by another live process."],
-  TARGET_NOT_EMPTY: ["runtime", "The target already has user tables in the schemas to migrate."],
-  SNAPSHOT_NOT_FOUND: ["runtime", "No exported snapshot is recorded for this migration."],
-  SNAPSHOT_EXPIRED: ["runtime", "The process holding the exported snapshot has ended, so the snapshot is gone."],
-  MIGRATION_NOT_FOUND: ["runtime", "The target holds no state for this migration id."],
-  PG_TOOL_NOT_FOUND: ["preflight", "pg_dump, pg_restore or pg_dumpall was not found."],
-  PG_TOOL_TOO_OLD: ["preflight", "pg_dump is older than the source server's major version."],
-  SCHEMA_DUMP_FAILED: ["runtime", "pg_dump could not dump the schema."],
-  SCHEMA_RESTORE_FAILED: ["runtime", "The schema could not be restored on the target."],
-  COPY_FAILED: ["runtime", "Copying a table part failed."],
-  VALIDATION_MISMATCH: ["validation", "Source and target differ."],
-  SOURCE_NOT_QUIET: ["validation", "The source changed while it was validated without a snapshot."],
-  INTERNAL: ["internal", "A bug: please report it with the log."]
-};
-var MigrationError = class extends Error {
-  code;
-  hint;
-  /** Extra facts for --json output (never secrets). */
-  details;
-  constructor(code, message, hint, options) {
-    super(message, options?.cause === void 0 ? void 0 : { cause: options.cause });
-    this.name = "MigrationError";
-    this.code = code;
-    this.hint = hint;
-    this.details = options?.details;
-  }
-};
-function isMigrationError(value) {
-  return value instanceof MigrationError;
-}
-function computeExitCode(error62) {
-  if (!isMigrationError(error62)) return ExitCode.internal;
-  return ExitCode[ERROR_CODES[error62.code][0]];
-}
-
-// src/core/redact.ts
-var MASK = "********";
-function redactConnectionString(text) {
-  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)([^@\s]*)@/gi, `$1${MASK}@`).replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)/gi, `$1${MASK}`);
-}
-function createRedactor(secrets = []) {
-  const known = /* @__PURE__ */ new Set();
-  const redactor = {
-    add(secret) {
-      if (!secret || secret.length < 4) return;
-      known.add(secret);
-      known.add(encodeURIComponent(secret));
-    },
-    redact(text) {
-      let out = redactConnectionString(text);
-      for (const secret of [...known].sort((a, b) => b.length - a.length)) {
-        out = out.split(secret).join(MASK);
-      }
-      return out;
-    }
-  };
-  for (const s of secrets) redactor.add(s);
-  return redactor;
 }
 
 // node_modules/zod/v4/classic/external.js
@@ -18023,8 +17998,8 @@ var error43 = () => {
       case "not_multiple_of":
         return `N\xFAmero inv\xE1lido: deve ser m\xFAltiplo de ${issue2.divisor}`;
       case "unrecognized_keys": {
-        const plural2 = issue2.keys.length > 1 ? "s" : "";
-        return `Chave${plural2} inv\xE1lida${plural2}: ${joinValues(issue2.keys, ", ")}`;
+        const plural4 = issue2.keys.length > 1 ? "s" : "";
+        return `Chave${plural4} inv\xE1lida${plural4}: ${joinValues(issue2.keys, ", ")}`;
       }
       case "invalid_key":
         return `Entrada inv\xE1lida n${translateOriginWithArticle(issue2.origin, "definite")}`;
@@ -18168,8 +18143,8 @@ var error44 = () => {
       case "not_multiple_of":
         return `N\xFAmero inv\xE1lido: deve ser m\xFAltiplo de ${issue2.divisor}`;
       case "unrecognized_keys": {
-        const plural2 = issue2.keys.length > 1 ? "s" : "";
-        return `Chave${plural2} inv\xE1lida${plural2}: ${joinValues(issue2.keys, ", ")}`;
+        const plural4 = issue2.keys.length > 1 ? "s" : "";
+        return `Chave${plural4} inv\xE1lida${plural4}: ${joinValues(issue2.keys, ", ")}`;
       }
       case "invalid_key":
         return `Entrada inv\xE1lida n${translateOriginWithArticle(issue2.origin, "definite")}`;
@@ -27058,6 +27033,103 @@ var validateOptions = commonOptions.extend({
 });
 var cleanOptions = commonOptions.extend({ prune: external_exports.boolean().default(false) });
 
+// src/core/errors.ts
+var ExitCode = {
+  ok: 0,
+  internal: 1,
+  config: 2,
+  preflight: 3,
+  runtime: 4,
+  validation: 5
+};
+var ERROR_CODES = {
+  CONFIG_MISSING_SOURCE: ["config", "No source connection string was given."],
+  CONFIG_MISSING_TARGET: ["config", "No target connection string was given."],
+  CONFIG_INVALID_URI: ["config", "A connection string could not be parsed."],
+  CONFIG_INVALID_MIGRATION_ID: ["config", "The migration id is not 1-40 characters of [a-z0-9_]."],
+  CONFIG_INVALID_OPTION: ["config", "A command-line option is unknown or has a bad value."],
+  CONFIG_UNKNOWN_COMMAND: ["config", "The command is not one this version knows."],
+  PREFLIGHT_FAILED: ["preflight", "Preflight found at least one error; see its findings."],
+  CONNECTION_FAILED: ["runtime", "A server could not be reached."],
+  AUTHENTICATION_FAILED: ["runtime", "The server refused the user name or password."],
+  DATABASE_NOT_FOUND: ["runtime", "The database named in the connection string does not exist."],
+  PERMISSION_DENIED: ["runtime", "The connecting user lacks a privilege the step needs."],
+  SOURCE_WAL_LEVEL_NOT_LOGICAL: ["preflight", "The source's wal_level is not 'logical'."],
+  SLOT_ALREADY_EXISTS: [
+    "runtime",
+    "A replication slot with this migration id exists and is not ours to reuse."
+  ],
+  SLOT_IN_USE: ["runtime", "The replication slot is held by another live process."],
+  TARGET_NOT_EMPTY: ["runtime", "The target already has user tables in the schemas to migrate."],
+  SNAPSHOT_NOT_FOUND: ["runtime", "No exported snapshot is recorded for this migration."],
+  SNAPSHOT_EXPIRED: [
+    "runtime",
+    "The process holding the exported snapshot has ended, so the snapshot is gone."
+  ],
+  MIGRATION_NOT_FOUND: ["runtime", "The target holds no state for this migration id."],
+  PG_TOOL_NOT_FOUND: ["preflight", "pg_dump, pg_restore or pg_dumpall was not found."],
+  PG_TOOL_TOO_OLD: ["preflight", "pg_dump is older than the source server's major version."],
+  SCHEMA_DUMP_FAILED: ["runtime", "pg_dump could not dump the schema."],
+  SCHEMA_RESTORE_FAILED: ["runtime", "The schema could not be restored on the target."],
+  COPY_FAILED: ["runtime", "Copying a table part failed."],
+  COPY_INTERRUPTED: ["runtime", "The copy was stopped (Ctrl-C or SIGTERM) before every part was copied."],
+  VALIDATION_MISMATCH: ["validation", "Source and target differ."],
+  VALIDATION_INTERRUPTED: ["validation", "Validation was stopped before every table was compared."],
+  SOURCE_NOT_QUIET: ["validation", "The source changed while it was validated without a snapshot."],
+  INTERNAL: ["internal", "A bug: please report it with the log."],
+  SOURCE_VERSION_UNSUPPORTED: ["preflight", "The source is older than PostgreSQL 10 (no logical decoding)."],
+  SOURCE_NO_FREE_REPLICATION_SLOT: [
+    "preflight",
+    "Every replication slot allowed by max_replication_slots is taken."
+  ],
+  SOURCE_NO_FREE_WAL_SENDER: ["preflight", "Every WAL sender allowed by max_wal_senders is busy."]
+};
+var MigrationError = class extends Error {
+  code;
+  hint;
+  /** Extra facts for --json output (never secrets). */
+  details;
+  constructor(code, message, hint, options) {
+    super(message, options?.cause === void 0 ? void 0 : { cause: options.cause });
+    this.name = "MigrationError";
+    this.code = code;
+    this.hint = hint;
+    this.details = options?.details;
+  }
+};
+function isMigrationError(value) {
+  return value instanceof MigrationError;
+}
+function computeExitCode(error62) {
+  if (!isMigrationError(error62)) return ExitCode.internal;
+  return ExitCode[ERROR_CODES[error62.code][0]];
+}
+
+// src/core/redact.ts
+var MASK = "********";
+function redactConnectionString(text) {
+  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)([^@\s]*)@/gi, `$1${MASK}@`).replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)/gi, `$1${MASK}`);
+}
+function createRedactor(secrets = []) {
+  const known = /* @__PURE__ */ new Set();
+  const redactor = {
+    add(secret) {
+      if (!secret || secret.length < 4) return;
+      known.add(secret);
+      known.add(encodeURIComponent(secret));
+    },
+    redact(text) {
+      let out = redactConnectionString(text);
+      for (const secret of [...known].sort((a, b) => b.length - a.length)) {
+        out = out.split(secret).join(MASK);
+      }
+      return out;
+    }
+  };
+  for (const s of secrets) redactor.add(s);
+  return redactor;
+}
+
 // src/ports.ts
 var systemClock = { nowMs: () => Date.now() };
 
@@ -27122,13 +27194,14 @@ function parseUri(text, role) {
 }
 function parseKeywords(text, role) {
   const out = {};
-  const pattern = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']+))/y;
+  const pattern = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?:[^\s'\\]|\\.)+))/y;
   let rest = text.trim();
   while (rest.length > 0) {
     pattern.lastIndex = 0;
     const match = pattern.exec(rest);
-    if (!match?.[1]) throw invalid(role, text, `unexpected text near '${redactConnectionString(rest).slice(0, 20)}'`);
-    out[match[1]] = match[2] !== void 0 ? match[2].replace(/\\(.)/g, "$1") : match[3] ?? "";
+    if (!match?.[1])
+      throw invalid(role, text, `unexpected text near '${redactConnectionString(rest).slice(0, 20)}'`);
+    out[match[1]] = (match[2] ?? match[3] ?? "").replace(/\\(.)/g, "$1");
     rest = rest.slice(pattern.lastIndex).trim();
   }
   if (Object.keys(out).length === 0) throw invalid(role, text, "it is empty");
@@ -27196,6 +27269,8 @@ var CANONICAL_SESSION = {
   IntervalStyle: "postgres",
   extra_float_digits: "1",
   bytea_output: "hex",
+  // The text form of money follows lc_monetary.
+  lc_monetary: "C",
   client_encoding: "UTF8"
 };
 async function openClient(info, extra = {}) {
@@ -27337,10 +27412,7 @@ async function ensureControlSchema(client) {
   `);
 }
 async function controlSchemaExists(client) {
-  const { rows } = await client.query(
-    `SELECT to_regclass($1) IS NOT NULL AS present`,
-    [`${S}.migration`]
-  );
+  const { rows } = await client.query(`SELECT to_regclass($1) IS NOT NULL AS present`, [`${S}.migration`]);
   return rows[0]?.present === true;
 }
 async function readMigration(client, migrationId) {
@@ -27367,20 +27439,20 @@ async function readMigration(client, migrationId) {
     error: r.error
   };
 }
-async function insertMigration(client, row) {
+async function insertMigration(client, row2) {
   await client.query(
     `INSERT INTO ${S}.migration
        (migration_id, phase, slot_name, publications, snapshot_name, snapshot_holder_pid, consistent_lsn, schemas)
      VALUES ($1, $2, $3, $4, $5, $6, $7::pg_lsn, $8)`,
     [
-      row.migrationId,
-      row.phase,
-      row.slotName,
-      row.publications,
-      row.snapshotName,
-      row.snapshotHolderPid,
-      row.consistentLsn,
-      row.schemas
+      row2.migrationId,
+      row2.phase,
+      row2.slotName,
+      row2.publications,
+      row2.snapshotName,
+      row2.snapshotHolderPid,
+      row2.consistentLsn,
+      row2.schemas
     ]
   );
 }
@@ -27415,10 +27487,10 @@ async function isStepDone(client, migrationId, step) {
   return (rowCount ?? 0) > 0;
 }
 async function markStepDone(client, migrationId, step) {
-  await client.query(
-    `INSERT INTO ${S}.step (migration_id, step) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-    [migrationId, step]
-  );
+  await client.query(`INSERT INTO ${S}.step (migration_id, step) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
+    migrationId,
+    step
+  ]);
 }
 async function insertParts(client, migrationId, parts) {
   if (parts.length === 0) return;
@@ -27656,15 +27728,19 @@ async function createSlotWithSnapshot(info, slotName) {
   });
   client.on("end", () => endedResolve());
   try {
-    const pid = await client.query("SELECT pg_backend_pid() AS pid, current_setting('server_version_num')::int AS v");
+    const pid = await client.query(
+      "SELECT pg_backend_pid() AS pid, current_setting('server_version_num')::int AS v"
+    );
     const version2 = Number(pid.rows[0].v);
     const options = version2 >= 15e4 ? `(SNAPSHOT 'export')` : "EXPORT_SNAPSHOT";
-    const result = await client.query(`CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL pgoutput ${options}`);
-    const row = result.rows[0];
+    const result = await client.query(
+      `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} LOGICAL pgoutput ${options}`
+    );
+    const row2 = result.rows[0];
     return {
       slotName,
-      snapshotName: row.snapshot_name,
-      consistentLsn: row.consistent_point,
+      snapshotName: row2.snapshot_name,
+      consistentLsn: row2.consistent_point,
       backendPid: Number(pid.rows[0].pid),
       ended,
       close: async () => {
@@ -27681,6 +27757,24 @@ async function createSlotWithSnapshot(info, slotName) {
         { cause: error62 }
       );
     }
+    const sqlstate = error62.code;
+    const text = error62.message;
+    if (sqlstate === "55000" && /wal_level/.test(text)) {
+      throw new MigrationError(
+        "SOURCE_WAL_LEVEL_NOT_LOGICAL",
+        `Creating slot '${slotName}' failed: ${text}.`,
+        "ALTER SYSTEM SET wal_level = logical; then restart the source (RDS/Aurora: rds.logical_replication = 1).",
+        { cause: error62 }
+      );
+    }
+    if (sqlstate === "53400") {
+      throw new MigrationError(
+        "SOURCE_NO_FREE_REPLICATION_SLOT",
+        `Creating slot '${slotName}' failed: ${text}.`,
+        "Drop unused slots (SELECT slot_name, active FROM pg_replication_slots;) or raise max_replication_slots and restart the source.",
+        { cause: error62 }
+      );
+    }
     throw translatePgError(error62, info);
   }
 }
@@ -27694,16 +27788,36 @@ async function isBackendAlive(client, pid) {
 async function runClean(ctx, endpoints, options) {
   const slotName = slotNameFor(options.migrationId);
   const say = (message) => ctx.emit({ type: "log", level: "info", message });
+  const holderPid = await withClient(
+    endpoints.target,
+    async (c) => (await readMigration(c, options.migrationId))?.snapshotHolderPid ?? null
+  );
   const { slotDropped, publicationsDropped } = await withClient(endpoints.source, async (c) => {
+    if (holderPid !== null) {
+      const { rowCount } = await c.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE pid = $1 AND backend_type = 'walsender' AND application_name = 'pg-live-migrate'`,
+        [holderPid]
+      );
+      if (rowCount) say(`Ended the process holding the exported snapshot (source backend ${holderPid}).`);
+    }
     const dropped = await dropSlot(c, slotName);
     const pubs = await dropPublications(c, options.migrationId);
     if (await readSlot(c, slotName)) {
-      throw new MigrationError("SLOT_IN_USE", `Replication slot '${slotName}' still exists after clean.`, "Stop any process replaying this migration and run clean again.");
+      throw new MigrationError(
+        "SLOT_IN_USE",
+        `Replication slot '${slotName}' still exists after clean.`,
+        "Stop any process replaying this migration and run clean again."
+      );
     }
     return { slotDropped: dropped, publicationsDropped: pubs };
   });
-  say(slotDropped ? `Dropped replication slot ${slotName}.` : `No replication slot ${slotName} on the source.`);
-  say(publicationsDropped.length ? `Dropped publications ${publicationsDropped.join(", ")}.` : "No publications of this migration on the source.");
+  say(
+    slotDropped ? `Dropped replication slot ${slotName}.` : `No replication slot ${slotName} on the source.`
+  );
+  say(
+    publicationsDropped.length ? `Dropped publications ${publicationsDropped.join(", ")}.` : "No publications of this migration on the source."
+  );
   const target = await withClient(endpoints.target, (c) => dropControlState(c, options.migrationId));
   say(
     target.rows ? `Deleted ${target.rows} state rows of '${options.migrationId}' on the target${target.schemaDropped ? " and dropped schema _pg_live_migrate" : ""}.` : `No state of '${options.migrationId}' on the target${target.schemaDropped ? "; dropped the empty schema _pg_live_migrate" : ""}.`
@@ -27716,7 +27830,9 @@ async function runClean(ctx, endpoints, options) {
       await rm(join(options.dir, entry), { recursive: true, force: true });
       pruned.push(join(options.dir, entry));
     }
-    say(pruned.length ? `Pruned ${pruned.length} entries of ${options.dir} (kept logs/).` : `Nothing to prune in ${options.dir}.`);
+    say(
+      pruned.length ? `Pruned ${pruned.length} entries of ${options.dir} (kept logs/).` : `Nothing to prune in ${options.dir}.`
+    );
   }
   return {
     slotDropped,
@@ -27749,9 +27865,9 @@ function resolveEndpoints(options, redactor) {
 }
 
 // src/workflows/copy.ts
-import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
-import { join as join3 } from "node:path";
+import { existsSync as existsSync3 } from "node:fs";
+import { mkdir, rename, writeFile } from "node:fs/promises";
+import { join as join4 } from "node:path";
 
 // src/adapters/postgres/copy-part.ts
 var import_pg_copy_streams = __toESM(require_pg_copy_streams(), 1);
@@ -27810,6 +27926,7 @@ async function copyPart(args) {
 
 // src/adapters/postgres/pg-tools.ts
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { join as join2 } from "node:path";
 function toolPath(ctx, tool) {
   return ctx.binDir ? join2(ctx.binDir, tool) : tool;
@@ -27838,11 +27955,26 @@ function runTool(ctx, tool, args, conn, options = {}) {
       const stdout = Buffer.concat(out).toString();
       const stderr = ctx.redactor.redact(err);
       if (code === 0) resolve2({ stdout, stderr });
-      else reject(Object.assign(new Error(`${tool} exited with code ${code}: ${stderr.trim().slice(-4e3)}`), { stderr }));
+      else
+        reject(
+          Object.assign(new Error(`${tool} exited with code ${code}: ${stderr.trim().slice(-4e3)}`), {
+            stderr
+          })
+        );
     });
     child.stdin.on("error", () => void 0);
     child.stdin.end(options.input ?? "");
   });
+}
+async function readToolMajor(ctx, tool) {
+  const { stdout } = await runTool(ctx, tool, ["--version"], void 0);
+  const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(stdout);
+  if (!match) throw new Error(`cannot read the version of ${tool} from '${stdout.trim()}'`);
+  return Number(match[1]);
+}
+function toolExists(ctx, tool) {
+  if (ctx.binDir) return existsSync(join2(ctx.binDir, tool));
+  return (ctx.env.PATH ?? "").split(":").some((dir) => dir && existsSync(join2(dir, tool)));
 }
 var dbnameArg = (conn) => `--dbname=dbname=${quoteLiteral(conn.keywords.dbname ?? "postgres")}`;
 async function dumpSchema(ctx, source, options) {
@@ -27854,7 +27986,8 @@ async function dumpSchema(ctx, source, options) {
     "--no-subscriptions",
     "--exclude-schema=_pg_live_migrate",
     `--file=${options.file}`,
-    ...(options.schemas ?? []).map((s) => `--schema=${s}`),
+    // -n takes a pattern that folds case unless quoted: quote so 'Mixed Case' means exactly that schema.
+    ...(options.schemas ?? []).map((s) => `--schema=${quoteIdent(s)}`),
     dbnameArg(source)
   ];
   try {
@@ -27875,14 +28008,25 @@ var restoreFlags = (o) => [
   ...o.listFile ? [`--use-list=${o.listFile}`] : []
 ];
 async function readRestoreSql(ctx, options) {
-  const { stdout } = await runTool(ctx, "pg_restore", [...restoreFlags(options), "--file=-", options.file], void 0);
+  const { stdout } = await runTool(
+    ctx,
+    "pg_restore",
+    [...restoreFlags(options), "--file=-", options.file],
+    void 0
+  );
   const lines = stdout.split("\n").filter((line) => !/^\\(un)?restrict\b/.test(line));
   const meta3 = lines.find((line) => line.startsWith("\\"));
   if (meta3) throw new Error(`pg_restore emitted a psql meta-command we cannot run: ${meta3.slice(0, 40)}`);
   return lines.join("\n");
 }
 async function restoreParallel(ctx, target, options) {
-  const args = [...restoreFlags(options), `--jobs=${options.jobs}`, "--exit-on-error", dbnameArg(target), options.file];
+  const args = [
+    ...restoreFlags(options),
+    `--jobs=${options.jobs}`,
+    "--exit-on-error",
+    dbnameArg(target),
+    options.file
+  ];
   try {
     await runTool(ctx, "pg_restore", args, target);
   } catch (error62) {
@@ -27897,7 +28041,16 @@ async function restoreParallel(ctx, target, options) {
 }
 async function listToc(ctx, file2, section) {
   const { stdout } = await runTool(ctx, "pg_restore", ["--list", `--section=${section}`, file2], void 0);
-  const types2 = ["FK CONSTRAINT", "CONSTRAINT", "INDEX ATTACH", "INDEX", "TRIGGER", "RULE", "POLICY", "MATERIALIZED VIEW DATA"];
+  const types2 = [
+    "FK CONSTRAINT",
+    "CONSTRAINT",
+    "INDEX ATTACH",
+    "INDEX",
+    "TRIGGER",
+    "RULE",
+    "POLICY",
+    "MATERIALIZED VIEW DATA"
+  ];
   const entries = [];
   for (const line of stdout.split("\n")) {
     if (!line.trim() || line.startsWith(";")) continue;
@@ -27912,13 +28065,27 @@ async function listToc(ctx, file2, section) {
   return entries;
 }
 async function dumpRoles(ctx, source) {
-  const { stdout } = await runTool(
-    ctx,
-    "pg_dumpall",
-    ["--roles-only", "--no-role-passwords", `--database=dbname=${quoteLiteral(source.keywords.dbname ?? "postgres")}`],
-    source
-  );
-  return stdout;
+  try {
+    const { stdout } = await runTool(
+      ctx,
+      "pg_dumpall",
+      [
+        "--roles-only",
+        "--no-role-passwords",
+        `--database=dbname=${quoteLiteral(source.keywords.dbname ?? "postgres")}`
+      ],
+      source
+    );
+    return stdout;
+  } catch (error62) {
+    if (error62 instanceof MigrationError) throw error62;
+    throw new MigrationError(
+      "SCHEMA_DUMP_FAILED",
+      `pg_dumpall --roles-only failed on the source: ${error62.message}`,
+      "Fix the cause named above, or copy without roles: --skip-roles (implies --no-owner).",
+      { cause: error62 }
+    );
+  }
 }
 
 // src/adapters/postgres/source-catalog.ts
@@ -27926,13 +28093,15 @@ var EXCLUDED_SCHEMAS = ["pg_catalog", "information_schema", "_pg_live_migrate"];
 var SCHEMA_FILTER = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`;
 async function listTables(client, schemas) {
+  const version2 = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
+  const notGenerated = version2 >= 12e4 ? "a.attgenerated = ''" : "true";
   const { rows } = await client.query(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence,
             c.relreplident AS replident, c.relispartition AS is_partition,
             CASE WHEN c.relkind = 'r' THEN pg_table_size(c.oid) ELSE 0 END AS bytes,
             CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) / current_setting('block_size')::int ELSE 0 END AS pages,
             coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND ${notGenerated}),
                      '{}') AS columns,
             coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
@@ -27995,7 +28164,12 @@ async function readSequences(client, schemas) {
   for (const r of rows) {
     const q = `"${String(r.schema).replaceAll('"', '""')}"."${String(r.name).replaceAll('"', '""')}"`;
     const { rows: v } = await client.query(`SELECT last_value::text AS last_value, is_called FROM ${q}`);
-    out.push({ schema: r.schema, name: r.name, lastValue: v[0]?.last_value ?? null, isCalled: v[0]?.is_called ?? false });
+    out.push({
+      schema: r.schema,
+      name: r.name,
+      lastValue: v[0]?.last_value ?? null,
+      isCalled: v[0]?.is_called ?? false
+    });
   }
   return out;
 }
@@ -28008,6 +28182,869 @@ async function listMaterializedViews(client, schemas) {
     [EXCLUDED_SCHEMAS, schemas]
   );
   return rows;
+}
+
+// src/adapters/postgres/preflight-facts.ts
+import { existsSync as existsSync2 } from "node:fs";
+import { join as join3 } from "node:path";
+import { performance } from "node:perf_hooks";
+var SCHEMA_FILTER2 = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_%'
+  AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`;
+var NOT_EXTENSION_MEMBER = `NOT EXISTS (SELECT 1 FROM pg_depend d
+  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+var READ_ONLY_SESSION = `SET default_transaction_read_only = on; SET statement_timeout = '60s'; SET lock_timeout = '10s'`;
+function probeRunner(skipped) {
+  return async (check2, fallback, fn) => {
+    try {
+      return await fn();
+    } catch (error62) {
+      skipped.push({ check: check2, message: error62 instanceof Error ? error62.message : String(error62) });
+      return fallback;
+    }
+  };
+}
+async function readServerBasics(client, display, skipped) {
+  const { rows } = await client.query(
+    `SELECT current_setting('server_version_num')::int AS version_num, current_setting('server_version') AS version,
+            current_database() AS database, current_user AS "user",
+            pg_encoding_to_char(d.encoding) AS encoding, d.datcollate::text AS collate, d.datctype::text AS ctype,
+            to_jsonb(d) ->> 'datlocprovider' AS provider,
+            coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale') AS icu_locale
+       FROM pg_database d WHERE d.datname = current_database()`
+  );
+  const r = rows[0];
+  return {
+    display,
+    database: r.database,
+    user: r.user,
+    versionNum: Number(r.version_num),
+    version: String(r.version).split(" ")[0] ?? String(r.version),
+    encoding: r.encoding,
+    collate: r.collate,
+    ctype: r.ctype,
+    localeProvider: r.provider ?? null,
+    icuLocale: r.icu_locale ?? null,
+    skipped
+  };
+}
+async function readSourceFacts(client, display, options) {
+  const skipped = [];
+  const probe2 = probeRunner(skipped);
+  const basics = await readServerBasics(client, display, skipped);
+  const names = {
+    slot: slotNameFor(options.migrationId),
+    publication: publicationNameFor(options.migrationId, "full"),
+    insertOnlyPublication: publicationNameFor(options.migrationId, "insert_only")
+  };
+  if (basics.versionNum < 1e5) return { ...basics, ...unknownSourceFacts(), names };
+  const { rows: settingRows } = await client.query(
+    `SELECT pg_is_in_recovery() AS in_recovery, r.rolsuper AS superuser, r.rolreplication AS replication,
+            has_database_privilege(current_database(), 'CREATE') AS can_create,
+            current_setting('wal_level') AS wal_level,
+            current_setting('max_replication_slots')::int AS max_slots,
+            current_setting('max_wal_senders')::int AS max_senders,
+            (SELECT setting FROM pg_settings WHERE name = 'max_slot_wal_keep_size') AS keep_mb,
+            (SELECT count(*)::int FROM pg_replication_slots) AS used_slots,
+            (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'walsender') AS used_senders
+       FROM pg_roles r WHERE r.rolname = current_user`
+  );
+  const settings = settingRows[0];
+  if (!settings) throw new Error(`the role ${basics.user} is not in pg_roles`);
+  const inRecovery = settings.in_recovery;
+  const lsnFunction = inRecovery ? "pg_last_wal_replay_lsn()" : "pg_current_wal_lsn()";
+  const sampleStart = options.walSampleMs > 0 ? await probe2("wal-rate", void 0, async () => {
+    const { rows } = await client.query(`SELECT ${lsnFunction}::text AS lsn`);
+    return { lsn: rows[0]?.lsn, at: performance.now() };
+  }) : void 0;
+  const params = [EXCLUDED_SCHEMAS, options.schemas];
+  const rdsReplicationMember = await probe2("replication-role", null, async () => {
+    const { rows } = await client.query(`SELECT 1 FROM pg_roles WHERE rolname = 'rds_replication'`);
+    if (rows.length === 0) return null;
+    const member = await client.query(`SELECT pg_has_role('rds_replication', 'MEMBER') AS member`);
+    return member.rows[0]?.member === true;
+  });
+  const schemas = await probe2("schemas", [], async () => {
+    const { rows } = await client.query(
+      `SELECT n.nspname AS name, has_schema_privilege(n.oid, 'USAGE') AS usage
+         FROM pg_namespace n
+        WHERE ${SCHEMA_FILTER2}
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                           WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
+        ORDER BY 1`,
+      params
+    );
+    return rows.map((r) => ({ name: r.name, usage: r.usage }));
+  });
+  const tableProbe = await probe2("tables", { tables: [], sequences: [] }, async () => {
+    const tables = await listTables(client, options.schemas);
+    const { rows } = await client.query(
+      `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, pg_get_userbyid(c.relowner) AS owner,
+              pg_has_role(c.relowner, 'USAGE') AS owned, has_table_privilege(c.oid, 'SELECT') AS can_select
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'f', 'S') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER2} AND ${NOT_EXTENSION_MEMBER}
+        ORDER BY 1, 2`,
+      params
+    );
+    const access = new Map(rows.map((r) => [`${r.schema}\0${r.name}`, r]));
+    const withAccess = tables.map((t) => {
+      const a = access.get(`${t.schema}\0${t.name}`);
+      return { ...t, owner: a?.owner ?? "", owned: a?.owned ?? false, canSelect: a?.can_select ?? false };
+    });
+    const sequences = rows.filter((r) => r.kind === "S" && !r.can_select).map((r) => ({ schema: r.schema, name: r.name }));
+    return { tables: withAccess, sequences };
+  });
+  const extensions = await probe2("extensions", [], async () => {
+    const { rows } = await client.query(
+      "SELECT extname AS name, extversion AS version FROM pg_extension ORDER BY 1"
+    );
+    return rows;
+  });
+  const largeObjects = await probe2("large-objects", 0, async () => {
+    const { rows } = await client.query("SELECT count(*)::bigint AS n FROM pg_largeobject_metadata");
+    return Number(rows[0]?.n ?? 0);
+  });
+  const tablespaces = await probe2("tablespaces", [], async () => {
+    const { rows } = await client.query(
+      `SELECT t.spcname AS tablespace, n.nspname AS schema, c.relname AS name
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_tablespace t ON t.oid = c.reltablespace
+        WHERE c.reltablespace <> 0 AND c.relkind IN ('r', 'p', 'm', 'i', 'I') AND c.relpersistence <> 't'
+          AND ${SCHEMA_FILTER2} AND ${NOT_EXTENSION_MEMBER}
+        ORDER BY 1, 2, 3`,
+      params
+    );
+    const bySpace = /* @__PURE__ */ new Map();
+    for (const r of rows) {
+      const list = bySpace.get(r.tablespace) ?? [];
+      list.push({ schema: r.schema, name: r.name });
+      bySpace.set(r.tablespace, list);
+    }
+    return [...bySpace].map(([name, relations]) => ({ name, relations }));
+  });
+  const slot = await probe2("slot", null, async () => {
+    const { rows } = await client.query("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", [
+      names.slot
+    ]);
+    return rows[0] ? { activePid: rows[0].active_pid ?? null } : null;
+  });
+  const publications = await probe2("publications", [], () => listPublications(client, options.migrationId));
+  const walStats = options.walSampleMs > 0 && basics.versionNum >= 14e4 ? await probe2("wal-rate", null, async () => {
+    const { rows } = await client.query(
+      `SELECT wal_bytes::float8 AS bytes, extract(epoch FROM now() - stats_reset)::float8 AS seconds FROM pg_stat_wal`
+    );
+    const r = rows[0];
+    return r && r.seconds !== null ? { bytes: Number(r.bytes), seconds: Number(r.seconds) } : null;
+  }) : null;
+  let walSample = null;
+  if (sampleStart?.lsn) {
+    const startLsn = sampleStart.lsn;
+    const wait = options.walSampleMs - (performance.now() - sampleStart.at);
+    if (wait > 0) await new Promise((resolve2) => setTimeout(resolve2, wait));
+    walSample = await probe2("wal-rate", null, async () => {
+      const { rows } = await client.query(
+        `SELECT pg_wal_lsn_diff(${lsnFunction}, $1::pg_lsn)::float8 AS bytes`,
+        [startLsn]
+      );
+      return {
+        bytes: Math.max(0, Number(rows[0]?.bytes ?? 0)),
+        seconds: (performance.now() - sampleStart.at) / 1e3
+      };
+    });
+  }
+  return {
+    ...basics,
+    inRecovery,
+    walLevel: settings.wal_level,
+    maxReplicationSlots: settings.max_slots,
+    usedReplicationSlots: settings.used_slots,
+    maxWalSenders: settings.max_senders,
+    usedWalSenders: settings.used_senders,
+    isSuperuser: settings.superuser,
+    hasReplicationAttribute: settings.replication,
+    rdsReplicationMember,
+    canCreateInDatabase: settings.can_create,
+    schemas,
+    tables: tableProbe.tables,
+    sequencesWithoutSelect: tableProbe.sequences,
+    extensions,
+    largeObjects,
+    tablespaces,
+    maxSlotWalKeepSizeMb: settings.keep_mb == null ? null : Number(settings.keep_mb),
+    walSample,
+    walStats,
+    names,
+    slot,
+    publications
+  };
+}
+function unknownSourceFacts() {
+  return {
+    inRecovery: false,
+    walLevel: "unknown",
+    maxReplicationSlots: 0,
+    usedReplicationSlots: 0,
+    maxWalSenders: 0,
+    usedWalSenders: 0,
+    isSuperuser: false,
+    hasReplicationAttribute: false,
+    rdsReplicationMember: null,
+    canCreateInDatabase: false,
+    schemas: [],
+    tables: [],
+    sequencesWithoutSelect: [],
+    extensions: [],
+    largeObjects: 0,
+    tablespaces: [],
+    maxSlotWalKeepSizeMb: null,
+    walSample: null,
+    walStats: null,
+    slot: null,
+    publications: []
+  };
+}
+async function readTargetFacts(client, display, options) {
+  const skipped = [];
+  const probe2 = probeRunner(skipped);
+  const basics = await readServerBasics(client, display, skipped);
+  const userTables = await probe2("target-tables", { names: [], count: 0 }, async () => {
+    const { rows } = await client.query(
+      `SELECT n.nspname AS schema, c.relname AS name, count(*) OVER () AS total
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND ${SCHEMA_FILTER2} AND ${NOT_EXTENSION_MEMBER}
+        ORDER BY 1, 2 LIMIT 10`,
+      [EXCLUDED_SCHEMAS, options.schemas]
+    );
+    return {
+      names: rows.map((r) => ({ schema: r.schema, name: r.name })),
+      count: Number(rows[0]?.total ?? 0)
+    };
+  });
+  const migration = await probe2("migration-record", null, async () => {
+    const row2 = await readMigration(client, options.migrationId);
+    return row2 ? { phase: row2.phase } : null;
+  });
+  const availableExtensions = await probe2("available-extensions", [], async () => {
+    const { rows } = await client.query("SELECT name FROM pg_available_extensions ORDER BY 1");
+    return rows.map((r) => r.name);
+  });
+  const tablespaces = await probe2("target-tablespaces", [], async () => {
+    const { rows } = await client.query("SELECT spcname FROM pg_tablespace ORDER BY 1");
+    return rows.map((r) => r.spcname);
+  });
+  return {
+    ...basics,
+    userTables: userTables.names,
+    userTableCount: userTables.count,
+    migration,
+    availableExtensions,
+    tablespaces
+  };
+}
+async function readToolFacts(ctx) {
+  const tools = ["pg_dump", "pg_restore", "pg_dumpall"];
+  return Promise.all(
+    tools.map(async (tool) => {
+      const found = toolExists(ctx, tool);
+      const path = ctx.binDir ? toolPath(ctx, tool) : findOnPath(ctx.env, tool) ?? `${tool} on PATH`;
+      if (!found) return { tool, path, found, major: null, error: null };
+      try {
+        return { tool, path, found, major: await readToolMajor(ctx, tool), error: null };
+      } catch (error62) {
+        return {
+          tool,
+          path,
+          found,
+          major: null,
+          error: error62 instanceof Error ? error62.message : String(error62)
+        };
+      }
+    })
+  );
+}
+function findOnPath(env, tool) {
+  const dir = (env.PATH ?? "").split(":").find((d) => d && existsSync2(join3(d, tool)));
+  return dir ? join3(dir, tool) : void 0;
+}
+
+// src/core/preflight.ts
+var ASSUMED_COPY_BYTES_PER_SECOND = 100 * 1024 * 1024;
+var MAX_LISTED = 10;
+function computeFindings(facts) {
+  const findings = [];
+  const source = facts.source.ok ? facts.source.facts : void 0;
+  const target = facts.target.ok ? facts.target.facts : void 0;
+  if (!facts.source.ok) findings.push(connectionFinding("source", facts.source.failure));
+  if (!facts.target.ok) findings.push(connectionFinding("target", facts.target.failure));
+  const versions = versionsFinding(source, target, facts.tools);
+  if (versions) findings.push(versions);
+  const sourceUsable = source !== void 0 && source.versionNum >= 1e5;
+  if (source && !sourceUsable) findings.push(...checkSourceVersion(source));
+  if (source && sourceUsable) {
+    findings.push(...computeSnapshotReadiness(source, facts.schemas));
+    findings.push(...checkConflicts(facts.migrationId, source, facts.target));
+    findings.push(...checkTables(source));
+    findings.push(...checkWalRetention(source));
+  }
+  findings.push(...checkTools(facts.tools, source));
+  if (target) findings.push(...checkTarget(facts, target));
+  if (source && target && sourceUsable) findings.push(...checkCompatibility(source, target));
+  if (source) findings.push(...skippedFindings("source", source.skipped));
+  if (target) findings.push(...skippedFindings("target", target.skipped));
+  return findings;
+}
+function buildPreflightReport(migrationId, findings) {
+  const rank = { error: 0, warning: 1, info: 2 };
+  const sorted = [...findings].sort((a, b) => rank[a.severity] - rank[b.severity]);
+  const counts = { error: 0, warning: 0, info: 0 };
+  for (const f of findings) counts[f.severity] += 1;
+  return { ok: counts.error === 0, migrationId, counts, findings: sorted };
+}
+function computeSnapshotReadiness(source, schemas) {
+  if (source.versionNum < 1e5) return checkSourceVersion(source);
+  return [...checkReplicationSettings(source), ...checkPrivileges(source, schemas)];
+}
+function errorCodeForFinding(code) {
+  const map2 = {
+    SOURCE_WAL_LEVEL_NOT_LOGICAL: "SOURCE_WAL_LEVEL_NOT_LOGICAL",
+    SOURCE_VERSION_UNSUPPORTED: "SOURCE_VERSION_UNSUPPORTED",
+    SOURCE_NO_FREE_REPLICATION_SLOT: "SOURCE_NO_FREE_REPLICATION_SLOT",
+    SOURCE_NO_FREE_WAL_SENDER: "SOURCE_NO_FREE_WAL_SENDER",
+    SOURCE_CANNOT_REPLICATE: "PERMISSION_DENIED",
+    SOURCE_CANNOT_CREATE_PUBLICATION: "PERMISSION_DENIED",
+    SOURCE_TABLES_NOT_OWNED: "PERMISSION_DENIED",
+    SOURCE_SELECT_DENIED: "PERMISSION_DENIED",
+    SOURCE_SCHEMA_USAGE_DENIED: "PERMISSION_DENIED",
+    SOURCE_SLOT_CONFLICT: "SLOT_ALREADY_EXISTS",
+    TARGET_NOT_EMPTY: "TARGET_NOT_EMPTY",
+    PG_TOOL_NOT_FOUND: "PG_TOOL_NOT_FOUND",
+    PG_TOOL_TOO_OLD: "PG_TOOL_TOO_OLD"
+  };
+  return map2[code] ?? "PREFLIGHT_FAILED";
+}
+function connectionFinding(role, failure2) {
+  const suffix = {
+    unreachable: "UNREACHABLE",
+    auth: "AUTH_FAILED",
+    database: "DATABASE_NOT_FOUND",
+    other: "CONNECTION_FAILED"
+  };
+  const code = `${role.toUpperCase()}_${suffix[failure2.kind]}`;
+  return { code, severity: "error", message: failure2.message, fix: failure2.hint };
+}
+var majorOf = (versionNum) => versionNum >= 1e5 ? Math.floor(versionNum / 1e4) : Math.floor(versionNum / 100) / 100;
+function describeServer(s) {
+  return `PostgreSQL ${s.version} (database ${quoteIdent(s.database)} as ${quoteIdent(s.user)})`;
+}
+function versionsFinding(source, target, tools) {
+  if (!source && !target) return void 0;
+  const found = tools.filter((t) => t.major !== null);
+  const parts = [
+    source ? `source ${describeServer(source)}` : "source not reached",
+    target ? `target ${describeServer(target)}` : "target not reached",
+    ...found.length ? [`client tools ${found.map((t) => `${t.tool} ${t.major} (${t.path})`).join(", ")}`] : []
+  ];
+  return {
+    code: "SERVER_VERSIONS",
+    severity: "info",
+    message: `${parts.join("; ")}.`,
+    fix: "Nothing to do."
+  };
+}
+function checkSourceVersion(source) {
+  if (source.versionNum >= 1e5) return [];
+  return [
+    {
+      code: "SOURCE_VERSION_UNSUPPORTED",
+      severity: "error",
+      message: `The source runs PostgreSQL ${source.version} (server_version_num ${source.versionNum}); live migration needs 10 or later (logical decoding with pgoutput).`,
+      fix: "Upgrade the source to PostgreSQL 10 or later first (pg_upgrade), or migrate with pg_dump/pg_restore and downtime."
+    }
+  ];
+}
+function checkReplicationSettings(s) {
+  const out = [];
+  const major = majorOf(s.versionNum);
+  if (s.inRecovery) {
+    out.push({
+      code: "SOURCE_IS_STANDBY",
+      severity: major >= 16 ? "warning" : "error",
+      message: major >= 16 ? `The source (PostgreSQL ${s.version}) is a standby. Logical slots on a standby work from PostgreSQL 16 only with hot_standby_feedback = on and wal_level = logical on the primary, and the slot is lost on failover.` : `The source (PostgreSQL ${s.version}) is a standby; before PostgreSQL 16 logical replication slots can only be created on the primary.`,
+      fix: "Point --source at the primary server."
+    });
+  }
+  if (s.walLevel !== "logical") {
+    out.push({
+      code: "SOURCE_WAL_LEVEL_NOT_LOGICAL",
+      severity: "error",
+      message: `Source wal_level is '${s.walLevel}'; live migration needs 'logical' to decode changes from its replication slot.`,
+      fix: "ALTER SYSTEM SET wal_level = logical; then restart the source server. On RDS/Aurora set rds.logical_replication = 1 in the parameter group and reboot."
+    });
+  }
+  const slotsNeeded = s.slot ? 0 : 1;
+  const freeSlots = s.maxReplicationSlots - s.usedReplicationSlots;
+  if (freeSlots < slotsNeeded) {
+    out.push({
+      code: "SOURCE_NO_FREE_REPLICATION_SLOT",
+      severity: "error",
+      message: `Source max_replication_slots = ${s.maxReplicationSlots} and ${s.usedReplicationSlots} slots exist: no free slot for the migration (it needs 1).`,
+      fix: `Drop slots nobody uses (SELECT slot_name, active FROM pg_replication_slots; then SELECT pg_drop_replication_slot('<name>');), or ALTER SYSTEM SET max_replication_slots = ${s.usedReplicationSlots + slotsNeeded}; and restart the source.`
+    });
+  }
+  const sendersNeeded = s.slot?.activePid != null ? 0 : 1;
+  const freeSenders = s.maxWalSenders - s.usedWalSenders;
+  if (freeSenders < sendersNeeded) {
+    out.push({
+      code: "SOURCE_NO_FREE_WAL_SENDER",
+      severity: "error",
+      message: `Source max_wal_senders = ${s.maxWalSenders} and ${s.usedWalSenders} WAL senders are running: none is free for the replication connection that holds the snapshot during the copy (and streams changes afterwards).`,
+      fix: `ALTER SYSTEM SET max_wal_senders = ${s.usedWalSenders + sendersNeeded}; then restart the source (or stop an unused replication client).`
+    });
+  }
+  if (!s.isSuperuser && !s.hasReplicationAttribute && s.rdsReplicationMember !== true) {
+    out.push({
+      code: "SOURCE_CANNOT_REPLICATE",
+      severity: "error",
+      message: `Source user ${quoteIdent(s.user)} is neither superuser nor has the REPLICATION attribute${s.rdsReplicationMember === false ? " nor membership in rds_replication" : ""}, so it cannot create the replication slot.`,
+      fix: s.rdsReplicationMember === false ? `GRANT rds_replication TO ${quoteIdent(s.user)};` : `ALTER ROLE ${quoteIdent(s.user)} WITH REPLICATION;`
+    });
+  }
+  return out;
+}
+function checkPrivileges(s, schemas) {
+  const out = [];
+  const ran = (check2) => !s.skipped.some((k) => k.check === check2);
+  const user = quoteIdent(s.user);
+  if (!s.isSuperuser && !s.canCreateInDatabase) {
+    out.push({
+      code: "SOURCE_CANNOT_CREATE_PUBLICATION",
+      severity: "error",
+      message: `Source user ${user} lacks CREATE on database ${quoteIdent(s.database)}; CREATE PUBLICATION needs it.`,
+      fix: `GRANT CREATE ON DATABASE ${quoteIdent(s.database)} TO ${user};`
+    });
+  }
+  if (schemas && ran("schemas")) {
+    const present = new Set(s.schemas.map((n) => n.name));
+    const missing = schemas.filter((name) => !present.has(name));
+    if (missing.length > 0) {
+      out.push({
+        code: "SOURCE_SCHEMA_NOT_FOUND",
+        severity: "error",
+        message: `--schema names ${missing.map(quoteIdent).join(", ")}, which the source database ${quoteIdent(s.database)} does not have.`,
+        fix: "Fix the --schema value (schema names are case-sensitive) or the database in --source.",
+        objects: missing
+      });
+    }
+  }
+  const noUsage = s.schemas.filter((n) => !n.usage).map((n) => n.name);
+  if (noUsage.length > 0) {
+    out.push({
+      code: "SOURCE_SCHEMA_USAGE_DENIED",
+      severity: "error",
+      message: `Source user ${user} lacks USAGE on ${plural2(noUsage.length, "schema")} to migrate: ${listNames(noUsage.map((n) => quoteIdent(n)))}.`,
+      fix: noUsage.map((n) => `GRANT USAGE ON SCHEMA ${quoteIdent(n)} TO ${user};`).join("\n"),
+      objects: noUsage
+    });
+  }
+  if (!s.isSuperuser) {
+    const replicated = s.tables.filter(isReplicated);
+    const notOwned = replicated.filter((t) => !t.owned);
+    if (notOwned.length > 0) {
+      const owners = [...new Set(notOwned.map((t) => t.owner))].sort();
+      out.push({
+        code: "SOURCE_TABLES_NOT_OWNED",
+        severity: "error",
+        message: `CREATE PUBLICATION \u2026 FOR TABLE needs ownership of each table; source user ${user} does not own ${notOwned.length} of the ${replicated.length} tables to replicate: ${listNames(notOwned.map(displayName))} (owned by ${owners.map(quoteIdent).join(", ")}).`,
+        fix: `${owners.map((o) => `GRANT ${quoteIdent(o)} TO ${user};`).join("\n")}
+(membership in the owning role counts as ownership; or connect as a superuser)`,
+        objects: notOwned.map(displayName)
+      });
+    }
+  }
+  const unreadable = [
+    ...s.tables.filter((t) => (t.kind === "table" || t.kind === "partitioned") && !t.canSelect),
+    ...s.sequencesWithoutSelect
+  ];
+  if (unreadable.length > 0) {
+    const tables = unreadable.length - s.sequencesWithoutSelect.length;
+    const what = [
+      tables ? plural2(tables, "table") : "",
+      s.sequencesWithoutSelect.length ? plural2(s.sequencesWithoutSelect.length, "sequence") : ""
+    ].filter(Boolean).join(" and ");
+    const bySchema = [...new Set(unreadable.map((t) => t.schema))].sort();
+    out.push({
+      code: "SOURCE_SELECT_DENIED",
+      severity: "error",
+      message: `Source user ${user} lacks SELECT on ${what} to copy: ${listNames(unreadable.map(displayName))}.`,
+      fix: unreadable.length <= MAX_LISTED ? unreadable.map((t) => `GRANT SELECT ON ${quoteQualified(t)} TO ${user};`).join("\n") : bySchema.map(
+        (n) => `GRANT SELECT ON ALL TABLES IN SCHEMA ${quoteIdent(n)} TO ${user};
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA ${quoteIdent(n)} TO ${user};`
+      ).join("\n"),
+      objects: unreadable.map(displayName)
+    });
+  }
+  if (ran("tables") && s.tables.filter(isCopied).length === 0) {
+    out.push({
+      code: "NOTHING_TO_COPY",
+      severity: "warning",
+      message: `The source database ${quoteIdent(s.database)} has no tables in ${schemas ? `schemas ${schemas.map(quoteIdent).join(", ")}` : "any user schema"}.`,
+      fix: "Check the database in --source and the --schema values."
+    });
+  }
+  return out;
+}
+function checkConflicts(migrationId, s, target) {
+  if (target.ok && target.facts.migration) return [];
+  const out = [];
+  const unknown2 = !target.ok;
+  const why = unknown2 ? "the target could not be read to tell whether this is a resume of that migration" : `the target records no migration '${migrationId}'`;
+  const clean = `pg-live-migrate clean --migration-id ${migrationId}`;
+  if (s.slot) {
+    const slot = s.names.slot;
+    out.push({
+      code: "SOURCE_SLOT_CONFLICT",
+      severity: unknown2 ? "warning" : "error",
+      message: `Replication slot '${slot}' already exists on the source (active pid: ${s.slot.activePid ?? "none"}), but ${why}.`,
+      fix: `If it is left over from an earlier attempt, run '${clean}' (or SELECT pg_drop_replication_slot(${quoteLiteral(slot)}); on the source). If another migration uses it, pick another --migration-id.`,
+      objects: [slot]
+    });
+  }
+  if (s.publications.length > 0) {
+    out.push({
+      code: "SOURCE_PUBLICATION_CONFLICT",
+      severity: unknown2 ? "warning" : "error",
+      message: `Publication ${s.publications.map((p) => `'${p}'`).join(" and ")} already exist${s.publications.length === 1 ? "s" : ""} on the source, but ${why}.`,
+      fix: `If left over from an earlier attempt, run '${clean}' (or ${s.publications.map((p) => `DROP PUBLICATION ${quoteIdent(p)};`).join(" ")} on the source). If another migration uses them, pick another --migration-id.`,
+      objects: s.publications
+    });
+  }
+  return out;
+}
+function checkTables(s) {
+  const out = [];
+  const noIdentity = s.tables.filter((t) => isReplicated(t) && !t.hasReplicaIdentity);
+  if (noIdentity.length > 0) {
+    out.push({
+      code: "TABLES_WITHOUT_REPLICA_IDENTITY",
+      severity: "warning",
+      message: `${plural2(noIdentity.length, "table")} ${noIdentity.length === 1 ? "has" : "have"} no primary key or replica identity: ${listNames(noIdentity.map(displayName))}. They join the insert/truncate-only publication '${s.names.insertOnlyPublication}' so UPDATE and DELETE keep working on the source, but those UPDATEs and DELETEs are not replicated to the target.`,
+      fix: `${noIdentity.slice(0, MAX_LISTED).map((t) => `ALTER TABLE ${quoteQualified(t)} REPLICA IDENTITY FULL;`).join(
+        "\n"
+      )}${noIdentity.length > MAX_LISTED ? "\n(\u2026 and the same for the other tables)" : ""}
+(or add a primary key: ALTER TABLE \u2026 ADD PRIMARY KEY (\u2026); FULL logs whole old rows, which costs WAL on busy tables)`,
+      objects: noIdentity.map(displayName)
+    });
+  }
+  const unlogged = s.tables.filter((t) => isCopied(t) && t.unlogged);
+  if (unlogged.length > 0) {
+    out.push({
+      code: "UNLOGGED_TABLES",
+      severity: "warning",
+      message: `${plural2(unlogged.length, "unlogged table")}: ${listNames(unlogged.map(displayName))}. Their rows are copied once at the snapshot; later changes write no WAL and are not replicated.`,
+      fix: `${unlogged.map((t) => `ALTER TABLE ${quoteQualified(t)} SET LOGGED;`).join("\n")}
+(rewrites the table; or accept that it is copied only once)`,
+      objects: unlogged.map(displayName)
+    });
+  }
+  const foreign = s.tables.filter((t) => t.kind === "foreign");
+  if (foreign.length > 0) {
+    out.push({
+      code: "FOREIGN_TABLES",
+      severity: "warning",
+      message: `${plural2(foreign.length, "foreign table")}: ${listNames(foreign.map(displayName))}. Their definitions are recreated on the target but no rows are copied: the data lives on the remote server.`,
+      fix: "Make sure the target can reach the remote server (its foreign data wrapper, server and user mappings), or leave these tables out with --schema.",
+      objects: foreign.map(displayName)
+    });
+  }
+  if (s.largeObjects > 0) {
+    out.push({
+      code: "LARGE_OBJECTS",
+      severity: "warning",
+      message: `The source database has ${plural2(s.largeObjects, "large object")} (pg_largeobject_metadata); they are neither copied nor replicated (logical decoding does not carry them).`,
+      fix: "Move them separately while the source is read-only at cutover (pg_dump --data-only --large-objects, or lo_export/lo_import), or store them in bytea columns before migrating."
+    });
+  }
+  return out;
+}
+function checkWalRetention(s) {
+  const copyBytes = s.tables.filter(isCopied).reduce((sum, t) => sum + t.bytes, 0);
+  const copySeconds = copyBytes / ASSUMED_COPY_BYTES_PER_SECOND;
+  const rates = [];
+  if (s.walSample && s.walSample.seconds > 0)
+    rates.push({
+      rate: s.walSample.bytes / s.walSample.seconds,
+      basis: `${formatBytes(s.walSample.bytes)} in a ${s.walSample.seconds.toFixed(1)} s sample`
+    });
+  if (s.walStats && s.walStats.seconds >= 60)
+    rates.push({
+      rate: s.walStats.bytes / s.walStats.seconds,
+      basis: `${formatBytes(s.walStats.bytes)} in ${formatDuration(s.walStats.seconds * 1e3)} of pg_stat_wal`
+    });
+  const best = rates.sort((a, b) => b.rate - a.rate)[0];
+  const retained = best ? best.rate * copySeconds : void 0;
+  const estimate = best ? `The source writes ~${formatBytes(best.rate)}/s of WAL (${rates.map((r) => r.basis).join("; ")}); copying ${formatBytes(copyBytes)} of table data at an assumed ${formatBytes(ASSUMED_COPY_BYTES_PER_SECOND)}/s takes ~${formatDuration(copySeconds * 1e3)}, so the slot retains ~${formatBytes(retained ?? 0)} of WAL during the copy (index builds and the catch-up add to it).` : `The source's WAL rate could not be measured, so the WAL the slot retains during the copy of ${formatBytes(copyBytes)} cannot be estimated.`;
+  const suggestGb = Math.max(10, Math.ceil(2 * (retained ?? 0) / 1024 ** 3));
+  const cap = `ALTER SYSTEM SET max_slot_wal_keep_size = '${suggestGb}GB'; SELECT pg_reload_conf();`;
+  const keep = s.maxSlotWalKeepSizeMb;
+  if (keep === null || keep < 0) {
+    return [
+      {
+        code: "SOURCE_WAL_KEEP_UNLIMITED",
+        severity: "warning",
+        message: `${keep === null ? `PostgreSQL ${s.version} has no max_slot_wal_keep_size` : "Source max_slot_wal_keep_size = -1 (unlimited)"}: while the migration lags (or if it is abandoned without clean) the slot keeps WAL on the source until its disk is full. ${estimate}`,
+        fix: keep === null ? "Watch free disk space on the source's WAL volume during the migration ('pg-live-migrate status' shows the retained WAL) and run clean if you abandon it." : `Watch free disk space on the source's WAL volume ('pg-live-migrate status' shows the retained WAL), or cap it above the estimate: ${cap} (a slot past the cap is invalidated and the migration must start over).`
+      }
+    ];
+  }
+  const keepBytes = keep * 1024 * 1024;
+  if (retained !== void 0 && keepBytes < 2 * retained) {
+    const tooSmall = keepBytes < retained;
+    return [
+      {
+        code: "SOURCE_WAL_KEEP_TOO_SMALL",
+        severity: tooSmall ? "error" : "warning",
+        message: `Source max_slot_wal_keep_size = ${keep}MB is ${tooSmall ? "below" : "less than twice"} the estimated WAL retention; ${tooSmall ? "the slot would be invalidated during the copy and the migration would have to start over" : "little margin is left for index builds and the catch-up"}. ${estimate}`,
+        fix: `${cap} (make sure the WAL volume has that much free space)`
+      }
+    ];
+  }
+  return [
+    {
+      code: "SOURCE_WAL_RETENTION_ESTIMATE",
+      severity: "info",
+      message: `${estimate} Source max_slot_wal_keep_size = ${keep}MB.`,
+      fix: "Nothing to do."
+    }
+  ];
+}
+function checkTools(tools, source) {
+  const out = [];
+  const sourceMajor = source && source.versionNum >= 1e5 ? majorOf(source.versionNum) : void 0;
+  const pkg = sourceMajor ?? "N";
+  const install = `Install the PostgreSQL ${pkg} client tools (e.g. apt-get install postgresql-client-${pkg}) and pass --pg-bindir /usr/lib/postgresql/${pkg}/bin, or put them first on PATH.`;
+  for (const t of tools) {
+    const severity = t.tool === "pg_dumpall" ? "warning" : "error";
+    const rolesNote = t.tool === "pg_dumpall" ? " copy needs it to create roles unless --skip-roles." : "";
+    if (!t.found) {
+      out.push({
+        code: "PG_TOOL_NOT_FOUND",
+        severity,
+        message: `${t.tool} was not found (looked for ${t.path}).${rolesNote}`,
+        fix: install,
+        objects: [t.tool]
+      });
+    } else if (t.major === null) {
+      out.push({
+        code: "PG_TOOL_VERSION_UNKNOWN",
+        severity,
+        message: `${t.path} --version did not report a PostgreSQL version: ${t.error ?? "no output"}.${rolesNote}`,
+        fix: install,
+        objects: [t.tool]
+      });
+    } else if (sourceMajor !== void 0 && t.major < sourceMajor) {
+      out.push({
+        code: "PG_TOOL_TOO_OLD",
+        severity,
+        message: `${t.tool} at ${t.path} is major version ${t.major}, older than the source (PostgreSQL ${source?.version}); it refuses to dump a newer server.${rolesNote}`,
+        fix: install,
+        objects: [t.tool]
+      });
+    }
+  }
+  const dump = tools.find((t) => t.tool === "pg_dump");
+  const restore = tools.find((t) => t.tool === "pg_restore");
+  if (dump?.major != null && restore?.major != null && restore.major < dump.major) {
+    out.push({
+      code: "PG_TOOL_TOO_OLD",
+      severity: "error",
+      message: `pg_restore at ${restore.path} is major version ${restore.major}, older than pg_dump at ${dump.path} (${dump.major}); it cannot read that pg_dump's archives.`,
+      fix: `Use pg_dump and pg_restore from the same installation: pass --pg-bindir /usr/lib/postgresql/${dump.major}/bin.`,
+      objects: ["pg_restore"]
+    });
+  }
+  return out;
+}
+function checkTarget(facts, t) {
+  const out = [];
+  const id = facts.migrationId;
+  if (t.migration) {
+    const source = facts.source.ok ? facts.source.facts : void 0;
+    const slot = source?.names.slot;
+    const slotState = !source ? "the source was not reached" : source.slot ? `the source has slot '${slot}'${source.slot.activePid != null ? ` (held by backend ${source.slot.activePid})` : ""}` : `the source has no slot '${slot}'`;
+    out.push({
+      code: "MIGRATION_RESUMABLE",
+      severity: "info",
+      message: `The target records migration '${id}' (phase ${t.migration.phase}); ${slotState}. The target's tables are that migration's, not a conflict.`,
+      fix: `Continue it (e.g. 'pg-live-migrate copy --resume --migration-id ${id}'), or start over with 'pg-live-migrate clean --migration-id ${id}' and an empty target.`
+    });
+  } else if (t.userTableCount > 0) {
+    const names = t.userTables.map(displayName);
+    const more = t.userTableCount - names.length;
+    out.push({
+      code: "TARGET_NOT_EMPTY",
+      severity: "error",
+      message: `The target database ${quoteIdent(t.database)} already has ${plural2(t.userTableCount, "user table")} in the schemas to migrate: ${names.join(", ")}${more > 0 ? ` \u2026 and ${more} more` : ""}.`,
+      fix: "Point --target at an empty database (CREATE DATABASE \u2026 on the target), drop those tables, or copy into existing empty tables with copy --skip-schema.",
+      objects: names
+    });
+  }
+  return out;
+}
+function checkCompatibility(s, t) {
+  const out = [];
+  const sourceMajor = majorOf(s.versionNum);
+  const targetMajor = majorOf(t.versionNum);
+  if (targetMajor < sourceMajor) {
+    out.push({
+      code: "TARGET_VERSION_OLDER",
+      severity: "warning",
+      message: `The target runs PostgreSQL ${t.version}, older than the source's ${s.version}. pg_dump output is only guaranteed to restore into the same or a newer major version; newer syntax in the schema may fail to restore.`,
+      fix: `Use a target on PostgreSQL ${sourceMajor} or later, or try the schema restore on a scratch database of the target's version first.`
+    });
+  }
+  const targetRan = (check2) => !t.skipped.some((k) => k.check === check2);
+  if (targetRan("available-extensions")) {
+    const available = new Set(t.availableExtensions);
+    const missing = s.extensions.filter((e) => !available.has(e.name));
+    if (missing.length > 0) {
+      out.push({
+        code: "TARGET_EXTENSION_UNAVAILABLE",
+        severity: "error",
+        message: `${plural2(missing.length, "extension")} installed on the source ${missing.length === 1 ? "is" : "are"} not available on the target: ${listNames(missing.map((e) => `${e.name} ${e.version}`))}.`,
+        fix: "Install the extension packages on the target server (on managed services: enable them in the allowed extensions); SELECT name FROM pg_available_extensions; on the target must list them.",
+        objects: missing.map((e) => e.name)
+      });
+    }
+  }
+  if (targetRan("target-tablespaces")) {
+    const present = new Set(t.tablespaces);
+    for (const space of s.tablespaces) {
+      const names = space.relations.map(displayName);
+      if (present.has(space.name)) {
+        out.push({
+          code: "TABLESPACES_KEPT",
+          severity: "info",
+          message: `${plural2(names.length, "relation")} in tablespace ${quoteIdent(space.name)} (${listNames(names)}) ${names.length === 1 ? "is" : "are"} restored into the target's tablespace of the same name.`,
+          fix: "Nothing to do, if that tablespace has room on the target.",
+          objects: names
+        });
+      } else {
+        out.push({
+          code: "TABLESPACE_MISSING_ON_TARGET",
+          severity: "error",
+          message: `${plural2(names.length, "relation")} of the source ${names.length === 1 ? "uses" : "use"} tablespace ${quoteIdent(space.name)} (${listNames(names)}), which the target lacks: the schema restore sets default_tablespace = ${space.name} and fails.`,
+          fix: `On the target: CREATE TABLESPACE ${quoteIdent(space.name)} LOCATION '<empty directory owned by postgres>'; (managed services have no custom tablespaces: move these relations to pg_default on the source first with ALTER TABLE \u2026 SET TABLESPACE pg_default).`,
+          objects: names
+        });
+      }
+    }
+  }
+  if (s.encoding !== t.encoding) {
+    const safe = t.encoding === "UTF8" && s.encoding !== "SQL_ASCII";
+    out.push({
+      code: "ENCODING_MISMATCH",
+      severity: safe ? "warning" : "error",
+      message: `The source database is ${s.encoding}, the target ${t.encoding}. ${safe ? "Every character converts to UTF8, but byte lengths (and length limits in bytes) change." : s.encoding === "SQL_ASCII" ? "SQL_ASCII stores unchecked bytes; rows with bytes that are not valid in the target encoding fail to copy." : "Characters with no equivalent in the target encoding make the copy fail."}`,
+      fix: `Create the target database with the source's encoding and locale: CREATE DATABASE ${quoteIdent(t.database)} TEMPLATE template0 ENCODING ${quoteLiteral(s.encoding)} LC_COLLATE ${quoteLiteral(s.collate)} LC_CTYPE ${quoteLiteral(s.ctype)};`
+    });
+  }
+  const locale = (f) => `${f.localeProvider === "i" ? `ICU ${f.icuLocale ?? "?"}, ` : ""}LC_COLLATE ${f.collate}, LC_CTYPE ${f.ctype}`;
+  if (locale(s) !== locale(t)) {
+    out.push({
+      code: "COLLATION_MISMATCH",
+      severity: "warning",
+      message: `The source database uses ${locale(s)}; the target ${locale(t)}. Text sorts and compares differently on the target (ORDER BY, range conditions, upper/lower); indexes are built there, so they stay consistent.`,
+      fix: `If the application depends on the order, create the target database with the source's locale: CREATE DATABASE ${quoteIdent(t.database)} TEMPLATE template0 ENCODING ${quoteLiteral(s.encoding)} LC_COLLATE ${quoteLiteral(s.collate)} LC_CTYPE ${quoteLiteral(s.ctype)};`
+    });
+  }
+  return out;
+}
+function skippedFindings(role, skipped) {
+  return skipped.map((k) => ({
+    code: "PREFLIGHT_CHECK_SKIPPED",
+    severity: "warning",
+    message: `Could not check ${k.check} on the ${role}: ${k.message}`,
+    fix: `Grant the ${role} user read access to what the message names, or verify this condition by hand.`,
+    objects: [k.check]
+  }));
+}
+function plural2(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+function listNames(names) {
+  if (names.length <= MAX_LISTED) return names.join(", ");
+  return `${names.slice(0, MAX_LISTED).join(", ")} \u2026 and ${names.length - MAX_LISTED} more`;
+}
+
+// src/workflows/preflight.ts
+async function runPreflight(ctx, endpoints, options) {
+  const tools = { binDir: options.pgBindir, env: ctx.env, redactor: ctx.redactor };
+  const scope = { migrationId: options.migrationId, schemas: options.schemas };
+  const [source, target, toolFacts] = await Promise.all([
+    probe(
+      endpoints.source,
+      ctx.redactor,
+      (client) => readSourceFacts(client, endpoints.source.display, {
+        ...scope,
+        walSampleMs: options.walSampleMs ?? 1e3
+      })
+    ),
+    probe(
+      endpoints.target,
+      ctx.redactor,
+      (client) => readTargetFacts(client, endpoints.target.display, scope)
+    ),
+    readToolFacts(tools)
+  ]);
+  const findings = computeFindings({ ...scope, source, target, tools: toolFacts });
+  const safe = findings.map((f) => ({
+    ...f,
+    message: ctx.redactor.redact(f.message),
+    fix: ctx.redactor.redact(f.fix)
+  }));
+  return buildPreflightReport(options.migrationId, safe);
+}
+async function probe(info, redactor, read) {
+  let client;
+  try {
+    client = await openClient(info);
+  } catch (error62) {
+    return { ok: false, failure: toFailure(error62, info, redactor) };
+  }
+  try {
+    await client.query(READ_ONLY_SESSION).catch(() => void 0);
+    return { ok: true, facts: await read(client) };
+  } catch (error62) {
+    return { ok: false, failure: toFailure(error62, info, redactor) };
+  } finally {
+    await client.end().catch(() => void 0);
+  }
+}
+function toFailure(error62, info, redactor) {
+  const translated2 = translatePgError(error62, info);
+  if (isMigrationError(translated2)) {
+    const kind = translated2.code === "CONNECTION_FAILED" ? "unreachable" : translated2.code === "AUTHENTICATION_FAILED" ? "auth" : translated2.code === "DATABASE_NOT_FOUND" ? "database" : "other";
+    return { kind, message: redactor.redact(translated2.message), hint: redactor.redact(translated2.hint) };
+  }
+  const text = translated2 instanceof Error ? translated2.message : String(translated2);
+  return {
+    kind: "other",
+    message: redactor.redact(
+      `Connected to the ${info.role} (${info.display}) but could not read its settings: ${text}.`
+    ),
+    hint: `Check the ${info.role} server's log and the connection options (sslmode, options) of the ${info.role} connection string.`
+  };
+}
+async function assertSourceReadyForSnapshot(source, options) {
+  const facts = await readSourceFacts(source, "", { ...options, walSampleMs: 0 });
+  const blockers = computeSnapshotReadiness(facts, options.schemas).filter((f) => f.severity === "error");
+  const first = blockers[0];
+  if (!first) return;
+  throw findingError(first, blockers);
+}
+function findingError(first, all) {
+  const more = all.length > 1 ? ` (and ${all.length - 1} more: ${all.slice(1).map((f) => f.code).join(", ")}; run preflight for all of them)` : "";
+  return new MigrationError(errorCodeForFinding(first.code), `${first.message}${more}`, first.fix, {
+    details: { findings: all }
+  });
 }
 
 // src/workflows/snapshot.ts
@@ -28041,21 +29078,28 @@ async function startSnapshot(endpoints, options) {
         `Resume that migration with --resume, remove it with 'pg-live-migrate clean --migration-id ${options.migrationId}', or choose another --migration-id.`
       );
     }
+    await assertSourceReadyForSnapshot(source, options);
     const tables = await listTables(source, options.schemas);
     await dropPublications(source, options.migrationId);
-    const publications = await createPublications(source, options.migrationId, tables);
+    let publications;
+    try {
+      publications = await createPublications(source, options.migrationId, tables);
+    } catch (error62) {
+      await dropPublications(source, options.migrationId).catch(() => void 0);
+      throw translatePgError(error62, endpoints.source);
+    }
     let holder;
     try {
       holder = await createSlotWithSnapshot(endpoints.source, slotName);
       const h = holder;
       await withClient(endpoints.target, async (target) => {
         await ensureControlSchema(target);
-        const row = await readMigration(target, options.migrationId);
+        const row2 = await readMigration(target, options.migrationId);
         const fields = {
           snapshotName: h.snapshotName,
           snapshotHolderPid: h.backendPid
         };
-        if (row) {
+        if (row2) {
           await updateMigration(target, options.migrationId, { ...fields, phase: options.phase });
           await target.query(
             `UPDATE _pg_live_migrate.migration SET consistent_lsn = $2::pg_lsn, publications = $3 WHERE migration_id = $1`,
@@ -28076,7 +29120,9 @@ async function startSnapshot(endpoints, options) {
       return { holder: h, publications };
     } catch (error62) {
       await holder?.close();
-      await source.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1", [slotName]).catch(() => void 0);
+      await source.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1", [
+        slotName
+      ]).catch(() => void 0);
       await dropPublications(source, options.migrationId).catch(() => void 0);
       throw error62;
     }
@@ -28086,8 +29132,8 @@ async function runSnapshot(ctx, endpoints, options) {
   const target = await openClient(endpoints.target);
   try {
     await ensureControlSchema(target);
-    const row = await readMigration(target, options.migrationId);
-    if (row?.copyFinishedAt) {
+    const row2 = await readMigration(target, options.migrationId);
+    if (row2?.copyFinishedAt) {
       throw new MigrationError(
         "SLOT_ALREADY_EXISTS",
         `Migration '${options.migrationId}' has already finished its copy; a new snapshot would not match the target.`,
@@ -28095,7 +29141,17 @@ async function runSnapshot(ctx, endpoints, options) {
       );
     }
     const { holder } = await startSnapshot(endpoints, { ...options, phase: Phase.snapshot });
-    ctx.emit({ type: "log", level: "info", message: `Exported snapshot ${holder.snapshotName} at consistent point ${holder.consistentLsn} (slot ${holder.slotName}).` });
+    ctx.emit({
+      type: "snapshot:ready",
+      snapshotName: holder.snapshotName,
+      consistentLsn: holder.consistentLsn,
+      slotName: holder.slotName
+    });
+    ctx.emit({
+      type: "log",
+      level: "info",
+      message: `Exported snapshot ${holder.snapshotName} at consistent point ${holder.consistentLsn} (slot ${holder.slotName}).`
+    });
     ctx.emit({
       type: "log",
       level: "info",
@@ -28168,14 +29224,19 @@ async function runCopy(ctx, input2, options) {
       if (migration) {
         log(`The recorded snapshot of '${id}' is gone and no copy had started: creating a new one.`, "warn");
       }
-      ({ holder } = await startSnapshot(endpoints, { migrationId: id, schemas: options.schemas, phase: Phase.copy }));
+      ({ holder } = await startSnapshot(endpoints, {
+        migrationId: id,
+        schemas: options.schemas,
+        phase: Phase.copy
+      }));
       snapshotName = holder.snapshotName;
       log(`Created slot ${holder.slotName}; exported snapshot ${snapshotName} at ${holder.consistentLsn}.`);
       migration = await readMigration(control, id);
     }
     if (!migration) throw notFound(id);
     if (!migration.copyStartedAt) {
-      if (!options.skipSchema && !options.resume && !holder) await assertTargetEmpty(control, options.schemas);
+      if (!options.skipSchema && !options.resume && !holder)
+        await assertTargetEmpty(control, options.schemas);
       await updateMigration(control, id, { phase: Phase.copy, copyStartedAt: "now" });
     }
     const catalog = await openClient(endpoints.source);
@@ -28184,21 +29245,28 @@ async function runCopy(ctx, input2, options) {
     try {
       await beginInSnapshot(catalog, snapshotName);
       tables = await listTables(catalog, migration.schemas);
-      const workDir = join3(options.dir, id);
+      const workDir = join4(options.dir, id);
       await mkdir(workDir, { recursive: true });
-      const dumpFile = join3(workDir, "schema.dump");
+      const dumpFile = join4(workDir, "schema.dump");
       const noOwner = options.noOwner || options.skipRoles;
-      if (!options.skipRoles && !await isStepDone(control, id, "roles")) {
-        ctx.emit({ type: "step", step: "roles", status: "start" });
-        await applyRoles(ctx, control, await dumpRoles(tools, endpoints.source));
-        await markStepDone(control, id, "roles");
-      }
+      const needRoles = !options.skipRoles && !await isStepDone(control, id, "roles");
       const needSchema = !options.skipSchema;
-      const schemaSteps = needSchema && !await isStepDone(control, id, "post-data");
-      if (schemaSteps && !existsSync(dumpFile)) {
-        ctx.emit({ type: "step", step: "schema-dump", status: "start" });
-        await dumpSchema(tools, endpoints.source, { snapshotName, schemas: migration.schemas, file: dumpFile });
-        ctx.emit({ type: "step", step: "schema-dump", status: "done" });
+      const needDump = needSchema && !await isStepDone(control, id, "post-data") && !existsSync3(dumpFile);
+      if (needDump) ctx.emit({ type: "step", step: "schema-dump", status: "start" });
+      const [rolesScript] = await Promise.all([
+        needRoles ? dumpRoles(tools, endpoints.source) : void 0,
+        needDump ? (
+          // Written under a temporary name and renamed once complete: a crash never leaves half a dump.
+          dumpSchema(tools, endpoints.source, {
+            snapshotName,
+            schemas: migration.schemas,
+            file: `${dumpFile}.partial`
+          }).then(() => rename(`${dumpFile}.partial`, dumpFile)).then(() => ctx.emit({ type: "step", step: "schema-dump", status: "done" }))
+        ) : void 0
+      ]);
+      if (rolesScript !== void 0) {
+        await applyRoles(ctx, control, rolesScript);
+        await markStepDone(control, id, "roles");
       }
       if (needSchema && !await isStepDone(control, id, "pre-data")) {
         ctx.emit({ type: "step", step: "pre-data", status: "start" });
@@ -28236,23 +29304,37 @@ async function runCopy(ctx, input2, options) {
         }
         await markStepDone(control, id, "sequences");
         await control.query("COMMIT");
-        ctx.emit({ type: "step", step: "sequences", status: "done", detail: `${sequences.length} sequences` });
+        ctx.emit({
+          type: "step",
+          step: "sequences",
+          status: "done",
+          detail: `${sequences.length} sequences`
+        });
       }
       if (needSchema && !await isStepDone(control, id, "post-data")) {
         ctx.emit({ type: "step", step: "post-data", status: "start" });
-        await restorePostData(ctx, tools, control, endpoints, { file: dumpFile, noOwner, jobs: options.indexJobs, workDir });
+        await restorePostData(ctx, tools, control, endpoints, {
+          file: dumpFile,
+          noOwner,
+          jobs: options.indexJobs,
+          workDir
+        });
         await markStepDone(control, id, "post-data");
         ctx.emit({ type: "step", step: "post-data", status: "done" });
       }
       if (!await isStepDone(control, id, "matviews")) {
-        const views = await withClient(endpoints.source, (c) => listMaterializedViews(c, migration?.schemas ?? null));
+        const views = await withClient(
+          endpoints.source,
+          (c) => listMaterializedViews(c, migration?.schemas ?? null)
+        );
         for (const view of views) {
           await control.query(`REFRESH MATERIALIZED VIEW ${quoteQualified(view)}`);
         }
         await markStepDone(control, id, "matviews");
-        if (views.length) ctx.emit({ type: "step", step: "matviews", status: "done", detail: `${views.length} refreshed` });
+        if (views.length)
+          ctx.emit({ type: "step", step: "matviews", status: "done", detail: `${views.length} refreshed` });
       }
-      await updateMigration(control, id, { copyFinishedAt: "now" });
+      await updateMigration(control, id, { copyFinishedAt: "now", error: null });
       const seconds = (ctx.clock.nowMs() - started) / 1e3;
       ctx.emit({ type: "copy:done", rows: stats.rows, bytes: stats.bytes, seconds });
       return {
@@ -28269,6 +29351,13 @@ async function runCopy(ctx, input2, options) {
     } finally {
       await catalog.end().catch(() => void 0);
     }
+  } catch (error62) {
+    if (error62 instanceof MigrationError) {
+      await updateMigration(control, id, {
+        error: { code: error62.code, message: error62.message, hint: error62.hint }
+      }).catch(() => void 0);
+    }
+    throw error62;
   } finally {
     await holder?.close();
     await control.end().catch(() => void 0);
@@ -28296,7 +29385,9 @@ async function readKeyBounds(client, tables, splitBytes) {
   for (const t of tables) {
     if (!t.integerKey || splitBytes <= 0 || t.bytes <= splitBytes || t.kind !== "table") continue;
     const col = quoteIdent(t.integerKey);
-    const { rows } = await client.query(`SELECT min(${col})::text AS lo, max(${col})::text AS hi FROM ONLY ${quoteQualified(t)}`);
+    const { rows } = await client.query(
+      `SELECT min(${col})::text AS lo, max(${col})::text AS hi FROM ONLY ${quoteQualified(t)}`
+    );
     if (rows[0]?.lo != null) bounds.set(tableKey(t), { min: BigInt(rows[0].lo), max: BigInt(rows[0].hi) });
   }
   return bounds;
@@ -28343,11 +29434,22 @@ async function restorePostData(ctx, tools, control, endpoints, o) {
     }
     keep.push(entry.line);
   }
-  if (skipped) ctx.emit({ type: "log", level: "info", message: `post-data: ${skipped} objects already built on the target are skipped.` });
-  const listFile = join3(o.workDir, "post-data.list");
+  if (skipped)
+    ctx.emit({
+      type: "log",
+      level: "info",
+      message: `post-data: ${skipped} objects already built on the target are skipped.`
+    });
+  const listFile = join4(o.workDir, "post-data.list");
   await writeFile(listFile, `${keep.join("\n")}
 `);
-  await restoreParallel(tools, endpoints.target, { file: o.file, section: "post-data", noOwner: o.noOwner, jobs: o.jobs, listFile });
+  await restoreParallel(tools, endpoints.target, {
+    file: o.file,
+    section: "post-data",
+    noOwner: o.noOwner,
+    jobs: o.jobs,
+    listFile
+  });
 }
 async function applyRoles(ctx, target, script) {
   const { rows } = await target.query("SELECT rolname FROM pg_roles");
@@ -28387,7 +29489,12 @@ async function copyParts(ctx, endpoints, input2) {
     rowsDone: rows,
     bytesDone: bytes
   });
-  if (done.length > 0) ctx.emit({ type: "log", level: "info", message: `Resuming: ${done.length} of ${input2.parts.length} parts are already on the target.` });
+  if (done.length > 0)
+    ctx.emit({
+      type: "log",
+      level: "info",
+      message: `Resuming: ${done.length} of ${input2.parts.length} parts are already on the target.`
+    });
   let failure2;
   let copied = 0;
   const queue = [...todo];
@@ -28395,18 +29502,34 @@ async function copyParts(ctx, endpoints, input2) {
     if (queue.length === 0) return;
     const source = await openClient(endpoints.source);
     const target = await openClient(endpoints.target);
+    const abort = () => {
+      void source.end().catch(() => void 0);
+      void target.end().catch(() => void 0);
+    };
+    ctx.stopSignal.addEventListener("abort", abort, { once: true });
     try {
       await setCanonicalSession(source);
       await setCanonicalSession(target);
       if (input2.skipSchema) {
         await target.query("SET session_replication_role = replica").catch((error62) => {
-          ctx.emit({ type: "log", level: "warn", message: `Triggers and foreign keys stay active during the copy: ${error62.message}` });
+          ctx.emit({
+            type: "log",
+            level: "warn",
+            message: `Triggers and foreign keys stay active during the copy: ${error62.message}`
+          });
         });
       }
       await beginInSnapshot(source, input2.snapshotName);
       for (let part = queue.shift(); part && !failure2 && !ctx.stopSignal.aborted; part = queue.shift()) {
         const table = displayName(part);
-        ctx.emit({ type: "copy:part:start", partId: part.partId, table, partIndex: part.partIndex, partCount: part.partCount, estBytes: part.estBytes });
+        ctx.emit({
+          type: "copy:part:start",
+          partId: part.partId,
+          table,
+          partIndex: part.partIndex,
+          partCount: part.partCount,
+          estBytes: part.estBytes
+        });
         const columns = input2.columnsByTable.get(tableKey(part));
         if (!columns) {
           throw new MigrationError(
@@ -28430,8 +29553,9 @@ async function copyParts(ctx, endpoints, input2) {
         ctx.emit({ type: "copy:part:done", partId: part.partId, table, ...result });
       }
     } catch (error62) {
-      failure2 ??= error62;
+      if (!ctx.stopSignal.aborted) failure2 ??= error62;
     } finally {
+      ctx.stopSignal.removeEventListener("abort", abort);
       await source.end().catch(() => void 0);
       await target.end().catch(() => void 0);
     }
@@ -28439,28 +29563,859 @@ async function copyParts(ctx, endpoints, input2) {
   await Promise.all(Array.from({ length: Math.min(input2.jobs, Math.max(todo.length, 1)) }, worker));
   if (failure2) throw failure2;
   if (ctx.stopSignal.aborted) {
-    throw new MigrationError("COPY_FAILED", "The copy was interrupted before all parts were copied.", "Run the same command again with --resume.");
+    throw new MigrationError(
+      "COPY_INTERRUPTED",
+      `The copy was stopped with ${done.length + copied} of ${input2.parts.length} parts on the target.`,
+      "Run the same command again with --resume while the snapshot is still held (a separate 'pg-live-migrate snapshot' process keeps it across restarts)."
+    );
   }
   return { rows, bytes, copied, skipped: done.length };
 }
 
 // src/workflows/demo.ts
-async function runDemo(_ctx, _options) {
-  return 0;
-}
+import { existsSync as existsSync5 } from "node:fs";
+import { mkdir as mkdir2 } from "node:fs/promises";
+import { dirname as dirname2, join as join6 } from "node:path";
+import { fileURLToPath } from "node:url";
 
-// src/workflows/preflight.ts
-async function runPreflight(_ctx, _endpoints, _options) {
-  return { ok: true, findings: [] };
+// src/adapters/postgres/local-cluster.ts
+import { execFile, spawn as spawn2 } from "node:child_process";
+import { existsSync as existsSync4, readdirSync, readFileSync as readFileSync2 } from "node:fs";
+import { appendFile, chmod, chown, mkdtemp, rm as rm2 } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join as join5 } from "node:path";
+import { promisify } from "node:util";
+var execFileAsync = promisify(execFile);
+async function findPgBinDir(env) {
+  if (env.PG_BINDIR && existsSync4(join5(env.PG_BINDIR, "initdb"))) return env.PG_BINDIR;
+  try {
+    const { stdout } = await execFileAsync("pg_config", ["--bindir"]);
+    const dir = stdout.trim();
+    if (existsSync4(join5(dir, "initdb"))) return dir;
+  } catch {
+  }
+  const root = "/usr/lib/postgresql";
+  if (!existsSync4(root)) return void 0;
+  const versions = readdirSync(root).filter((v) => existsSync4(join5(root, v, "bin", "initdb"))).sort((a, b) => Number(b) - Number(a));
+  return versions[0] ? join5(root, versions[0], "bin") : void 0;
+}
+async function findFreePort() {
+  return new Promise((resolve2, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve2(port));
+    });
+  });
+}
+var isRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
+async function runAs(file2, args, input2) {
+  const [cmd, cmdArgs] = isRoot() ? ["runuser", ["-u", "postgres", "--", file2, ...args]] : [file2, args];
+  return new Promise((resolve2, reject) => {
+    const child = spawn2(cmd, cmdArgs, { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d) => {
+      stderr += d.toString();
+    });
+    child.on("error", reject);
+    child.on("close", (code) => {
+      if (code === 0) resolve2({ stdout, stderr });
+      else reject(new Error(`${file2} ${args.join(" ")} exited with ${code}: ${stderr.slice(-2e3)}`));
+    });
+    child.stdin.end(input2 ?? "");
+  });
+}
+async function startLocalCluster(options) {
+  const parent = options.parentDir ?? tmpdir();
+  const dataDir = await mkdtemp(join5(parent, `plm-${options.name}-`));
+  if (isRoot()) {
+    const { uid, gid } = userInfoFor("postgres");
+    await chown(dataDir, uid, gid);
+  }
+  await chmod(dataDir, 448);
+  const bin = (tool) => join5(options.binDir, tool);
+  await runAs(bin("initdb"), [
+    "-D",
+    dataDir,
+    "-U",
+    "postgres",
+    "--auth=trust",
+    "-E",
+    "UTF8",
+    "--locale=C",
+    "-N"
+  ]);
+  const port = await findFreePort();
+  const settings = {
+    port,
+    listen_addresses: "'127.0.0.1'",
+    unix_socket_directories: `'${dataDir}'`,
+    wal_level: "logical",
+    max_replication_slots: 20,
+    max_wal_senders: 20,
+    max_connections: 100,
+    fsync: "off",
+    synchronous_commit: "off",
+    full_page_writes: "off",
+    shared_buffers: "'128MB'",
+    logging_collector: "off",
+    ...options.settings
+  };
+  const conf = Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join("\n");
+  await appendFile(join5(dataDir, "postgresql.conf"), `
+${conf}
+`);
+  const logFile = join5(dataDir, "server.log");
+  const start = () => runAs(bin("pg_ctl"), ["-D", dataDir, "-l", logFile, "-w", "-t", "60", "start"]);
+  await start();
+  const cluster = {
+    name: options.name,
+    port,
+    dataDir,
+    binDir: options.binDir,
+    uri: (database = "postgres", user = "postgres") => `postgresql://${encodeURIComponent(user)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
+    run: (tool, args, runOptions) => runAs(bin(tool), args, runOptions?.input),
+    restart: async () => {
+      await runAs(bin("pg_ctl"), ["-D", dataDir, "-m", "fast", "-w", "stop"]);
+      await start();
+    },
+    stop: async () => {
+      await runAs(bin("pg_ctl"), ["-D", dataDir, "-m", "immediate", "-w", "stop"]).catch(() => void 0);
+      await rm2(dataDir, { recursive: true, force: true });
+    }
+  };
+  return cluster;
+}
+function userInfoFor(name) {
+  const line = readFileSync2("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${name}:`));
+  if (!line) throw new Error(`OS user '${name}' not found: install PostgreSQL's server package`);
+  const [, , uid, gid] = line.split(":");
+  return { uid: Number(uid), gid: Number(gid) };
 }
 
 // src/workflows/preflight-render.ts
+var HEADINGS = { error: "Errors", warning: "Warnings", info: "Information" };
+var MARKS = { error: "\u2717", warning: "!", info: "\xB7" };
+var ORDER = ["error", "warning", "info"];
 function renderPreflightText(report) {
-  const lines = report.findings.map((f) => `${f.severity.toUpperCase().padEnd(7)} ${f.code}: ${f.message}
-        fix: ${f.fix}`);
-  lines.push(report.ok ? "Preflight passed." : "Preflight failed.");
+  const lines = [`Preflight of migration '${report.migrationId}': ${summary(report)}.`];
+  for (const severity of ORDER) {
+    const group = report.findings.filter((f) => f.severity === severity);
+    if (group.length === 0) continue;
+    lines.push("", `${HEADINGS[severity]}:`);
+    for (const f of group) {
+      lines.push(`  ${MARKS[severity]} ${f.code}`);
+      lines.push(...indent(f.message, "      "));
+      if (severity !== "info" || f.fix !== "Nothing to do.") {
+        lines.push(...indent(f.fix, "      fix: ", "           "));
+      }
+    }
+  }
+  lines.push(
+    "",
+    report.ok ? "Preflight passed." : `Preflight failed: fix the ${plural3(report.counts.error, "error")} above, then run preflight again.`
+  );
   return `${lines.join("\n")}
 `;
+}
+function renderPreflightMarkdown(report) {
+  const lines = [
+    `### Preflight ${report.ok ? "passed" : "failed"}: migration \`${report.migrationId}\``,
+    "",
+    `${summary(report)}.`,
+    ""
+  ];
+  if (report.findings.length > 0) {
+    lines.push("| Severity | Code | Observed | Fix |", "| --- | --- | --- | --- |");
+    for (const f of report.findings) lines.push(row(f));
+    lines.push("");
+  }
+  return `${lines.join("\n")}`;
+}
+function row(f) {
+  const severity = { error: "\u274C error", warning: "\u26A0\uFE0F warning", info: "\u2139\uFE0F info" }[f.severity];
+  return `| ${severity} | \`${f.code}\` | ${cell(f.message)} | ${cell(f.fix)} |`;
+}
+function cell(text) {
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll("|", "\\|").replaceAll("\n", "<br>");
+}
+function summary(report) {
+  const { error: error62, warning, info } = report.counts;
+  return `${plural3(error62, "error")}, ${plural3(warning, "warning")}, ${info} informational`;
+}
+function indent(text, first, rest = first) {
+  return text.split("\n").map((line, i) => `${i === 0 ? first : rest}${line}`);
+}
+function plural3(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+// src/adapters/postgres/checksum.ts
+var LABEL_CHARS = 200;
+var rowText = (t) => `ROW(${t.columns.map((c) => `t.${quoteIdent(c)}`).join(", ")})::text`;
+var keyText = (t) => {
+  const key = t.keyColumns;
+  if (!key || key.length === 0) return null;
+  return key.length === 1 ? `t.${quoteIdent(key[0] ?? "")}::text` : `ROW(${key.map((c) => `t.${quoteIdent(c)}`).join(", ")})::text`;
+};
+var positiveInt = (n) => {
+  if (!Number.isInteger(n) || n < 1) throw new TypeError(`expected a whole number \u2265 1, got ${n}`);
+  return n;
+};
+function digestFrom(t, buckets) {
+  const key = keyText(t);
+  const keyHash = key === null ? "r.rh" : `md5(${key})`;
+  return {
+    from: `FROM ONLY ${quoteQualified(t)} AS t CROSS JOIN LATERAL (SELECT md5(${rowText(t)}) AS rh) AS r`,
+    bucket: `mod(('x' || substr(${keyHash}, 1, 8))::bit(32)::bigint, ${positiveInt(buckets)})::int`
+  };
+}
+async function readRowCount(client, table) {
+  const { rows } = await client.query(`SELECT count(*) AS n FROM ONLY ${quoteQualified(table)}`);
+  return Number(rows[0]?.n ?? 0);
+}
+async function readBucketDigests(client, table, buckets) {
+  const { from, bucket } = digestFrom(table, buckets);
+  const { rows } = await client.query(
+    `SELECT d.bucket, count(*) AS n, sum(d.h)::text AS total
+       FROM (SELECT ${bucket} AS bucket, ('x' || substr(r.rh, 1, 16))::bit(64)::bigint AS h ${from}) AS d
+      GROUP BY d.bucket ORDER BY d.bucket`
+  );
+  return rows.map((r) => ({ bucket: Number(r.bucket), rows: Number(r.n), sum: String(r.total) }));
+}
+var cursorSequence = 0;
+async function* streamRowDigests(client, table, options) {
+  if (options.onlyBuckets.length === 0) return;
+  const { from, bucket } = digestFrom(table, options.buckets);
+  const key = keyText(table);
+  const select = key === null ? `r.rh COLLATE "C" AS k, r.rh AS h, left(${rowText(table)}, ${LABEL_CHARS}) AS label` : `(${key}) COLLATE "C" AS k, r.rh AS h, NULL::text AS label`;
+  const list = options.onlyBuckets.map(positiveIntOrZero).join(", ");
+  cursorSequence += 1;
+  const cursor = quoteIdent(`plm_validate_${cursorSequence}`);
+  await client.query(
+    `DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT ${select} ${from} WHERE ${bucket} IN (${list}) ORDER BY 1, 2`
+  );
+  try {
+    for (; ; ) {
+      const { rows } = await client.query(`FETCH FORWARD ${positiveInt(options.batchRows)} FROM ${cursor}`);
+      for (const r of rows) yield { key: r.k, hash: r.h, label: r.label ?? r.k };
+      if (rows.length < options.batchRows) return;
+    }
+  } finally {
+    await client.query(`CLOSE ${cursor}`).catch(() => void 0);
+  }
+}
+var positiveIntOrZero = (n) => n === 0 ? 0 : positiveInt(n);
+async function readReplicaIdentityColumns(client, tables) {
+  const out = /* @__PURE__ */ new Map();
+  if (tables.length === 0) return out;
+  const { rows } = await client.query(
+    `SELECT n.nspname AS schema, c.relname AS name, array_agg(a.attname::text ORDER BY k.ord) AS columns
+       FROM unnest($1::text[], $2::text[]) AS want(schema, name)
+       JOIN pg_namespace n ON n.nspname = want.schema
+       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = want.name
+       JOIN pg_index i ON i.indrelid = c.oid AND i.indisreplident
+       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+      GROUP BY 1, 2`,
+    [tables.map((t) => t.schema), tables.map((t) => t.name)]
+  );
+  for (const r of rows) out.set(tableKey(r), r.columns);
+  return out;
+}
+async function beginExported(client) {
+  await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  const { rows } = await client.query("SELECT pg_export_snapshot() AS name");
+  return rows[0].name;
+}
+
+// src/core/validation.ts
+var DifferenceKind = {
+  missingOnTarget: "missing-on-target",
+  extraOnTarget: "extra-on-target",
+  contentDiffers: "content-differs"
+};
+function diffBuckets(source, target) {
+  const index = (digests) => new Map(digests.map((d) => [d.bucket, d]));
+  const s = index(source);
+  const t = index(target);
+  const out = [];
+  for (const bucket of /* @__PURE__ */ new Set([...s.keys(), ...t.keys()])) {
+    const a = s.get(bucket);
+    const b = t.get(bucket);
+    if ((a?.rows ?? 0) !== (b?.rows ?? 0) || normalizeSum(a?.sum) !== normalizeSum(b?.sum)) out.push(bucket);
+  }
+  return out.sort((x, y) => x - y);
+}
+var normalizeSum = (sum) => sum === void 0 || /^-?0*$/.test(sum) ? "0" : sum;
+function sumRows(digests) {
+  return digests.reduce((total, d) => total + d.rows, 0);
+}
+function describeBucket(bucket, buckets, source, target) {
+  const rows = (digests) => digests.find((d) => d.bucket === bucket)?.rows ?? 0;
+  const s = rows(source);
+  const t = rows(target);
+  return `key range ${bucket + 1}/${buckets}: ${s === t ? `${s} rows on both sides, contents differ` : `${s} rows on the source, ${t} on the target`}`;
+}
+function compareCodePoints(a, b) {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    const x = a.codePointAt(i) ?? 0;
+    const y = b.codePointAt(i) ?? 0;
+    if (x !== y) return x < y ? -1 : 1;
+    if (x > 65535) i++;
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+}
+async function diffRowStreams(source, target, limit) {
+  const s = source[Symbol.asyncIterator]();
+  const t = target[Symbol.asyncIterator]();
+  const out = [];
+  try {
+    let [a, b] = await Promise.all([s.next(), t.next()]);
+    while (out.length < limit && !(a.done && b.done)) {
+      const order = a.done ? 1 : b.done ? -1 : compareCodePoints(a.value.key, b.value.key);
+      if (order < 0 && !a.done) {
+        out.push({ key: a.value.label, kind: DifferenceKind.missingOnTarget });
+        a = await s.next();
+      } else if (order > 0 && !b.done) {
+        out.push({ key: b.value.label, kind: DifferenceKind.extraOnTarget });
+        b = await t.next();
+      } else if (!a.done && !b.done) {
+        if (a.value.hash !== b.value.hash)
+          out.push({ key: a.value.label, kind: DifferenceKind.contentDiffers });
+        [a, b] = await Promise.all([s.next(), t.next()]);
+      }
+    }
+  } finally {
+    await Promise.all([s.return?.(), t.return?.()]);
+  }
+  return out;
+}
+function buildTableValidation(input2) {
+  const { checksum } = input2;
+  const mismatched = checksum ? diffBuckets(checksum.source, checksum.target) : [];
+  const checksumMatch = input2.checksumSkipped ? false : checksum ? mismatched.length === 0 : null;
+  const out = {
+    table: input2.table,
+    schema: input2.schema,
+    name: input2.name,
+    sourceRows: input2.sourceRows,
+    targetRows: input2.targetRows,
+    checksumMatch,
+    ok: input2.problem === void 0 && input2.targetRows === input2.sourceRows && checksumMatch !== false,
+    keyColumns: input2.keyColumns
+  };
+  if (input2.problem !== void 0) out.problem = input2.problem;
+  if (checksum && mismatched.length > 0) {
+    out.mismatchedRanges = mismatched.map(
+      (b) => describeBucket(b, checksum.buckets, checksum.source, checksum.target)
+    );
+    out.differences = [...checksum.differences];
+    out.firstDifferingKeys = checksum.differences.map((d) => d.key);
+  }
+  return out;
+}
+function buildValidationReport(input2) {
+  return {
+    ok: input2.tables.every((t) => t.ok),
+    sourceMode: input2.sourceMode,
+    checksum: input2.checksum,
+    buckets: input2.checksum ? input2.buckets : null,
+    tables: input2.tables,
+    warnings: input2.warnings
+  };
+}
+
+// src/workflows/validate.ts
+var LIVE_SOURCE_WARNING = "The migration's exported snapshot is not held (or none is recorded), so the source was read live: the comparison only means something if nothing writes to the source while validate runs. (A later release aligns validation with replay.)";
+async function runValidate(ctx, endpoints, options) {
+  const jobs = options.jobs ?? 2;
+  const sources = [];
+  const targets = [];
+  try {
+    const open2 = async (info, into) => {
+      const client = await openClient(info);
+      into.push(client);
+      await setCanonicalSession(client);
+      return client;
+    };
+    const opened = await Promise.allSettled(
+      Array.from({ length: jobs }, () => [
+        open2(endpoints.source, sources),
+        open2(endpoints.target, targets)
+      ]).flat()
+    );
+    const refused = opened.find((o) => o.status === "rejected");
+    if (refused) throw refused.reason;
+    const [source0, target0] = [sources[0], targets[0]];
+    if (!source0 || !target0) throw new TypeError("validate needs at least one connection per side");
+    const migration = await readMigration(target0, options.migrationId);
+    const warnings = [];
+    let sourceMode = "live";
+    if (migration?.snapshotName && await isBackendAlive(source0, migration.snapshotHolderPid)) {
+      try {
+        for (const client of sources) await beginInSnapshot(client, migration.snapshotName);
+        sourceMode = "snapshot";
+        ctx.emit({
+          type: "log",
+          level: "info",
+          message: `Reading the source in snapshot ${migration.snapshotName} (held by source backend ${migration.snapshotHolderPid}), the point the copy read.`
+        });
+      } catch (error62) {
+        if (!isMigrationError(error62) || error62.code !== "SNAPSHOT_EXPIRED") throw error62;
+        for (const client of sources) await client.query("ROLLBACK");
+      }
+    }
+    if (sourceMode === "live") {
+      await alignOnOneSnapshot(sources);
+      warnings.push(LIVE_SOURCE_WARNING);
+      ctx.emit({ type: "log", level: "warn", message: LIVE_SOURCE_WARNING });
+    }
+    await alignOnOneSnapshot(targets);
+    const schemas = options.schemas ?? migration?.schemas ?? null;
+    const sourceTables = (await listTables(source0, schemas)).filter(isCopied);
+    const targetTables = new Map((await listTables(target0, schemas)).map((t) => [tableKey(t), t]));
+    const identityKeys = await readReplicaIdentityColumns(
+      source0,
+      sourceTables.filter((t) => !t.primaryKey?.length && t.replicaIdentity === "index")
+    );
+    const keyOf = (t) => t.primaryKey?.length ? t.primaryKey : identityKeys.get(tableKey(t)) ?? null;
+    ctx.emit({
+      type: "step",
+      step: "validate",
+      status: "start",
+      detail: `${sourceTables.length} tables, ${options.checksum ? `checksums in ${options.buckets} key ranges` : "row counts"}`
+    });
+    const results = /* @__PURE__ */ new Map();
+    const queue = [...sourceTables].sort((a, b) => b.bytes - a.bytes);
+    let failure2;
+    let lastProgress = ctx.clock.nowMs();
+    const worker = async (source, target) => {
+      for (let table = queue.shift(); table && !failure2; table = queue.shift()) {
+        if (ctx.stopSignal.aborted) return;
+        try {
+          const result = await compareTable(
+            { source, target, endpoints },
+            table,
+            targetTables.get(tableKey(table)),
+            keyOf(table),
+            options
+          );
+          results.set(tableKey(table), result);
+        } catch (error62) {
+          failure2 ??= error62;
+        }
+        if (ctx.clock.nowMs() - lastProgress >= (options.progressEveryMs ?? 5e3)) {
+          lastProgress = ctx.clock.nowMs();
+          ctx.emit({
+            type: "log",
+            level: "info",
+            message: `validate: ${results.size}/${sourceTables.length} tables compared`
+          });
+        }
+      }
+    };
+    await Promise.all(sources.map((source, i) => worker(source, targets[i] ?? target0)));
+    if (failure2) throw failure2;
+    if (results.size < sourceTables.length) {
+      throw new MigrationError(
+        "VALIDATION_INTERRUPTED",
+        `Validation was stopped after ${results.size} of ${sourceTables.length} tables; the rest were not compared.`,
+        "Run validate again and let it finish: nothing is known about the tables it did not reach."
+      );
+    }
+    const report = buildValidationReport({
+      sourceMode,
+      checksum: options.checksum,
+      buckets: options.buckets,
+      tables: sourceTables.flatMap((t) => results.get(tableKey(t)) ?? []),
+      warnings
+    });
+    const differing = report.tables.filter((t) => !t.ok).length;
+    ctx.emit({
+      type: "step",
+      step: "validate",
+      status: "done",
+      detail: differing ? `${differing} of ${report.tables.length} tables differ` : "all tables match"
+    });
+    return report;
+  } finally {
+    await Promise.all([...sources, ...targets].map((c) => c.end().catch(() => void 0)));
+  }
+}
+async function alignOnOneSnapshot(clients) {
+  const [first, ...rest] = clients;
+  if (!first) return;
+  const snapshot = await beginExported(first);
+  for (const client of rest) await beginInSnapshot(client, snapshot);
+}
+async function compareTable(sides, table, onTarget, keyColumns, options) {
+  const { source, target, endpoints } = sides;
+  const onSource = (p) => translated(p, endpoints.source);
+  const onTargetSide = (p) => translated(p, endpoints.target);
+  const base = {
+    table: displayName(table),
+    schema: table.schema,
+    name: table.name,
+    keyColumns
+  };
+  if (!onTarget) {
+    return buildTableValidation({
+      ...base,
+      sourceRows: await onSource(readRowCount(source, table)),
+      targetRows: null,
+      problem: "missing on the target",
+      checksumSkipped: options.checksum
+    });
+  }
+  const present = new Set(onTarget.allColumns);
+  const missing = table.allColumns.filter((c) => !present.has(c));
+  if (missing.length > 0) {
+    const [sourceRows, targetRows] = await Promise.all([
+      onSource(readRowCount(source, table)),
+      onTargetSide(readRowCount(target, table))
+    ]);
+    return buildTableValidation({
+      ...base,
+      sourceRows,
+      targetRows,
+      problem: `column${missing.length > 1 ? "s" : ""} missing on the target: ${missing.join(", ")}`,
+      checksumSkipped: options.checksum
+    });
+  }
+  if (!options.checksum) {
+    const [sourceRows, targetRows] = await Promise.all([
+      onSource(readRowCount(source, table)),
+      onTargetSide(readRowCount(target, table))
+    ]);
+    return buildTableValidation({ ...base, sourceRows, targetRows });
+  }
+  const spec = {
+    schema: table.schema,
+    name: table.name,
+    columns: table.allColumns,
+    keyColumns
+  };
+  const [sourceDigests, targetDigests] = await Promise.all([
+    onSource(readBucketDigests(source, spec, options.buckets)),
+    onTargetSide(readBucketDigests(target, spec, options.buckets))
+  ]);
+  const mismatched = diffBuckets(sourceDigests, targetDigests);
+  let differences = [];
+  if (mismatched.length > 0) {
+    const stream = {
+      buckets: options.buckets,
+      onlyBuckets: mismatched,
+      batchRows: options.batchRows ?? 1e3
+    };
+    differences = await diffRowStreams(
+      streamRowDigests(source, spec, stream),
+      streamRowDigests(target, spec, stream),
+      options.maxDifferences ?? 10
+    );
+  }
+  return buildTableValidation({
+    ...base,
+    sourceRows: sumRows(sourceDigests),
+    targetRows: sumRows(targetDigests),
+    checksum: { buckets: options.buckets, source: sourceDigests, target: targetDigests, differences }
+  });
+}
+async function translated(promise2, info) {
+  try {
+    return await promise2;
+  } catch (error62) {
+    throw translatePgError(error62, info);
+  }
+}
+
+// src/workflows/validate-render.ts
+var MARKDOWN_MAX_BYTES = 1e6;
+var LABEL_MAX_CHARS = 120;
+var KIND_TEXT = {
+  [DifferenceKind.missingOnTarget]: "only on the source",
+  [DifferenceKind.extraOnTarget]: "only on the target",
+  [DifferenceKind.contentDiffers]: "content differs"
+};
+var rowsText = (n) => n === null ? "missing" : formatCount(n);
+var width = (text) => [...text].length;
+function escapeControl(text) {
+  const named = { "\n": "\\n", "\r": "\\r", "	": "\\t" };
+  let clean = true;
+  for (let i = 0; i < text.length && clean; i++) {
+    const unit = text.charCodeAt(i);
+    clean = unit >= 32 && unit !== 127;
+  }
+  if (clean) return text;
+  let out = "";
+  for (const c of text) {
+    const code = c.charCodeAt(0);
+    out += code < 32 || code === 127 ? named[c] ?? `\\x${code.toString(16).padStart(2, "0")}` : c;
+  }
+  return out;
+}
+function printable(text) {
+  const points = [...escapeControl(text)];
+  return points.length > LABEL_MAX_CHARS ? `${points.slice(0, LABEL_MAX_CHARS).join("")}\u2026` : points.join("");
+}
+function differenceLines(t, show, showFree) {
+  const lines = [];
+  if (t.problem) lines.push(showFree(t.problem));
+  if (t.targetRows !== null && t.targetRows !== t.sourceRows)
+    lines.push(
+      `row counts differ: ${formatCount(t.sourceRows)} on the source, ${formatCount(t.targetRows)} on the target`
+    );
+  const ranges = t.mismatchedRanges ?? [];
+  if (ranges.length)
+    lines.push(
+      `${ranges.length} key range${ranges.length > 1 ? "s differ" : " differs"}: ${ranges.join("; ")}`
+    );
+  const key = t.keyColumns === null ? "row" : t.keyColumns.length === 1 ? show(t.keyColumns[0] ?? "") : `(${t.keyColumns.map(show).join(", ")})`;
+  const equals = t.keyColumns === null ? " " : " = ";
+  for (const d of t.differences ?? [])
+    lines.push(`${key}${equals}${show(printable(d.key))}: ${KIND_TEXT[d.kind]}`);
+  return lines;
+}
+function verdict(report) {
+  const differing = report.tables.filter((t) => !t.ok).length;
+  const what = report.checksum ? "row counts and checksums" : "row counts only";
+  const mode = report.sourceMode === "snapshot" ? "source read in the migration's snapshot" : "source read live";
+  return report.ok ? `Validation passed: ${report.tables.length} of ${report.tables.length} tables match (${what}; ${mode}).` : `Validation failed: ${differing} of ${report.tables.length} tables differ (${what}; ${mode}).`;
+}
+function renderValidationText(report) {
+  const header = ["table", "source rows", "target rows", "checksum"];
+  const mark = (t) => t.checksumMatch === null ? "\u2013" : t.checksumMatch ? "\u2705" : "\u274C";
+  const rows = report.tables.map((t) => [
+    escapeControl(t.table),
+    rowsText(t.sourceRows),
+    rowsText(t.targetRows),
+    mark(t)
+  ]);
+  const widths = header.map((h, i) => Math.max(width(h), ...rows.map((r) => width(r[i] ?? ""))));
+  const pad = (cells) => cells.map((cell2, i) => {
+    const gap = " ".repeat(Math.max(0, (widths[i] ?? 0) - width(cell2)));
+    return i === 0 ? cell2 + gap : i === cells.length - 1 ? cell2 : gap + cell2;
+  }).join("  ");
+  const out = [pad(header), ...rows.map(pad)];
+  const differing = report.tables.filter((t) => !t.ok);
+  if (differing.length > 0) {
+    out.push("", "Differences:");
+    for (const t of differing) {
+      out.push(`  ${escapeControl(t.table)}:`);
+      for (const line of differenceLines(t, escapeControl, escapeControl)) out.push(`    ${line}`);
+    }
+  }
+  for (const warning of report.warnings) out.push("", `WARNING: ${warning}`);
+  out.push("", verdict(report));
+  return `${out.join("\n")}
+`;
+}
+function escapeMarkdown(text) {
+  return escapeControl(text).replace(/[\\`*_[\]<>&|~]/g, (c) => `\\${c}`);
+}
+function markdownCode(text, options) {
+  const body = escapeControl(text);
+  if (body === "") return "*(empty)*";
+  const longest = Math.max(0, ...(body.match(/`+/g) ?? []).map((run) => run.length));
+  const fence = "`".repeat(longest + 1);
+  const pad = /^[` ]|[` ]$/.test(body) ? " " : "";
+  return `${fence}${pad}${options.inTable ? body.replaceAll("|", "\\|") : body}${pad}${fence}`;
+}
+function utf8Bytes(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 128) bytes += 1;
+    else if (unit < 2048) bytes += 2;
+    else if (unit >= 55296 && unit <= 56319) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+function renderValidationMarkdown(report, options = {}) {
+  const maxBytes = options.maxBytes ?? MARKDOWN_MAX_BYTES;
+  const cell2 = (text) => markdownCode(text, { inTable: true });
+  const code = (text) => markdownCode(text, { inTable: false });
+  const head = [
+    `### ${report.ok ? "\u2705" : "\u274C"} ${verdict(report)}`,
+    "",
+    ...report.warnings.flatMap((w) => [`> \u26A0\uFE0F ${escapeMarkdown(w)}`, ""]),
+    "| table | source rows | target rows | checksum | ok |",
+    "| --- | ---: | ---: | :---: | :---: |"
+  ];
+  const row2 = (t) => `| ${cell2(t.table)} | ${rowsText(t.sourceRows)} | ${rowsText(t.targetRows)} | ${t.checksumMatch === null ? "\u2013" : t.checksumMatch ? "match" : "differs"} | ${t.ok ? "\u2705" : "\u274C"} |`;
+  const details = (t) => [
+    `- ${code(t.table)}`,
+    ...differenceLines(t, code, escapeMarkdown).map((line) => `  - ${line}`)
+  ];
+  const differing = report.tables.filter((t) => !t.ok);
+  const DETAILS_HEADING = ["", "#### Differences", ""];
+  const rows = report.tables.map(row2);
+  const full = [
+    ...head,
+    ...rows,
+    ...differing.length ? [...DETAILS_HEADING, ...differing.flatMap(details)] : []
+  ];
+  const fullText = `${full.join("\n")}
+`;
+  if (utf8Bytes(fullText) <= maxBytes) return fullText;
+  const reserve = 400;
+  let used = utf8Bytes(`${head.join("\n")}
+`) + reserve;
+  const take = (lines2) => {
+    const kept = [];
+    for (const line of lines2) {
+      const cost = utf8Bytes(line) + 1;
+      if (used + cost > maxBytes) break;
+      kept.push(line);
+      used += cost;
+    }
+    return kept;
+  };
+  const differingRows = take(rows.filter((_, i) => !report.tables[i]?.ok));
+  const detailLines = differing.length ? [...DETAILS_HEADING, ...differing.flatMap(details)] : [];
+  const keptDetails = take(detailLines);
+  const matchingRows = take(rows.filter((_, i) => report.tables[i]?.ok));
+  const hidden = report.tables.length - differingRows.length - matchingRows.length;
+  const hiddenDiffering = differing.length - differingRows.length;
+  const lines = [...head, ...differingRows, ...matchingRows];
+  if (hidden > 0) {
+    lines.push(
+      "",
+      hiddenDiffering === 0 ? `${formatCount(hidden)} more tables match.` : `${formatCount(hidden)} more tables not shown, ${formatCount(hiddenDiffering)} of them differ: run validate --json for the full report.`
+    );
+  }
+  lines.push(...keptDetails);
+  if (keptDetails.length < detailLines.length)
+    lines.push("", "More differences are in the validate --json output.");
+  return `${lines.join("\n")}
+`;
+}
+
+// src/workflows/demo.ts
+function findPagila() {
+  let dir = dirname2(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    const candidate = join6(dir, "datasets", "pagila");
+    if (existsSync5(join6(candidate, "pagila-schema.sql"))) return candidate;
+    dir = dirname2(dir);
+  }
+  throw new MigrationError(
+    "INTERNAL",
+    "The pagila dataset is missing from this installation.",
+    "Reinstall pg-live-migrate from its repository."
+  );
+}
+async function runDemo(ctx, options) {
+  const started = ctx.clock.nowMs();
+  const say = (message) => ctx.emit({ type: "log", level: "info", message });
+  const binDir = await findPgBinDir(options.env);
+  if (!binDir) {
+    throw new MigrationError(
+      "PG_TOOL_NOT_FOUND",
+      "No PostgreSQL server binaries (initdb, pg_ctl) were found on this machine.",
+      "Install PostgreSQL (e.g. apt-get install postgresql) or set PG_BINDIR to the folder holding initdb."
+    );
+  }
+  const pagila = findPagila();
+  const workDir = join6(options.dir, "demo");
+  await mkdir2(workDir, { recursive: true });
+  const clusters = [];
+  let keep = false;
+  try {
+    say(`Starting two throwaway clusters with ${binDir} \u2026`);
+    const [source, target] = await Promise.all([
+      startLocalCluster({ name: "demo-source", binDir }),
+      startLocalCluster({ name: "demo-target", binDir })
+    ]);
+    clusters.push(source, target);
+    const psql = (cluster, args) => cluster.run("psql", [
+      "-h",
+      "127.0.0.1",
+      "-p",
+      String(cluster.port),
+      "-U",
+      "postgres",
+      "-X",
+      "-q",
+      "-v",
+      "ON_ERROR_STOP=1",
+      ...args
+    ]);
+    for (const cluster of clusters) await psql(cluster, ["-c", "CREATE DATABASE pagila"]);
+    say("Loading the pagila sample database into the source \u2026");
+    await psql(source, ["-d", "pagila", "-f", join6(pagila, "pagila-schema.sql")]);
+    await psql(source, ["-d", "pagila", "-f", join6(pagila, "pagila-data.sql")]);
+    await psql(source, ["-d", "pagila", "-c", "REFRESH MATERIALIZED VIEW rental_by_category; ANALYZE"]);
+    const endpoints = {
+      source: parseConnInfo(source.uri("pagila"), "source"),
+      target: parseConnInfo(target.uri("pagila"), "target")
+    };
+    const common = { migrationId: "demo", dir: workDir, json: false, pgBindir: binDir, schemas: null };
+    say("Step 1/4 preflight");
+    const preflight = await runPreflight(ctx, endpoints, common);
+    options.print(renderPreflightText(preflight));
+    if (!preflight.ok) return 3;
+    say("Step 2/4 snapshot + copy");
+    const copy = await runCopy(ctx, endpoints, {
+      ...common,
+      tableJobs: options.tableJobs,
+      indexJobs: options.tableJobs,
+      splitTablesLargerThan: 1024 ** 3,
+      skipSchema: false,
+      skipRoles: false,
+      noOwner: false,
+      resume: false
+    });
+    say(`Copied ${copy.rows} rows of ${copy.tables} tables in ${formatDuration(copy.seconds * 1e3)}.`);
+    say("Step 3/4 validate --checksum (the source is quiet in this demo)");
+    const report = await runValidate(ctx, endpoints, {
+      ...common,
+      checksum: true,
+      markdown: void 0,
+      buckets: 16
+    });
+    options.print(renderValidationText(report));
+    if (options.keep) {
+      keep = true;
+      options.print(
+        [
+          "",
+          "Clusters left running (--keep):",
+          `  source: psql "${source.uri("pagila")}"`,
+          `  target: psql "${target.uri("pagila")}"`,
+          `  stop:   ${join6(binDir, "pg_ctl")} -D ${source.dataDir} stop; ${join6(binDir, "pg_ctl")} -D ${target.dataDir} stop`,
+          `  clean:  pg-live-migrate clean --migration-id demo --source "${source.uri("pagila")}" --target "${target.uri("pagila")}"`,
+          ""
+        ].join("\n")
+      );
+      return report.ok ? 0 : 5;
+    }
+    say("Step 4/4 clean --prune");
+    await runClean(ctx, endpoints, { ...common, prune: true });
+    await withClient(endpoints.source, async (c) => {
+      const { rowCount } = await c.query("SELECT 1 FROM pg_replication_slots");
+      if (rowCount)
+        throw new MigrationError("INTERNAL", "The demo left a replication slot behind.", "Report this bug.");
+    });
+    say(
+      `Demo finished in ${formatDuration(ctx.clock.nowMs() - started)}: ${report.ok ? "source and target match" : "MISMATCH"}.`
+    );
+    return report.ok ? 0 : 5;
+  } finally {
+    if (!keep) await Promise.all(clusters.map((c) => c.stop()));
+  }
 }
 
 // src/workflows/status.ts
@@ -28507,7 +30462,8 @@ async function readStatus(endpoints, options) {
   };
 }
 function renderStatusText(s) {
-  if (!s.exists) return `Migration '${s.migrationId}': nothing recorded on the target yet (run preflight, then copy).
+  if (!s.exists)
+    return `Migration '${s.migrationId}': nothing recorded on the target yet (run preflight, then copy).
 `;
   const lines = [
     `Migration '${s.migrationId}': phase ${s.phase}${s.copyFinished ? " (copy finished)" : ""}`,
@@ -28518,22 +30474,6 @@ function renderStatusText(s) {
   ];
   if (s.error) lines.push(`  last error ${s.error.code}: ${s.error.message}`);
   return `${lines.join("\n")}
-`;
-}
-
-// src/workflows/validate.ts
-async function runValidate(_ctx, _endpoints, options) {
-  return { ok: true, sourceMode: "live", checksum: options.checksum, tables: [] };
-}
-
-// src/workflows/validate-render.ts
-function renderValidationText(report) {
-  return `${report.tables.map((t) => `${t.table} ${t.sourceRows} ${t.targetRows}`).join("\n")}
-${report.ok ? "OK" : "MISMATCH"}
-`;
-}
-function renderValidationMarkdown(report) {
-  return `${report.ok ? "OK" : "MISMATCH"}
 `;
 }
 
@@ -28548,24 +30488,44 @@ var COMMANDS = {
   demo: "Run the whole story between two throwaway local clusters."
 };
 var OPTIONS = {
-  source: { type: "string", doc: "source connection (libpq URI or keywords); env SOURCE or PGCOPYDB_SOURCE_PGURI" },
+  source: {
+    type: "string",
+    doc: "source connection (libpq URI or keywords); env SOURCE or PGCOPYDB_SOURCE_PGURI"
+  },
   target: { type: "string", doc: "target connection; env TARGET or PGCOPYDB_TARGET_PGURI" },
-  "migration-id": { type: "string", doc: 'names the slot, publications and target state ([a-z0-9_]{1,40}, default "default")' },
-  dir: { type: "string", doc: "work folder for logs, schema dump and reports (default $PG_LIVE_MIGRATE_DIR or ./.pg-live-migrate)" },
-  schema: { type: "string", multiple: true, doc: "migrate only this schema (repeatable; default: all user schemas)" },
+  "migration-id": {
+    type: "string",
+    doc: 'names the slot, publications and target state ([a-z0-9_]{1,40}, default "default")'
+  },
+  dir: {
+    type: "string",
+    doc: "work folder for logs, schema dump and reports (default $PG_LIVE_MIGRATE_DIR or ./.pg-live-migrate)"
+  },
+  schema: {
+    type: "string",
+    multiple: true,
+    doc: "migrate only this schema (repeatable; default: all user schemas)"
+  },
   "pg-bindir": { type: "string", doc: "folder of pg_dump/pg_restore to use (default: PATH)" },
   json: { type: "boolean", doc: "one JSON document on stdout (preflight, validate, status)" },
   snapshot: { type: "string", doc: "copy: import this exported snapshot (from a running `snapshot`)" },
   hold: { type: "boolean", doc: "snapshot: hold until stopped, not just until the copy is done" },
   "table-jobs": { type: "string", doc: "copy: parallel table parts (default: CPU count)" },
   "index-jobs": { type: "string", doc: "copy: parallel index/constraint builds (default: CPU count)" },
-  "split-tables-larger-than": { type: "string", doc: "copy: split bigger tables into parts (default 1GB; 0 = never)" },
+  "split-tables-larger-than": {
+    type: "string",
+    doc: "copy: split bigger tables into parts (default 1GB; 0 = never)"
+  },
   "skip-schema": { type: "boolean", doc: "copy: the target schema exists already; copy data only" },
   "skip-roles": { type: "boolean", doc: "copy: do not create roles (implies --no-owner)" },
   "no-owner": { type: "boolean", doc: "copy: do not restore ownership and grants" },
   resume: { type: "boolean", doc: "copy: continue an interrupted copy (finished parts are kept)" },
   checksum: { type: "boolean", doc: "validate: compare contents, not just row counts" },
-  markdown: { type: "string", doc: "validate: also write the report as a Markdown table to this file" },
+  markdown: {
+    type: "string",
+    doc: "preflight, validate: also write the report as Markdown (a GitHub job summary) to this file"
+  },
+  buckets: { type: "string", doc: "validate: key-hash ranges per table for --checksum (default 16)" },
   prune: { type: "boolean", doc: "clean: also delete --dir (except logs/)" },
   keep: { type: "boolean", doc: "demo: leave the clusters running and print how to connect" },
   help: { type: "boolean", short: "h", doc: "show help" },
@@ -28596,7 +30556,8 @@ var configError = (message, hint) => new MigrationError("CONFIG_INVALID_OPTION",
 function parseCount(value, name, fallback) {
   if (value === void 0) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw configError(`--${name} must be a whole number \u2265 1, got '${value}'.`, `Pass e.g. --${name} 4.`);
+  if (!Number.isInteger(n) || n < 1)
+    throw configError(`--${name} must be a whole number \u2265 1, got '${value}'.`, `Pass e.g. --${name} 4.`);
   return n;
 }
 async function main(argv, env) {
@@ -28607,11 +30568,20 @@ async function main(argv, env) {
   const onSignal = () => controller.abort();
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  const reporter = createConsoleReporter({ stream: stderr, redactor, nowMs: () => systemClock.nowMs() });
+  let reporter = createConsoleReporter({ stream: stderr, redactor, nowMs: () => systemClock.nowMs() });
   try {
     const { values, positionals } = parseArgs({
       args: argv,
-      options: Object.fromEntries(Object.entries(OPTIONS).map(([k, o]) => [k, { type: o.type, ..."multiple" in o ? { multiple: true } : {}, ..."short" in o ? { short: o.short } : {} }])),
+      options: Object.fromEntries(
+        Object.entries(OPTIONS).map(([k, o]) => [
+          k,
+          {
+            type: o.type,
+            ..."multiple" in o ? { multiple: true } : {},
+            ..."short" in o ? { short: o.short } : {}
+          }
+        ])
+      ),
       allowPositionals: true,
       strict: true
     });
@@ -28626,7 +30596,11 @@ async function main(argv, env) {
       return command || values.help ? ExitCode.ok : ExitCode.config;
     }
     if (!(command in COMMANDS)) {
-      throw new MigrationError("CONFIG_UNKNOWN_COMMAND", `Unknown command '${command}'.`, `Run 'pg-live-migrate --help' for the list of commands.`);
+      throw new MigrationError(
+        "CONFIG_UNKNOWN_COMMAND",
+        `Unknown command '${command}'.`,
+        `Run 'pg-live-migrate --help' for the list of commands.`
+      );
     }
     const str = (k) => values[k];
     const bool = (k) => values[k] === true;
@@ -28646,8 +30620,18 @@ async function main(argv, env) {
         "Use 1 to 40 characters of lowercase letters, digits and underscores (it becomes part of the slot name), e.g. --migration-id orders_2026."
       );
     }
+    reporter = createConsoleReporter({
+      stream: stderr,
+      redactor,
+      nowMs: () => systemClock.nowMs(),
+      logFile: join7(common.dir, "logs", `${command}.log`)
+    });
     const ctx = {
-      emit: (event) => reporter.handle(event),
+      emit: (event) => {
+        if (event.type === "snapshot:ready") process.stdout.write(`${event.snapshotName}
+`);
+        reporter.handle(event);
+      },
       clock: systemClock,
       redactor,
       env,
@@ -28658,6 +30642,11 @@ async function main(argv, env) {
       case "preflight": {
         const options = commonOptions.parse(common);
         const report = await runPreflight(ctx, resolveEndpoints(options, redactor), options);
+        const markdown = str("markdown");
+        if (markdown) {
+          mkdirSync2(dirname3(resolve(markdown)), { recursive: true });
+          writeFileSync(markdown, redactor.redact(renderPreflightMarkdown(report)));
+        }
         if (json2) process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}
 `);
         stderr.write(redactor.redact(renderPreflightText(report)));
@@ -28665,7 +30654,10 @@ async function main(argv, env) {
       }
       case "snapshot": {
         const options = commonOptions.parse(common);
-        const result = await runSnapshot(ctx, resolveEndpoints(options, redactor), { ...options, hold: bool("hold") });
+        const result = await runSnapshot(ctx, resolveEndpoints(options, redactor), {
+          ...options,
+          hold: bool("hold")
+        });
         process.stdout.write(`${result.snapshotName}
 `);
         if (result.released === "connection-lost") {
@@ -28680,7 +30672,11 @@ async function main(argv, env) {
       case "copy": {
         const split = str("split-tables-larger-than");
         const splitBytes = split === void 0 ? 1024 ** 3 : parseByteSize(split);
-        if (splitBytes === void 0) throw configError(`--split-tables-larger-than '${split}' is not a size.`, "Pass e.g. 1GB, 500MB or 0 (never split).");
+        if (splitBytes === void 0)
+          throw configError(
+            `--split-tables-larger-than '${split}' is not a size.`,
+            "Pass e.g. 1GB, 500MB or 0 (never split)."
+          );
         const options = copyOptions.parse({
           ...common,
           snapshot: str("snapshot"),
@@ -28698,10 +30694,15 @@ async function main(argv, env) {
         return ExitCode.ok;
       }
       case "validate": {
-        const options = validateOptions.parse({ ...common, checksum: bool("checksum"), markdown: str("markdown") });
+        const options = validateOptions.parse({
+          ...common,
+          checksum: bool("checksum"),
+          markdown: str("markdown"),
+          buckets: parseCount(str("buckets"), "buckets", 16)
+        });
         const report = await runValidate(ctx, resolveEndpoints(options, redactor), options);
         if (options.markdown) {
-          mkdirSync(dirname(resolve(options.markdown)), { recursive: true });
+          mkdirSync2(dirname3(resolve(options.markdown)), { recursive: true });
           writeFileSync(options.markdown, redactor.redact(renderValidationMarkdown(report)));
         }
         if (json2) process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}
@@ -28725,7 +30726,13 @@ async function main(argv, env) {
         return ExitCode.ok;
       }
       case "demo":
-        return await runDemo(ctx, { keep: bool("keep"), dir: common.dir, env, tableJobs: Math.max(2, cpus) });
+        return await runDemo(ctx, {
+          keep: bool("keep"),
+          dir: common.dir,
+          env,
+          tableJobs: Math.max(2, cpus),
+          print: (text) => stderr.write(redactor.redact(text))
+        });
     }
   } catch (raw) {
     const error62 = normalizeError(raw);
@@ -28736,7 +30743,7 @@ async function main(argv, env) {
   hint: ${ERROR_CODES.INTERNAL[1]}
 `;
     reporter.stop();
-    stderr.write(redactor.redact(text));
+    reporter.line(text.trimEnd());
     if (json2) {
       const body = isMigrationError(error62) ? { ok: false, error: { code: error62.code, message: error62.message, hint: error62.hint } } : { ok: false, error: { code: "INTERNAL", message: String(error62) } };
       process.stdout.write(`${redactor.redact(JSON.stringify(body, null, 2))}
@@ -28758,7 +30765,10 @@ function normalizeError(error62) {
   }
   if (error62 && typeof error62 === "object" && "issues" in error62 && Array.isArray(error62.issues)) {
     const issue2 = error62.issues[0];
-    return configError(`Option ${issue2?.path.join(".") ?? "?"}: ${issue2?.message ?? "invalid"}.`, "Run 'pg-live-migrate --help'.");
+    return configError(
+      `Option ${issue2?.path.join(".") ?? "?"}: ${issue2?.message ?? "invalid"}.`,
+      "Run 'pg-live-migrate --help'."
+    );
   }
   return error62;
 }

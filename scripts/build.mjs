@@ -27,7 +27,9 @@ await build({
 const readmeFresh = await updateReadme({ check });
 if (check) {
   if (!readmeFresh) {
-    console.error('README.md troubleshooting tables are out of date: run npm run build and commit README.md.');
+    console.error(
+      'README.md troubleshooting tables are out of date: run npm run build and commit README.md.',
+    );
     process.exit(1);
   }
   const stale = entries

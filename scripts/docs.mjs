@@ -30,7 +30,9 @@ export async function renderCodes() {
   const errors = Object.entries(ERROR_CODES).map(
     ([code, [category, text]]) => `| \`${code}\` | ${ExitCode[category]} (${category}) | ${cell(text)} |`,
   );
-  const findings = Object.entries(FINDING_CODES ?? {}).map(([code, text]) => `| \`${code}\` | ${cell(text)} |`);
+  const findings = Object.entries(FINDING_CODES ?? {}).map(
+    ([code, text]) => `| \`${code}\` | ${cell(text)} |`,
+  );
   return [
     START,
     'Errors (any command):',

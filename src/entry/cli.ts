@@ -15,7 +15,7 @@ import { resolveEndpoints } from '../workflows/connections';
 import { runCopy } from '../workflows/copy';
 import { runDemo } from '../workflows/demo';
 import { runPreflight } from '../workflows/preflight';
-import { renderPreflightText } from '../workflows/preflight-render';
+import { renderPreflightMarkdown, renderPreflightText } from '../workflows/preflight-render';
 import { runSnapshot } from '../workflows/snapshot';
 import { readStatus, renderStatusText } from '../workflows/status';
 import { runValidate } from '../workflows/validate';
@@ -67,7 +67,10 @@ const OPTIONS = {
   'no-owner': { type: 'boolean', doc: 'copy: do not restore ownership and grants' },
   resume: { type: 'boolean', doc: 'copy: continue an interrupted copy (finished parts are kept)' },
   checksum: { type: 'boolean', doc: 'validate: compare contents, not just row counts' },
-  markdown: { type: 'string', doc: 'validate: also write the report as a Markdown table to this file' },
+  markdown: {
+    type: 'string',
+    doc: 'preflight, validate: also write the report as Markdown (a GitHub job summary) to this file',
+  },
   buckets: { type: 'string', doc: 'validate: key-hash ranges per table for --checksum (default 16)' },
   prune: { type: 'boolean', doc: 'clean: also delete --dir (except logs/)' },
   keep: { type: 'boolean', doc: 'demo: leave the clusters running and print how to connect' },
@@ -196,6 +199,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       case 'preflight': {
         const options = commonOptions.parse(common);
         const report = await runPreflight(ctx, resolveEndpoints(options, redactor), options);
+        const markdown = str('markdown');
+        if (markdown) {
+          mkdirSync(dirname(resolve(markdown)), { recursive: true });
+          writeFileSync(markdown, redactor.redact(renderPreflightMarkdown(report)));
+        }
         if (json) process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}\n`);
         stderr.write(redactor.redact(renderPreflightText(report)));
         return report.ok ? ExitCode.ok : ExitCode.preflight;

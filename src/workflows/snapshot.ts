@@ -1,7 +1,7 @@
 // `snapshot`: creates the publications and the slot with an exported snapshot, records them on the
 // target, and holds the snapshot open until the copy that imports it has finished (or until stopped).
 import type pg from 'pg';
-import { openClient, withClient } from '../adapters/postgres/client';
+import { openClient, translatePgError, withClient } from '../adapters/postgres/client';
 import type { ConnInfo } from '../adapters/postgres/connection';
 import {
   ensureControlSchema,
@@ -24,6 +24,7 @@ import { MigrationError } from '../core/errors';
 import { quoteIdent } from '../core/sql';
 import type { WorkflowContext } from '../ports';
 import type { Endpoints } from './connections';
+import { assertSourceReadyForSnapshot } from './preflight';
 
 /** Refuses to start over a target that already has user tables in the schemas to migrate. */
 export async function assertTargetEmpty(target: pg.Client, schemas: string[] | null): Promise<void> {
@@ -69,9 +70,17 @@ export async function startSnapshot(
         `Resume that migration with --resume, remove it with 'pg-live-migrate clean --migration-id ${options.migrationId}', or choose another --migration-id.`,
       );
     }
+    // Refuse before creating anything: wal_level, a free slot and WAL sender, the privileges (as preflight).
+    await assertSourceReadyForSnapshot(source, options);
     const tables = await listTables(source, options.schemas);
     await dropPublications(source, options.migrationId);
-    const publications = await createPublications(source, options.migrationId, tables);
+    let publications: string[];
+    try {
+      publications = await createPublications(source, options.migrationId, tables);
+    } catch (error) {
+      await dropPublications(source, options.migrationId).catch(() => undefined);
+      throw translatePgError(error, endpoints.source);
+    }
     let holder: SnapshotHolder | undefined;
     try {
       holder = await createSlotWithSnapshot(endpoints.source, slotName);

@@ -218,15 +218,25 @@ export async function listToc(
 
 /** Roles as pg_dumpall prints them, without passwords (so it also works on managed services). */
 export async function dumpRoles(ctx: ToolContext, source: ConnInfo): Promise<string> {
-  const { stdout } = await runTool(
-    ctx,
-    'pg_dumpall',
-    [
-      '--roles-only',
-      '--no-role-passwords',
-      `--database=dbname=${quoteLiteral(source.keywords.dbname ?? 'postgres')}`,
-    ],
-    source,
-  );
-  return stdout;
+  try {
+    const { stdout } = await runTool(
+      ctx,
+      'pg_dumpall',
+      [
+        '--roles-only',
+        '--no-role-passwords',
+        `--database=dbname=${quoteLiteral(source.keywords.dbname ?? 'postgres')}`,
+      ],
+      source,
+    );
+    return stdout;
+  } catch (error) {
+    if (error instanceof MigrationError) throw error;
+    throw new MigrationError(
+      'SCHEMA_DUMP_FAILED',
+      `pg_dumpall --roles-only failed on the source: ${(error as Error).message}`,
+      'Fix the cause named above, or copy without roles: --skip-roles (implies --no-owner).',
+      { cause: error },
+    );
+  }
 }

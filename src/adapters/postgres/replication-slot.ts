@@ -155,6 +155,25 @@ export async function createSlotWithSnapshot(info: ConnInfo, slotName: string): 
         { cause: error },
       );
     }
+    const sqlstate = (error as { code?: string }).code;
+    const text = (error as Error).message;
+    // The guard in startSnapshot checks these first; a change in between still gets a clear error.
+    if (sqlstate === '55000' && /wal_level/.test(text)) {
+      throw new MigrationError(
+        'SOURCE_WAL_LEVEL_NOT_LOGICAL',
+        `Creating slot '${slotName}' failed: ${text}.`,
+        'ALTER SYSTEM SET wal_level = logical; then restart the source (RDS/Aurora: rds.logical_replication = 1).',
+        { cause: error },
+      );
+    }
+    if (sqlstate === '53400') {
+      throw new MigrationError(
+        'SOURCE_NO_FREE_REPLICATION_SLOT',
+        `Creating slot '${slotName}' failed: ${text}.`,
+        'Drop unused slots (SELECT slot_name, active FROM pg_replication_slots;) or raise max_replication_slots and restart the source.',
+        { cause: error },
+      );
+    }
     throw translatePgError(error, info);
   }
 }

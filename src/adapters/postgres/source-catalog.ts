@@ -10,13 +10,16 @@ const SCHEMA_FILTER = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\
   AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`;
 
 export async function listTables(client: pg.Client, schemas: string[] | null): Promise<TableInfo[]> {
+  // attgenerated exists from PostgreSQL 12; before that no column is generated.
+  const version = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
+  const notGenerated = version >= 120000 ? "a.attgenerated = ''" : 'true';
   const { rows } = await client.query(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence,
             c.relreplident AS replident, c.relispartition AS is_partition,
             CASE WHEN c.relkind = 'r' THEN pg_table_size(c.oid) ELSE 0 END AS bytes,
             CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) / current_setting('block_size')::int ELSE 0 END AS pages,
             coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
+                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND ${notGenerated}),
                      '{}') AS columns,
             coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),

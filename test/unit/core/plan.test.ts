@@ -40,7 +40,10 @@ describe('buildCopyPlan', () => {
 
   it('splits a big table with an integer key into contiguous key ranges, open at both ends', () => {
     const big = table({ name: 'big', bytes: 3500 });
-    const plan = buildCopyPlan([big], { splitBytes: 1000, keyBounds: new Map([[tableKey(big), { min: 1n, max: 400n }]]) });
+    const plan = buildCopyPlan([big], {
+      splitBytes: 1000,
+      keyBounds: new Map([[tableKey(big), { min: 1n, max: 400n }]]),
+    });
     expect(plan).toHaveLength(4);
     expect(plan.map((p) => [p.rangeFrom, p.rangeTo])).toEqual([
       [null, '101'],
@@ -63,7 +66,11 @@ describe('buildCopyPlan', () => {
 
   it('never splits when the threshold is 0, and skips partitioned parents and foreign tables', () => {
     const plan = buildCopyPlan(
-      [table({ bytes: 10 ** 12 }), table({ name: 'parent', kind: 'partitioned' }), table({ name: 'f', kind: 'foreign' })],
+      [
+        table({ bytes: 10 ** 12 }),
+        table({ name: 'parent', kind: 'partitioned' }),
+        table({ name: 'f', kind: 'foreign' }),
+      ],
       { splitBytes: 0, keyBounds: new Map() },
     );
     expect(plan.map((p) => [p.name, p.rangeKind])).toEqual([['t', 'all']]);
@@ -80,9 +87,15 @@ describe('splitRange', () => {
 });
 
 describe('COPY statements', () => {
+  const onlyPart = (t: TableInfo) => {
+    const [part] = buildCopyPlan([t], { splitBytes: 0, keyBounds: new Map() });
+    if (!part) throw new Error('no part planned');
+    return part;
+  };
+
   it('quotes every identifier and selects a key range with ONLY', () => {
     const part = {
-      ...buildCopyPlan([table({ schema: 'My "S"', name: 'select' })], { splitBytes: 0, keyBounds: new Map() })[0]!,
+      ...onlyPart(table({ schema: 'My "S"', name: 'select' })),
       rangeKind: 'key' as const,
       rangeColumn: 'id',
       rangeFrom: '10',
@@ -95,13 +108,17 @@ describe('COPY statements', () => {
   });
 
   it('leaves the column list out when every column is generated', () => {
-    const [part] = buildCopyPlan([table({ columns: [] })], { splitBytes: 0, keyBounds: new Map() });
-    expect(buildCopyOutSql(part!, [])).toBe('COPY "public"."t" TO STDOUT');
+    expect(buildCopyOutSql(onlyPart(table({ columns: [] })), [])).toBe('COPY "public"."t" TO STDOUT');
   });
 
   it('refuses a range bound that is not an integer', () => {
-    const [part] = buildCopyPlan([table({})], { splitBytes: 0, keyBounds: new Map() });
-    expect(() => buildCopyOutSql({ ...part!, rangeKind: 'key', rangeColumn: 'id', rangeFrom: '1; DROP TABLE x', rangeTo: null }, ['id'])).toThrow();
+    const part = onlyPart(table({}));
+    expect(() =>
+      buildCopyOutSql(
+        { ...part, rangeKind: 'key', rangeColumn: 'id', rangeFrom: '1; DROP TABLE x', rangeTo: null },
+        ['id'],
+      ),
+    ).toThrow();
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { computeExitCode, ERROR_CODES, MigrationError } from '../../../src/core/errors';
+import { computeExitCode, type ERROR_CODES, MigrationError } from '../../../src/core/errors';
 import { formatBytes, formatDuration, parseByteSize } from '../../../src/core/format';
 import { formatLsn, lsnDiffBytes, parseLsn } from '../../../src/core/lsn';
 import { createRedactor, redactConnectionString } from '../../../src/core/redact';
@@ -21,13 +21,19 @@ describe('redaction', () => {
     expect(redactConnectionString('postgresql://app:s3cr%40t@db:5432/x?sslmode=require')).toBe(
       'postgresql://app:********@db:5432/x?sslmode=require',
     );
-    expect(redactConnectionString("host=db password='a b c' user=app")).toBe('host=db password=******** user=app');
-    expect(redactConnectionString('host=db password=abc user=app')).toBe('host=db password=******** user=app');
+    expect(redactConnectionString("host=db password='a b c' user=app")).toBe(
+      'host=db password=******** user=app',
+    );
+    expect(redactConnectionString('host=db password=abc user=app')).toBe(
+      'host=db password=******** user=app',
+    );
   });
 
   it('scrubs known secrets from free text, raw and URI-encoded', () => {
     const r = createRedactor(['p@ss word!']);
-    expect(r.redact('auth failed for p@ss word! and p%40ss%20word!')).toBe('auth failed for ******** and ********');
+    expect(r.redact('auth failed for p@ss word! and p%40ss%20word!')).toBe(
+      'auth failed for ******** and ********',
+    );
   });
 });
 
