@@ -34,7 +34,8 @@ export interface PeerContext {
   log: (line: string) => void;
 }
 
-export type PeerRun = Omit<ToolRun, 'tool'>;
+/** What a peer reports; the harness adds which tool, round and place it was. */
+export type PeerRun = Omit<ToolRun, 'tool' | 'round' | 'position' | 'loadAverageAtStart'>;
 
 const RSS_NOTE =
   'Peak RSS is GNU time %M: the largest single process of the tree (the tool or one of its children), not the sum.';

@@ -1,9 +1,11 @@
-// The copy benchmark: one dataset on a fresh source cluster, then each tool copies it into a target cluster
-// of its own with the same job count; row counts and index/constraint counts are checked after every tool.
+// The copy benchmark: one dataset on a fresh source cluster, then rounds in which each tool copies it into a
+// target cluster of its own with the same job count, in a rotating order; every copy is checked (row counts,
+// indexes, constraints) and the source is cleaned of slots and publications before the next run.
 import { chmod, mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
-import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   findPgBinDir,
   type LocalCluster,
@@ -18,9 +20,11 @@ import {
 } from './copy-dataset.js';
 import { copyPeers } from './copy-peers.js';
 import {
+  buildRoundOrder,
   type CopyReport,
   type CopyTool,
-  computeToolResults,
+  computeCopyResults,
+  type LoadAverages,
   renderCopyMarkdown,
   TOOL_LABELS,
   type ToolRun,
@@ -33,6 +37,8 @@ import { withPgClient } from './with-pg-client.js';
 export interface CopyBenchmarkOptions {
   scale: number;
   jobs: number;
+  /** Rounds: every tool runs once per round, each round in a rotated order. */
+  repeat: number;
   tools: CopyTool[];
   /** Parent folder for clusters, dumps and tool state (default: <os tmp>/plm-bench). */
   tmpDir?: string;
@@ -74,6 +80,7 @@ export function buildClusterSettings(jobs: number): Record<string, string | numb
 export async function runCopyBenchmark(options: CopyBenchmarkOptions): Promise<CopyBenchmarkOutcome> {
   const { log } = options;
   const startedAt = new Date();
+  const loadAtStart = readLoadAverages();
   const binDir = await findPgBinDir(process.env);
   if (!binDir) {
     throw new Error(
@@ -117,12 +124,26 @@ export async function runCopyBenchmark(options: CopyBenchmarkOptions): Promise<C
           `in ${generateSeconds.toFixed(0)} s`,
       );
 
+      // Interleaved rounds rather than N runs of one tool after the other: a stretch of heavy load from
+      // other work on the machine then slows one run of several tools, not every run of one tool.
+      const rounds = Array.from({ length: options.repeat }, (_, round) =>
+        buildRoundOrder(options.tools, round),
+      );
       const runs: ToolRun[] = [];
-      for (const tool of options.tools) {
-        throwIfInterrupted();
-        runs.push(
-          await runTool(tool, { ...options, binDir, settings, runDir, timeoutMs }, source.cluster, inventory),
-        );
+      for (const [index, order] of rounds.entries()) {
+        const round = index + 1;
+        log(`round ${round}/${rounds.length}: ${order.join(', ')}`);
+        for (const [place, tool] of order.entries()) {
+          throwIfInterrupted();
+          runs.push(
+            await runTool(
+              { tool, round, position: place + 1 },
+              { ...options, binDir, settings, runDir, timeoutMs },
+              source.cluster,
+              inventory,
+            ),
+          );
+        }
       }
 
       const postgresVersion = await runCommand({
@@ -130,7 +151,12 @@ export async function runCopyBenchmark(options: CopyBenchmarkOptions): Promise<C
         args: ['--version'],
         timeoutMs: 10_000,
       });
-      const pgcopydbNote = runs.find((run) => run.tool === 'pgcopydb')?.notes[0];
+      const pgcopydbVersion = runs
+        .filter((run) => run.tool === 'pgcopydb')
+        .map((run) => run.notes[0])
+        .find((note) => note?.startsWith('pgcopydb version'));
+      const dataset = { ...inventory, totalRows, generateSeconds };
+      const results = computeCopyResults(runs, options.tools, dataset);
       const report: CopyReport = {
         benchmark: 'copy',
         startedAt: startedAt.toISOString(),
@@ -141,14 +167,16 @@ export async function runCopyBenchmark(options: CopyBenchmarkOptions): Promise<C
           os: `Linux ${release()}`,
           node: process.version,
           postgres: postgresVersion.stdoutTail.trim(),
-          pgcopydb: pgcopydbNote?.startsWith('pgcopydb version') ? pgcopydbNote : undefined,
+          pgcopydb: pgcopydbVersion,
+          loadAverages: { atStart: loadAtStart, atEnd: readLoadAverages() },
         },
-        options: { scale: options.scale, jobs: options.jobs, tools: options.tools },
+        options: { scale: options.scale, jobs: options.jobs, repeat: options.repeat, tools: options.tools },
+        rounds,
         clusterSettings: settings,
-        dataset: { ...inventory, totalRows, generateSeconds },
-        results: [],
+        dataset,
+        summary: results.summary,
+        runs: results.runs,
       };
-      report.results = computeToolResults(runs, report.dataset);
       const paths = await writeReport(report, options.resultsDir, startedAt);
       return { report, ...paths };
     } finally {
@@ -168,15 +196,22 @@ interface RunToolContext extends CopyBenchmarkOptions {
 }
 
 async function runTool(
-  tool: CopyTool,
+  place: Pick<ToolRun, 'tool' | 'round' | 'position'>,
   context: RunToolContext,
   source: LocalCluster,
   inventory: DatabaseInventory,
 ): Promise<ToolRun> {
-  const { log } = context;
+  const { tool, round } = place;
+  const log = (line: string) => context.log(`round ${round} ${line}`);
   log(`${tool}: ${TOOL_LABELS[tool]}: starting a fresh target cluster`);
-  const target = await startCluster(`target-${tool}`, context.binDir, context.settings, context.runDir);
-  const workDir = join(context.runDir, `work-${tool}`);
+  const target = await startCluster(
+    `target-r${round}-${tool}`,
+    context.binDir,
+    context.settings,
+    context.runDir,
+  );
+  const workDir = join(context.runDir, `work-r${round}-${tool}`);
+  let loadAverageAtStart: number | undefined;
   try {
     await mkdir(workDir, { recursive: true });
     await withPgClient(target.cluster.uri(), async (client) => {
@@ -185,7 +220,8 @@ async function runTool(
     });
     // Start every tool from the same server state: nothing dirty left from the previous tool.
     await withPgClient(source.uri(), (client) => client.query('CHECKPOINT'));
-    log(`${tool}: running with ${context.jobs} jobs`);
+    loadAverageAtStart = readLoadAverages()[0];
+    log(`${tool}: running with ${context.jobs} jobs (load average ${loadAverageAtStart.toFixed(2)})`);
     const run = await copyPeers[tool]({
       source,
       target: target.cluster,
@@ -196,7 +232,7 @@ async function runTool(
       timeoutMs: context.timeoutMs,
       log,
     });
-    const result: ToolRun = { tool, ...run };
+    const result: ToolRun = { ...place, loadAverageAtStart, ...run };
     if (run.status === 'ok') {
       const copied = await readDatabaseInventory(target.cluster.uri(BENCH_DATABASE));
       const mismatches = diffInventories(inventory, copied);
@@ -206,8 +242,15 @@ async function runTool(
       }
     }
     const leftovers = await dropLeftoversOnSource(source);
-    if (leftovers.length > 0)
-      result.notes.push(`Left on the source and dropped by the benchmark: ${leftovers.join(', ')}.`);
+    if (leftovers.dropped.length > 0)
+      result.notes.push(`Left on the source and dropped by the benchmark: ${leftovers.dropped.join(', ')}.`);
+    if (leftovers.remaining.length > 0) {
+      // The next runs would share the source with a slot holding WAL back: say so on the run that left it.
+      result.status = 'failed';
+      result.error =
+        `could not drop from the source: ${leftovers.remaining.join(', ')}; later runs may be skewed` +
+        (result.error ? `\n${result.error}` : '');
+    }
     log(
       `${tool}: ${result.status}` +
         (result.seconds !== undefined ? ` in ${result.seconds.toFixed(1)} s` : '') +
@@ -218,7 +261,28 @@ async function runTool(
     if (isInterrupted()) throw error;
     const message = (error as Error).message;
     log(`${tool}: failed: ${message.split('\n')[0]}`);
-    return { tool, status: 'failed', parts: [], commands: [], notes: [], error: message };
+    // The next round's runs must not find this run's slot or publications on the source.
+    const leftovers = await dropLeftoversOnSource(source).catch((dropError: Error) => ({
+      dropped: [],
+      remaining: [`unknown (${dropError.message})`],
+    }));
+    const notes =
+      leftovers.dropped.length > 0
+        ? [`Left on the source and dropped by the benchmark: ${leftovers.dropped.join(', ')}.`]
+        : [];
+    const stuck =
+      leftovers.remaining.length > 0
+        ? `\ncould not drop from the source: ${leftovers.remaining.join(', ')}; later runs may be skewed`
+        : '';
+    return {
+      ...place,
+      loadAverageAtStart,
+      status: 'failed',
+      parts: [],
+      commands: [],
+      notes,
+      error: `${message}${stuck}`,
+    };
   } finally {
     await target.stop();
     await rm(workDir, { recursive: true, force: true });
@@ -259,9 +323,26 @@ async function checkFreeDisk(dir: string, scale: number): Promise<void> {
   }
 }
 
-/** Slots and publications a tool left on the source would hold WAL and skew the next tool: drop them. */
-async function dropLeftoversOnSource(source: LocalCluster): Promise<string[]> {
+/** How long a slot may stay active after its tool exited: the walsender notices the closed socket and exits. */
+const SLOT_RELEASE_TIMEOUT_MS = 30_000;
+const SLOT_RELEASE_POLL_MS = 200;
+
+/**
+ * Slots and publications a tool left on the source would hold WAL and skew the next run (and ours would
+ * find its own slot from the previous round): drop them, and report what could not be dropped.
+ */
+async function dropLeftoversOnSource(
+  source: LocalCluster,
+): Promise<{ dropped: string[]; remaining: string[] }> {
   return withPgClient(source.uri(BENCH_DATABASE), async (client) => {
+    // A slot stays active until its walsender has exited, which can lag the tool's own exit a little;
+    // pg_drop_replication_slot refuses an active slot, so wait for it rather than skip it.
+    const deadline = performance.now() + SLOT_RELEASE_TIMEOUT_MS;
+    for (;;) {
+      const { rowCount } = await client.query('SELECT 1 FROM pg_replication_slots WHERE active');
+      if (!rowCount || performance.now() > deadline) break;
+      await sleep(SLOT_RELEASE_POLL_MS);
+    }
     const dropped: string[] = [];
     const { rows: slots } = await client.query<{ slot_name: string }>(
       'SELECT slot_name FROM pg_replication_slots WHERE NOT active ORDER BY 1',
@@ -277,8 +358,17 @@ async function dropLeftoversOnSource(source: LocalCluster): Promise<string[]> {
       await client.query(`DROP PUBLICATION ${name}`);
       dropped.push(`publication ${name}`);
     }
-    return dropped;
+    const { rows: remaining } = await client.query<{ what: string }>(
+      `SELECT 'slot ' || slot_name || ' (active)' AS what FROM pg_replication_slots
+       UNION ALL SELECT 'publication ' || pubname FROM pg_publication ORDER BY 1`,
+    );
+    return { dropped, remaining: remaining.map((row) => row.what) };
   });
+}
+
+function readLoadAverages(): LoadAverages {
+  const [one = 0, five = 0, fifteen = 0] = loadavg();
+  return [one, five, fifteen];
 }
 
 async function writeReport(

@@ -1,5 +1,5 @@
 // Entry point of the benchmarks (`npm run bench -- <benchmark> [options]`): the only bench code that reads
-// argv, handles signals and sets the exit code. 0 all tools ok, 1 a tool or the harness failed, 2 usage, 130 interrupted.
+// argv, handles signals and sets the exit code. 0 every run ok, 1 a run or the harness failed, 2 usage, 130 interrupted.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +8,7 @@ import { runCopyBenchmark } from './copy.js';
 import { COPY_TOOLS, type CopyTool, renderCopyTable } from './copy-report.js';
 import { runInterruptCleanups } from './interrupts.js';
 
-const USAGE = `usage: npm run bench -- copy [--scale 100] [--jobs 2] [--only ours,pgdump,native,pgcopydb] [--tmp-dir DIR]
+const USAGE = `usage: npm run bench -- copy [--scale 100] [--jobs 2] [--repeat 3] [--only ours,pgdump,native,pgcopydb] [--tmp-dir DIR]
 
 benchmarks:
   copy   copy one generated dataset (~20 MB per scale unit) with each tool and compare wall-clock time
@@ -16,10 +16,12 @@ benchmarks:
 options:
   --scale N     dataset size: pgbench -s N, plus a TOASTed table and a table without a primary key (default 100)
   --jobs N      table and index jobs for every tool (default 2)
+  --repeat N    rounds: every tool runs once per round, the order rotated each round; the report gives
+                medians and per-round peer/ours ratios (default 3)
   --only LIST   comma-separated subset of: ${COPY_TOOLS.join(', ')} (default: all, in that order)
   --tmp-dir DIR parent folder for clusters and dumps (default: <os tmp>/plm-bench)
 
-exit codes: 0 every tool ok, 1 a tool or the harness failed, 2 usage error, 130 interrupted`;
+exit codes: 0 every run of every tool ok, 1 a run or the harness failed, 2 usage error, 130 interrupted`;
 
 class UsageError extends Error {}
 
@@ -27,6 +29,7 @@ interface CopyArguments {
   benchmark: 'copy';
   scale: number;
   jobs: number;
+  repeat: number;
   tools: CopyTool[];
   tmpDir?: string;
 }
@@ -56,6 +59,7 @@ function parseBenchArguments(argv: string[]): CopyArguments | 'help' {
     benchmark,
     scale: parsePositiveInteger('--scale', values.scale ?? '100'),
     jobs: parsePositiveInteger('--jobs', values.jobs ?? '2'),
+    repeat: parsePositiveInteger('--repeat', values.repeat ?? '3'),
     tools: [...new Set(tools)] as CopyTool[],
     tmpDir: values['tmp-dir'],
   };
@@ -69,6 +73,7 @@ function parseOptions(argv: string[]) {
     options: {
       scale: { type: 'string' },
       jobs: { type: 'string' },
+      repeat: { type: 'string' },
       only: { type: 'string' },
       'tmp-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -118,6 +123,7 @@ async function main(): Promise<number> {
   const outcome = await runCopyBenchmark({
     scale: args.scale,
     jobs: args.jobs,
+    repeat: args.repeat,
     tools: args.tools,
     tmpDir: args.tmpDir,
     repoRoot,
@@ -126,7 +132,7 @@ async function main(): Promise<number> {
   });
   process.stdout.write(`\n${renderCopyTable(outcome.report)}\n\n`);
   process.stdout.write(`wrote ${outcome.jsonPath}\nwrote ${outcome.markdownPath}\n`);
-  return outcome.report.results.some((result) => result.status === 'failed') ? 1 : 0;
+  return outcome.report.runs.some((run) => run.status === 'failed') ? 1 : 0;
 }
 
 const run = main();
