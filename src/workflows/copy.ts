@@ -36,7 +36,11 @@ import { buildCopyPlan, type TableInfo, tableKey } from '../core/plan';
 import { displayName, quoteIdent, quoteQualified } from '../core/sql';
 import type { WorkflowContext } from '../ports';
 import type { Endpoints } from './connections';
+import { planPostData, readPostDataOwners } from './post-data';
 import { assertTargetEmpty, startSnapshot } from './snapshot';
+
+/** Tables at least this big get their indexes built while the copy goes on (see post-data.ts). */
+const EARLY_INDEX_BYTES = 64 * 1024 * 1024;
 
 export interface CopyResult {
   tables: number;
@@ -165,9 +169,20 @@ export async function runCopy(
         parts = await readParts(control, id);
       }
       const sequences = await readSequences(catalog, migration.schemas);
+      const postDataDue = needSchema && !(await isStepDone(control, id, 'post-data'));
+      const postData = postDataDue
+        ? await planPostData(ctx, tools, endpoints, {
+            file: dumpFile,
+            noOwner,
+            jobs: options.indexJobs,
+            workDir,
+            owners: await readPostDataOwners(catalog),
+            earlyTables: new Set(tables.filter((t) => t.bytes >= EARLY_INDEX_BYTES).map(tableKey)),
+          })
+        : undefined;
       await catalog.query('COMMIT');
 
-      // 4. Data.
+      // 4. Data; a big table's indexes are built as soon as its last part is in.
       const columnsByTable = new Map(tables.map((t) => [tableKey(t), t.columns]));
       const stats = await copyParts(ctx, endpoints, {
         migrationId: id,
@@ -176,6 +191,7 @@ export async function runCopy(
         columnsByTable,
         jobs: options.tableJobs,
         skipSchema: options.skipSchema,
+        onTableCopied: (table) => postData?.tableCopied(table),
       });
 
       // 5. Sequences at their snapshot values, then post-data and materialized views.
@@ -198,14 +214,9 @@ export async function runCopy(
           detail: `${sequences.length} sequences`,
         });
       }
-      if (needSchema && !(await isStepDone(control, id, 'post-data'))) {
+      if (postData) {
         ctx.emit({ type: 'step', step: 'post-data', status: 'start' });
-        await restorePostData(ctx, tools, control, endpoints, {
-          file: dumpFile,
-          noOwner,
-          jobs: options.indexJobs,
-          workDir,
-        });
+        await postData.finish();
         await markStepDone(control, id, 'post-data');
         ctx.emit({ type: 'step', step: 'post-data', status: 'done' });
       }
@@ -310,54 +321,6 @@ async function restoreInTransaction(
   });
 }
 
-/** Post-data with pg_restore -j; on resume, objects already built are left out of the list. */
-async function restorePostData(
-  ctx: WorkflowContext,
-  tools: ToolContext,
-  control: pg.Client,
-  endpoints: Endpoints,
-  o: { file: string; noOwner: boolean; jobs: number; workDir: string },
-): Promise<void> {
-  const toc = await listToc(tools, o.file, 'post-data');
-  const { rows } = await control.query(
-    `SELECT n.nspname || ' ' || c.relname AS key FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('i', 'I')
-     UNION ALL
-     SELECT n.nspname || ' ' || r.relname || ' ' || con.conname FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
-     UNION ALL
-     SELECT n.nspname || ' ' || r.relname || ' ' || t.tgname FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid JOIN pg_namespace n ON n.oid = r.relnamespace WHERE NOT t.tgisinternal
-     UNION ALL
-     SELECT schemaname || ' ' || tablename || ' ' || rulename FROM pg_rules
-     UNION ALL
-     SELECT schemaname || ' ' || tablename || ' ' || policyname FROM pg_policies`,
-  );
-  const existing = new Set(rows.map((r) => r.key as string));
-  const keep: string[] = [];
-  let skipped = 0;
-  for (const entry of toc) {
-    const builds = ['INDEX', 'CONSTRAINT', 'FK CONSTRAINT', 'TRIGGER', 'RULE', 'POLICY'].includes(entry.type);
-    if (builds && existing.has(`${entry.schema} ${entry.name}`)) {
-      skipped += 1;
-      continue;
-    }
-    keep.push(entry.line);
-  }
-  if (skipped)
-    ctx.emit({
-      type: 'log',
-      level: 'info',
-      message: `post-data: ${skipped} objects already built on the target are skipped.`,
-    });
-  const listFile = join(o.workDir, 'post-data.list');
-  await writeFile(listFile, `${keep.join('\n')}\n`);
-  await restoreParallel(tools, endpoints.target, {
-    file: o.file,
-    section: 'post-data',
-    noOwner: o.noOwner,
-    jobs: o.jobs,
-    listFile,
-  });
-}
-
 /** Creates the source's roles on the target (no passwords); existing roles are left as they are. */
 async function applyRoles(ctx: WorkflowContext, target: pg.Client, script: string): Promise<void> {
   const { rows } = await target.query('SELECT rolname FROM pg_roles');
@@ -391,6 +354,8 @@ interface CopyPartsInput {
   columnsByTable: Map<string, string[]>;
   jobs: number;
   skipSchema: boolean;
+  /** Called with a table's key once every part of it is on the target. */
+  onTableCopied?: (table: string) => void;
 }
 
 /** Runs the parts not yet done on `jobs` workers, each with one source and one target connection. */
@@ -417,6 +382,8 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
   let failure: unknown;
   let copied = 0;
   const queue = [...todo];
+  const partsLeft = new Map<string, number>();
+  for (const p of todo) partsLeft.set(tableKey(p), (partsLeft.get(tableKey(p)) ?? 0) + 1);
   const worker = async () => {
     if (queue.length === 0) return;
     const source = await openClient(endpoints.source);
@@ -472,6 +439,9 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
         rows += result.rows;
         bytes += result.bytes;
         copied += 1;
+        const left = (partsLeft.get(tableKey(part)) ?? 1) - 1;
+        partsLeft.set(tableKey(part), left);
+        if (left === 0) input.onTableCopied?.(tableKey(part));
         ctx.emit({ type: 'copy:part:done', partId: part.partId, table, ...result });
       }
     } catch (error) {

@@ -1,0 +1,212 @@
+// The replication transport: pg-logical-replication streams pgoutput from our slot; we keep values as
+// text, answer keepalives ourselves, and acknowledge only positions the caller says are durable.
+// https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
+import type pg from 'pg';
+import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
+import type { Change, RelationDef, Row } from '../../core/changes';
+import { formatLsn, type Lsn, parseLsn } from '../../core/lsn';
+import { type ConnInfo, toPgConfig } from '../postgres/connection';
+
+export interface BeginFrame {
+  commitLsn: Lsn;
+  commitTimeUs: bigint;
+  xid: number;
+}
+
+export interface CommitFrame {
+  commitLsn: Lsn;
+  endLsn: Lsn;
+  commitTimeUs: bigint;
+}
+
+export interface StreamHandlers {
+  begin(frame: BeginFrame): Promise<void>;
+  relation(rel: RelationDef): Promise<void>;
+  change(change: Change): Promise<void>;
+  commit(frame: CommitFrame): Promise<void>;
+}
+
+export interface ChangeStream {
+  /** Reports `lsn` as written, flushed and applied (only call with positions durable on the target). */
+  acknowledge(lsn: Lsn): Promise<void>;
+  /**
+   * The server's WAL end from its last keepalive, once every data message received before that keepalive
+   * has been handled: with nothing pending, it is safe to acknowledge it (an idle source's slot advances).
+   */
+  idleWalEnd(): Lsn | undefined;
+  /** Latest server WAL end seen in a keepalive, handled or not (for lag). */
+  serverWalEnd(): Lsn | undefined;
+  stop(): Promise<void>;
+  /** Settles when the stream ends: resolves on stop(), rejects with the connection's error otherwise. */
+  readonly ended: Promise<void>;
+}
+
+/** Session settings of the walsender, so text forms are canonical whatever the server defaults are. */
+const CANONICAL_OPTIONS =
+  '-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC';
+
+/** pgoutput parser that leaves every value as text and counts messages as they arrive. */
+class TextPgoutputPlugin extends PgoutputPlugin {
+  received = 0;
+  override parse(buffer: Buffer) {
+    const message = super.parse(buffer);
+    this.received += 1;
+    // The stock parser converts values with node-postgres type parsers (Dates lose microseconds);
+    // the relation is cached by the parser, so replacing its column parsers affects every later tuple.
+    if (message.tag === 'relation')
+      for (const column of message.columns) column.parser = (raw: unknown) => raw;
+    return message;
+  }
+}
+
+const lsnOf = (text: string | null): Lsn => parseLsn(text ?? '0/0');
+
+export async function openChangeStream(
+  info: ConnInfo,
+  options: { slotName: string; publications: string[]; startLsn: Lsn; handlers: StreamHandlers },
+): Promise<ChangeStream> {
+  const config = toPgConfig(info, { options: CANONICAL_OPTIONS } as pg.ClientConfig);
+  const service = new LogicalReplicationService(config, {
+    acknowledge: { auto: false, timeoutSeconds: 0 },
+    flowControl: { enabled: true },
+  });
+  const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
+  let handled = 0;
+  let failure: Error | undefined;
+  let keepalive: { walEnd: Lsn; upTo: number } | undefined;
+  let lastWalEnd: Lsn | undefined;
+  let stopping = false;
+
+  service.on('data', async (_lsn: string, message: { tag: string } & Record<string, unknown>) => {
+    if (failure) return;
+    try {
+      switch (message.tag) {
+        case 'begin':
+          await options.handlers.begin({
+            commitLsn: lsnOf(message.commitLsn as string),
+            commitTimeUs: message.commitTime as bigint,
+            xid: message.xid as number,
+          });
+          break;
+        case 'commit':
+          await options.handlers.commit({
+            commitLsn: lsnOf(message.commitLsn as string),
+            endLsn: lsnOf(message.commitEndLsn as string),
+            commitTimeUs: message.commitTime as bigint,
+          });
+          break;
+        case 'relation': {
+          const m = message as unknown as {
+            relationOid: number;
+            schema: string;
+            name: string;
+            replicaIdentity: RelationDef['replicaIdentity'];
+            columns: { name: string; typeOid: number; flags: number }[];
+          };
+          await options.handlers.relation({
+            oid: m.relationOid,
+            schema: m.schema,
+            name: m.name,
+            replicaIdentity: m.replicaIdentity,
+            columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 })),
+          });
+          break;
+        }
+        case 'insert':
+        case 'update':
+        case 'delete': {
+          const m = message as unknown as {
+            relation: { schema: string; name: string };
+            new?: Row;
+            key: Row | null;
+            old: Row | null;
+          };
+          const rel = { schema: m.relation.schema, name: m.relation.name };
+          const change: Change =
+            message.tag === 'insert'
+              ? { kind: 'insert', rel, values: m.new ?? {} }
+              : message.tag === 'update'
+                ? { kind: 'update', rel, key: m.key, old: m.old, values: m.new ?? {} }
+                : { kind: 'delete', rel, key: m.key, old: m.old };
+          await options.handlers.change(change);
+          break;
+        }
+        case 'truncate': {
+          const m = message as unknown as {
+            cascade: boolean;
+            restartIdentity: boolean;
+            relations: { schema: string; name: string }[];
+          };
+          await options.handlers.change({
+            kind: 'truncate',
+            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+            cascade: m.cascade,
+            restartIdentity: m.restartIdentity,
+          });
+          break;
+        }
+        default:
+          // type, origin and logical messages carry nothing to apply.
+          break;
+      }
+    } catch (error) {
+      // The library would go on with the next message after a failed one: stop here instead.
+      failure = error as Error;
+      void service.stop();
+    } finally {
+      handled += 1;
+    }
+  });
+  service.on('heartbeat', async (lsn: string, _timestamp: number, shouldRespond: boolean) => {
+    const walEnd = parseLsn(lsn);
+    lastWalEnd = walEnd;
+    keepalive = { walEnd, upTo: plugin.received };
+    if (shouldRespond) await respond();
+  });
+  let durable: Lsn | undefined;
+  const respond = async () => {
+    // A status message is also the answer to "reply requested" keepalives (wal_sender_timeout).
+    if (durable !== undefined) await service.acknowledge(formatLsn(durable));
+  };
+
+  let endedResolve: () => void = () => undefined;
+  let endedReject: (e: Error) => void = () => undefined;
+  const ended = new Promise<void>((resolve, reject) => {
+    endedResolve = resolve;
+    endedReject = reject;
+  });
+  ended.catch(() => undefined);
+  service.on('error', (error: Error) => {
+    failure ??= error;
+  });
+  const started = new Promise<void>((resolve) => service.once('start', () => resolve()));
+  const subscription = service.subscribe(plugin, options.slotName, formatLsn(options.startLsn));
+  subscription.then(
+    () => (failure && !stopping ? endedReject(failure) : endedResolve()),
+    (error: Error) => (stopping && !failure ? endedResolve() : endedReject(failure ?? error)),
+  );
+  // Either replication starts, or the subscription fails first (slot in use, missing publication …).
+  await Promise.race([started, subscription.then(() => undefined)]);
+  if (failure) {
+    await service.stop().catch(() => undefined);
+    throw failure;
+  }
+  durable = options.startLsn;
+
+  return {
+    acknowledge: async (lsn) => {
+      durable = lsn;
+      await service.acknowledge(formatLsn(lsn));
+    },
+    idleWalEnd: () => (keepalive && handled >= keepalive.upTo ? keepalive.walEnd : undefined),
+    serverWalEnd: () => lastWalEnd,
+    stop: async () => {
+      stopping = true;
+      await service.stop().catch(() => undefined);
+      await ended.catch(() => undefined);
+    },
+    ended: ended.then(() => {
+      if (failure && !stopping) throw failure;
+    }),
+  };
+}

@@ -1,0 +1,35 @@
+// Row changes as the replay sees them: decoded from pgoutput with every value kept as the source's text
+// form (no Date parsing: microseconds and time zones survive), or spooled on the target as JSON.
+
+/** A column value: the text form, null for SQL NULL, undefined for an unchanged TOASTed value. */
+export type ColumnValue = string | null | undefined;
+export type Row = Record<string, ColumnValue>;
+
+export interface RelationRef {
+  schema: string;
+  name: string;
+}
+
+export interface RelationDef extends RelationRef {
+  oid: number;
+  replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
+  columns: { name: string; typeOid: number; isKey: boolean }[];
+}
+
+export type Change =
+  | { kind: 'insert'; rel: RelationRef; values: Row }
+  | { kind: 'update'; rel: RelationRef; key: Row | null; old: Row | null; values: Row }
+  | { kind: 'delete'; rel: RelationRef; key: Row | null; old: Row | null }
+  | { kind: 'truncate'; rels: RelationRef[]; cascade: boolean; restartIdentity: boolean };
+
+/** Changes of one source transaction, in order, framed by its commit positions. */
+export interface TxnFrame {
+  /** LSN of the commit record (pgoutput Begin.final_lsn). */
+  commitLsn: bigint;
+  /** End of the commit record: the position acknowledged once the transaction is durable on the target. */
+  endLsn: bigint;
+  /** Commit time, microseconds since the Unix epoch. */
+  commitTimeUs: bigint;
+}
+
+export const relKey = (rel: RelationRef): string => `${rel.schema}\u0000${rel.name}`;
