@@ -7077,10 +7077,3657 @@ var require_pg_copy_streams = __commonJS({
   }
 });
 
+// node_modules/eventemitter2/lib/eventemitter2.js
+var require_eventemitter2 = __commonJS({
+  "node_modules/eventemitter2/lib/eventemitter2.js"(exports, module) {
+    !(function(undefined2) {
+      var hasOwnProperty = Object.hasOwnProperty;
+      var isArray = Array.isArray ? Array.isArray : function _isArray(obj) {
+        return Object.prototype.toString.call(obj) === "[object Array]";
+      };
+      var defaultMaxListeners = 10;
+      var nextTickSupported = typeof process == "object" && typeof process.nextTick == "function";
+      var symbolsSupported = typeof Symbol === "function";
+      var reflectSupported = typeof Reflect === "object";
+      var setImmediateSupported = typeof setImmediate === "function";
+      var _setImmediate = setImmediateSupported ? setImmediate : setTimeout;
+      var ownKeys = symbolsSupported ? reflectSupported && typeof Reflect.ownKeys === "function" ? Reflect.ownKeys : function(obj) {
+        var arr = Object.getOwnPropertyNames(obj);
+        arr.push.apply(arr, Object.getOwnPropertySymbols(obj));
+        return arr;
+      } : Object.keys;
+      function init() {
+        this._events = {};
+        if (this._conf) {
+          configure.call(this, this._conf);
+        }
+      }
+      function configure(conf) {
+        if (conf) {
+          this._conf = conf;
+          conf.delimiter && (this.delimiter = conf.delimiter);
+          if (conf.maxListeners !== undefined2) {
+            this._maxListeners = conf.maxListeners;
+          }
+          conf.wildcard && (this.wildcard = conf.wildcard);
+          conf.newListener && (this._newListener = conf.newListener);
+          conf.removeListener && (this._removeListener = conf.removeListener);
+          conf.verboseMemoryLeak && (this.verboseMemoryLeak = conf.verboseMemoryLeak);
+          conf.ignoreErrors && (this.ignoreErrors = conf.ignoreErrors);
+          if (this.wildcard) {
+            this.listenerTree = {};
+          }
+        }
+      }
+      function logPossibleMemoryLeak(count, eventName) {
+        var errorMsg = "(node) warning: possible EventEmitter memory leak detected. " + count + " listeners added. Use emitter.setMaxListeners() to increase limit.";
+        if (this.verboseMemoryLeak) {
+          errorMsg += " Event name: " + eventName + ".";
+        }
+        if (typeof process !== "undefined" && process.emitWarning) {
+          var e = new Error(errorMsg);
+          e.name = "MaxListenersExceededWarning";
+          e.emitter = this;
+          e.count = count;
+          process.emitWarning(e);
+        } else {
+          console.error(errorMsg);
+          if (console.trace) {
+            console.trace();
+          }
+        }
+      }
+      var toArray = function(a, b, c) {
+        var n = arguments.length;
+        switch (n) {
+          case 0:
+            return [];
+          case 1:
+            return [a];
+          case 2:
+            return [a, b];
+          case 3:
+            return [a, b, c];
+          default:
+            var arr = new Array(n);
+            while (n--) {
+              arr[n] = arguments[n];
+            }
+            return arr;
+        }
+      };
+      function toObject(keys, values) {
+        var obj = {};
+        var key;
+        var len = keys.length;
+        var valuesCount = values ? values.length : 0;
+        for (var i = 0; i < len; i++) {
+          key = keys[i];
+          obj[key] = i < valuesCount ? values[i] : undefined2;
+        }
+        return obj;
+      }
+      function TargetObserver(emitter, target, options) {
+        this._emitter = emitter;
+        this._target = target;
+        this._listeners = {};
+        this._listenersCount = 0;
+        var on, off;
+        if (options.on || options.off) {
+          on = options.on;
+          off = options.off;
+        }
+        if (target.addEventListener) {
+          on = target.addEventListener;
+          off = target.removeEventListener;
+        } else if (target.addListener) {
+          on = target.addListener;
+          off = target.removeListener;
+        } else if (target.on) {
+          on = target.on;
+          off = target.off;
+        }
+        if (!on && !off) {
+          throw Error("target does not implement any known event API");
+        }
+        if (typeof on !== "function") {
+          throw TypeError("on method must be a function");
+        }
+        if (typeof off !== "function") {
+          throw TypeError("off method must be a function");
+        }
+        this._on = on;
+        this._off = off;
+        var _observers = emitter._observers;
+        if (_observers) {
+          _observers.push(this);
+        } else {
+          emitter._observers = [this];
+        }
+      }
+      Object.assign(TargetObserver.prototype, {
+        subscribe: function(event, localEvent, reducer) {
+          var observer = this;
+          var target = this._target;
+          var emitter = this._emitter;
+          var listeners = this._listeners;
+          var handler = function() {
+            var args = toArray.apply(null, arguments);
+            var eventObj = {
+              data: args,
+              name: localEvent,
+              original: event
+            };
+            if (reducer) {
+              var result = reducer.call(target, eventObj);
+              if (result !== false) {
+                emitter.emit.apply(emitter, [eventObj.name].concat(args));
+              }
+              return;
+            }
+            emitter.emit.apply(emitter, [localEvent].concat(args));
+          };
+          if (listeners[event]) {
+            throw Error("Event '" + event + "' is already listening");
+          }
+          this._listenersCount++;
+          if (emitter._newListener && emitter._removeListener && !observer._onNewListener) {
+            this._onNewListener = function(_event) {
+              if (_event === localEvent && listeners[event] === null) {
+                listeners[event] = handler;
+                observer._on.call(target, event, handler);
+              }
+            };
+            emitter.on("newListener", this._onNewListener);
+            this._onRemoveListener = function(_event) {
+              if (_event === localEvent && !emitter.hasListeners(_event) && listeners[event]) {
+                listeners[event] = null;
+                observer._off.call(target, event, handler);
+              }
+            };
+            listeners[event] = null;
+            emitter.on("removeListener", this._onRemoveListener);
+          } else {
+            listeners[event] = handler;
+            observer._on.call(target, event, handler);
+          }
+        },
+        unsubscribe: function(event) {
+          var observer = this;
+          var listeners = this._listeners;
+          var emitter = this._emitter;
+          var handler;
+          var events;
+          var off = this._off;
+          var target = this._target;
+          var i;
+          if (event && typeof event !== "string") {
+            throw TypeError("event must be a string");
+          }
+          function clearRefs() {
+            if (observer._onNewListener) {
+              emitter.off("newListener", observer._onNewListener);
+              emitter.off("removeListener", observer._onRemoveListener);
+              observer._onNewListener = null;
+              observer._onRemoveListener = null;
+            }
+            var index = findTargetIndex.call(emitter, observer);
+            emitter._observers.splice(index, 1);
+          }
+          if (event) {
+            handler = listeners[event];
+            if (!handler) return;
+            off.call(target, event, handler);
+            delete listeners[event];
+            if (!--this._listenersCount) {
+              clearRefs();
+            }
+          } else {
+            events = ownKeys(listeners);
+            i = events.length;
+            while (i-- > 0) {
+              event = events[i];
+              off.call(target, event, listeners[event]);
+            }
+            this._listeners = {};
+            this._listenersCount = 0;
+            clearRefs();
+          }
+        }
+      });
+      function resolveOptions(options, schema, reducers, allowUnknown) {
+        var computedOptions = Object.assign({}, schema);
+        if (!options) return computedOptions;
+        if (typeof options !== "object") {
+          throw TypeError("options must be an object");
+        }
+        var keys = Object.keys(options);
+        var length = keys.length;
+        var option, value;
+        var reducer;
+        function reject(reason) {
+          throw Error('Invalid "' + option + '" option value' + (reason ? ". Reason: " + reason : ""));
+        }
+        for (var i = 0; i < length; i++) {
+          option = keys[i];
+          if (!allowUnknown && !hasOwnProperty.call(schema, option)) {
+            throw Error('Unknown "' + option + '" option');
+          }
+          value = options[option];
+          if (value !== undefined2) {
+            reducer = reducers[option];
+            computedOptions[option] = reducer ? reducer(value, reject) : value;
+          }
+        }
+        return computedOptions;
+      }
+      function constructorReducer(value, reject) {
+        if (typeof value !== "function" || !value.hasOwnProperty("prototype")) {
+          reject("value must be a constructor");
+        }
+        return value;
+      }
+      function makeTypeReducer(types2) {
+        var message = "value must be type of " + types2.join("|");
+        var len = types2.length;
+        var firstType = types2[0];
+        var secondType = types2[1];
+        if (len === 1) {
+          return function(v, reject) {
+            if (typeof v === firstType) {
+              return v;
+            }
+            reject(message);
+          };
+        }
+        if (len === 2) {
+          return function(v, reject) {
+            var kind = typeof v;
+            if (kind === firstType || kind === secondType) return v;
+            reject(message);
+          };
+        }
+        return function(v, reject) {
+          var kind = typeof v;
+          var i = len;
+          while (i-- > 0) {
+            if (kind === types2[i]) return v;
+          }
+          reject(message);
+        };
+      }
+      var functionReducer = makeTypeReducer(["function"]);
+      var objectFunctionReducer = makeTypeReducer(["object", "function"]);
+      function makeCancelablePromise(Promise2, executor, options) {
+        var isCancelable;
+        var callbacks;
+        var timer = 0;
+        var subscriptionClosed;
+        var promise2 = new Promise2(function(resolve2, reject, onCancel) {
+          options = resolveOptions(options, {
+            timeout: 0,
+            overload: false
+          }, {
+            timeout: function(value, reject2) {
+              value *= 1;
+              if (typeof value !== "number" || value < 0 || !Number.isFinite(value)) {
+                reject2("timeout must be a positive number");
+              }
+              return value;
+            }
+          });
+          isCancelable = !options.overload && typeof Promise2.prototype.cancel === "function" && typeof onCancel === "function";
+          function cleanup() {
+            if (callbacks) {
+              callbacks = null;
+            }
+            if (timer) {
+              clearTimeout(timer);
+              timer = 0;
+            }
+          }
+          var _resolve = function(value) {
+            cleanup();
+            resolve2(value);
+          };
+          var _reject = function(err) {
+            cleanup();
+            reject(err);
+          };
+          if (isCancelable) {
+            executor(_resolve, _reject, onCancel);
+          } else {
+            callbacks = [function(reason) {
+              _reject(reason || Error("canceled"));
+            }];
+            executor(_resolve, _reject, function(cb) {
+              if (subscriptionClosed) {
+                throw Error("Unable to subscribe on cancel event asynchronously");
+              }
+              if (typeof cb !== "function") {
+                throw TypeError("onCancel callback must be a function");
+              }
+              callbacks.push(cb);
+            });
+            subscriptionClosed = true;
+          }
+          if (options.timeout > 0) {
+            timer = setTimeout(function() {
+              var reason = Error("timeout");
+              reason.code = "ETIMEDOUT";
+              timer = 0;
+              promise2.cancel(reason);
+              reject(reason);
+            }, options.timeout);
+          }
+        });
+        if (!isCancelable) {
+          promise2.cancel = function(reason) {
+            if (!callbacks) {
+              return;
+            }
+            var length = callbacks.length;
+            for (var i = 1; i < length; i++) {
+              callbacks[i](reason);
+            }
+            callbacks[0](reason);
+            callbacks = null;
+          };
+        }
+        return promise2;
+      }
+      function findTargetIndex(observer) {
+        var observers = this._observers;
+        if (!observers) {
+          return -1;
+        }
+        var len = observers.length;
+        for (var i = 0; i < len; i++) {
+          if (observers[i]._target === observer) return i;
+        }
+        return -1;
+      }
+      function searchListenerTree(handlers, type, tree, i, typeLength) {
+        if (!tree) {
+          return null;
+        }
+        if (i === 0) {
+          var kind = typeof type;
+          if (kind === "string") {
+            var ns, n, l = 0, j = 0, delimiter = this.delimiter, dl = delimiter.length;
+            if ((n = type.indexOf(delimiter)) !== -1) {
+              ns = new Array(5);
+              do {
+                ns[l++] = type.slice(j, n);
+                j = n + dl;
+              } while ((n = type.indexOf(delimiter, j)) !== -1);
+              ns[l++] = type.slice(j);
+              type = ns;
+              typeLength = l;
+            } else {
+              type = [type];
+              typeLength = 1;
+            }
+          } else if (kind === "object") {
+            typeLength = type.length;
+          } else {
+            type = [type];
+            typeLength = 1;
+          }
+        }
+        var listeners = null, branch, xTree, xxTree, isolatedBranch, endReached, currentType = type[i], nextType = type[i + 1], branches, _listeners;
+        if (i === typeLength) {
+          if (tree._listeners) {
+            if (typeof tree._listeners === "function") {
+              handlers && handlers.push(tree._listeners);
+              listeners = [tree];
+            } else {
+              handlers && handlers.push.apply(handlers, tree._listeners);
+              listeners = [tree];
+            }
+          }
+        } else {
+          if (currentType === "*") {
+            branches = ownKeys(tree);
+            n = branches.length;
+            while (n-- > 0) {
+              branch = branches[n];
+              if (branch !== "_listeners") {
+                _listeners = searchListenerTree(handlers, type, tree[branch], i + 1, typeLength);
+                if (_listeners) {
+                  if (listeners) {
+                    listeners.push.apply(listeners, _listeners);
+                  } else {
+                    listeners = _listeners;
+                  }
+                }
+              }
+            }
+            return listeners;
+          } else if (currentType === "**") {
+            endReached = i + 1 === typeLength || i + 2 === typeLength && nextType === "*";
+            if (endReached && tree._listeners) {
+              listeners = searchListenerTree(handlers, type, tree, typeLength, typeLength);
+            }
+            branches = ownKeys(tree);
+            n = branches.length;
+            while (n-- > 0) {
+              branch = branches[n];
+              if (branch !== "_listeners") {
+                if (branch === "*" || branch === "**") {
+                  if (tree[branch]._listeners && !endReached) {
+                    _listeners = searchListenerTree(handlers, type, tree[branch], typeLength, typeLength);
+                    if (_listeners) {
+                      if (listeners) {
+                        listeners.push.apply(listeners, _listeners);
+                      } else {
+                        listeners = _listeners;
+                      }
+                    }
+                  }
+                  _listeners = searchListenerTree(handlers, type, tree[branch], i, typeLength);
+                } else if (branch === nextType) {
+                  _listeners = searchListenerTree(handlers, type, tree[branch], i + 2, typeLength);
+                } else {
+                  _listeners = searchListenerTree(handlers, type, tree[branch], i, typeLength);
+                }
+                if (_listeners) {
+                  if (listeners) {
+                    listeners.push.apply(listeners, _listeners);
+                  } else {
+                    listeners = _listeners;
+                  }
+                }
+              }
+            }
+            return listeners;
+          } else if (tree[currentType]) {
+            listeners = searchListenerTree(handlers, type, tree[currentType], i + 1, typeLength);
+          }
+        }
+        xTree = tree["*"];
+        if (xTree) {
+          searchListenerTree(handlers, type, xTree, i + 1, typeLength);
+        }
+        xxTree = tree["**"];
+        if (xxTree) {
+          if (i < typeLength) {
+            if (xxTree._listeners) {
+              searchListenerTree(handlers, type, xxTree, typeLength, typeLength);
+            }
+            branches = ownKeys(xxTree);
+            n = branches.length;
+            while (n-- > 0) {
+              branch = branches[n];
+              if (branch !== "_listeners") {
+                if (branch === nextType) {
+                  searchListenerTree(handlers, type, xxTree[branch], i + 2, typeLength);
+                } else if (branch === currentType) {
+                  searchListenerTree(handlers, type, xxTree[branch], i + 1, typeLength);
+                } else {
+                  isolatedBranch = {};
+                  isolatedBranch[branch] = xxTree[branch];
+                  searchListenerTree(handlers, type, { "**": isolatedBranch }, i + 1, typeLength);
+                }
+              }
+            }
+          } else if (xxTree._listeners) {
+            searchListenerTree(handlers, type, xxTree, typeLength, typeLength);
+          } else if (xxTree["*"] && xxTree["*"]._listeners) {
+            searchListenerTree(handlers, type, xxTree["*"], typeLength, typeLength);
+          }
+        }
+        return listeners;
+      }
+      function growListenerTree(type, listener, prepend) {
+        var len = 0, j = 0, i, delimiter = this.delimiter, dl = delimiter.length, ns;
+        if (typeof type === "string") {
+          if ((i = type.indexOf(delimiter)) !== -1) {
+            ns = new Array(5);
+            do {
+              ns[len++] = type.slice(j, i);
+              j = i + dl;
+            } while ((i = type.indexOf(delimiter, j)) !== -1);
+            ns[len++] = type.slice(j);
+          } else {
+            ns = [type];
+            len = 1;
+          }
+        } else {
+          ns = type;
+          len = type.length;
+        }
+        if (len > 1) {
+          for (i = 0; i + 1 < len; i++) {
+            if (ns[i] === "**" && ns[i + 1] === "**") {
+              return;
+            }
+          }
+        }
+        var tree = this.listenerTree, name;
+        for (i = 0; i < len; i++) {
+          name = ns[i];
+          tree = tree[name] || (tree[name] = {});
+          if (i === len - 1) {
+            if (!tree._listeners) {
+              tree._listeners = listener;
+            } else {
+              if (typeof tree._listeners === "function") {
+                tree._listeners = [tree._listeners];
+              }
+              if (prepend) {
+                tree._listeners.unshift(listener);
+              } else {
+                tree._listeners.push(listener);
+              }
+              if (!tree._listeners.warned && this._maxListeners > 0 && tree._listeners.length > this._maxListeners) {
+                tree._listeners.warned = true;
+                logPossibleMemoryLeak.call(this, tree._listeners.length, name);
+              }
+            }
+            return true;
+          }
+        }
+        return true;
+      }
+      function collectTreeEvents(tree, events, root, asArray) {
+        var branches = ownKeys(tree);
+        var i = branches.length;
+        var branch, branchName, path;
+        var hasListeners = tree["_listeners"];
+        var isArrayPath;
+        while (i-- > 0) {
+          branchName = branches[i];
+          branch = tree[branchName];
+          if (branchName === "_listeners") {
+            path = root;
+          } else {
+            path = root ? root.concat(branchName) : [branchName];
+          }
+          isArrayPath = asArray || typeof branchName === "symbol";
+          hasListeners && events.push(isArrayPath ? path : path.join(this.delimiter));
+          if (typeof branch === "object") {
+            collectTreeEvents.call(this, branch, events, path, isArrayPath);
+          }
+        }
+        return events;
+      }
+      function recursivelyGarbageCollect(root) {
+        var keys = ownKeys(root);
+        var i = keys.length;
+        var obj, key, flag;
+        while (i-- > 0) {
+          key = keys[i];
+          obj = root[key];
+          if (obj) {
+            flag = true;
+            if (key !== "_listeners" && !recursivelyGarbageCollect(obj)) {
+              delete root[key];
+            }
+          }
+        }
+        return flag;
+      }
+      function Listener(emitter, event, listener) {
+        this.emitter = emitter;
+        this.event = event;
+        this.listener = listener;
+      }
+      Listener.prototype.off = function() {
+        this.emitter.off(this.event, this.listener);
+        return this;
+      };
+      function setupListener(event, listener, options) {
+        if (options === true) {
+          promisify2 = true;
+        } else if (options === false) {
+          async = true;
+        } else {
+          if (!options || typeof options !== "object") {
+            throw TypeError("options should be an object or true");
+          }
+          var async = options.async;
+          var promisify2 = options.promisify;
+          var nextTick = options.nextTick;
+          var objectify = options.objectify;
+        }
+        if (async || nextTick || promisify2) {
+          var _listener = listener;
+          var _origin = listener._origin || listener;
+          if (nextTick && !nextTickSupported) {
+            throw Error("process.nextTick is not supported");
+          }
+          if (promisify2 === undefined2) {
+            promisify2 = listener.constructor.name === "AsyncFunction";
+          }
+          listener = function() {
+            var args = arguments;
+            var context = this;
+            var event2 = this.event;
+            return promisify2 ? nextTick ? Promise.resolve() : new Promise(function(resolve2) {
+              _setImmediate(resolve2);
+            }).then(function() {
+              context.event = event2;
+              return _listener.apply(context, args);
+            }) : (nextTick ? process.nextTick : _setImmediate)(function() {
+              context.event = event2;
+              _listener.apply(context, args);
+            });
+          };
+          listener._async = true;
+          listener._origin = _origin;
+        }
+        return [listener, objectify ? new Listener(this, event, listener) : this];
+      }
+      function EventEmitter(conf) {
+        this._events = {};
+        this._newListener = false;
+        this._removeListener = false;
+        this.verboseMemoryLeak = false;
+        configure.call(this, conf);
+      }
+      EventEmitter.EventEmitter2 = EventEmitter;
+      EventEmitter.prototype.listenTo = function(target, events, options) {
+        if (typeof target !== "object") {
+          throw TypeError("target musts be an object");
+        }
+        var emitter = this;
+        options = resolveOptions(options, {
+          on: undefined2,
+          off: undefined2,
+          reducers: undefined2
+        }, {
+          on: functionReducer,
+          off: functionReducer,
+          reducers: objectFunctionReducer
+        });
+        function listen(events2) {
+          if (typeof events2 !== "object") {
+            throw TypeError("events must be an object");
+          }
+          var reducers = options.reducers;
+          var index = findTargetIndex.call(emitter, target);
+          var observer;
+          if (index === -1) {
+            observer = new TargetObserver(emitter, target, options);
+          } else {
+            observer = emitter._observers[index];
+          }
+          var keys = ownKeys(events2);
+          var len = keys.length;
+          var event;
+          var isSingleReducer = typeof reducers === "function";
+          for (var i = 0; i < len; i++) {
+            event = keys[i];
+            observer.subscribe(
+              event,
+              events2[event] || event,
+              isSingleReducer ? reducers : reducers && reducers[event]
+            );
+          }
+        }
+        isArray(events) ? listen(toObject(events)) : typeof events === "string" ? listen(toObject(events.split(/\s+/))) : listen(events);
+        return this;
+      };
+      EventEmitter.prototype.stopListeningTo = function(target, event) {
+        var observers = this._observers;
+        if (!observers) {
+          return false;
+        }
+        var i = observers.length;
+        var observer;
+        var matched = false;
+        if (target && typeof target !== "object") {
+          throw TypeError("target should be an object");
+        }
+        while (i-- > 0) {
+          observer = observers[i];
+          if (!target || observer._target === target) {
+            observer.unsubscribe(event);
+            matched = true;
+          }
+        }
+        return matched;
+      };
+      EventEmitter.prototype.delimiter = ".";
+      EventEmitter.prototype.setMaxListeners = function(n) {
+        if (n !== undefined2) {
+          this._maxListeners = n;
+          if (!this._conf) this._conf = {};
+          this._conf.maxListeners = n;
+        }
+      };
+      EventEmitter.prototype.getMaxListeners = function() {
+        return this._maxListeners;
+      };
+      EventEmitter.prototype.event = "";
+      EventEmitter.prototype.once = function(event, fn, options) {
+        return this._once(event, fn, false, options);
+      };
+      EventEmitter.prototype.prependOnceListener = function(event, fn, options) {
+        return this._once(event, fn, true, options);
+      };
+      EventEmitter.prototype._once = function(event, fn, prepend, options) {
+        return this._many(event, 1, fn, prepend, options);
+      };
+      EventEmitter.prototype.many = function(event, ttl, fn, options) {
+        return this._many(event, ttl, fn, false, options);
+      };
+      EventEmitter.prototype.prependMany = function(event, ttl, fn, options) {
+        return this._many(event, ttl, fn, true, options);
+      };
+      EventEmitter.prototype._many = function(event, ttl, fn, prepend, options) {
+        var self = this;
+        if (typeof fn !== "function") {
+          throw new Error("many only accepts instances of Function");
+        }
+        function listener() {
+          if (--ttl === 0) {
+            self.off(event, listener);
+          }
+          return fn.apply(this, arguments);
+        }
+        listener._origin = fn;
+        return this._on(event, listener, prepend, options);
+      };
+      EventEmitter.prototype.emit = function() {
+        if (!this._events && !this._all) {
+          return false;
+        }
+        this._events || init.call(this);
+        var type = arguments[0], ns, wildcard = this.wildcard;
+        var args, l, i, j, containsSymbol;
+        if (type === "newListener" && !this._newListener) {
+          if (!this._events.newListener) {
+            return false;
+          }
+        }
+        if (wildcard) {
+          ns = type;
+          if (type !== "newListener" && type !== "removeListener") {
+            if (typeof type === "object") {
+              l = type.length;
+              if (symbolsSupported) {
+                for (i = 0; i < l; i++) {
+                  if (typeof type[i] === "symbol") {
+                    containsSymbol = true;
+                    break;
+                  }
+                }
+              }
+              if (!containsSymbol) {
+                type = type.join(this.delimiter);
+              }
+            }
+          }
+        }
+        var al = arguments.length;
+        var handler;
+        if (this._all && this._all.length) {
+          handler = this._all.slice();
+          for (i = 0, l = handler.length; i < l; i++) {
+            this.event = type;
+            switch (al) {
+              case 1:
+                handler[i].call(this, type);
+                break;
+              case 2:
+                handler[i].call(this, type, arguments[1]);
+                break;
+              case 3:
+                handler[i].call(this, type, arguments[1], arguments[2]);
+                break;
+              default:
+                handler[i].apply(this, arguments);
+            }
+          }
+        }
+        if (wildcard) {
+          handler = [];
+          searchListenerTree.call(this, handler, ns, this.listenerTree, 0, l);
+        } else {
+          handler = this._events[type];
+          if (typeof handler === "function") {
+            this.event = type;
+            switch (al) {
+              case 1:
+                handler.call(this);
+                break;
+              case 2:
+                handler.call(this, arguments[1]);
+                break;
+              case 3:
+                handler.call(this, arguments[1], arguments[2]);
+                break;
+              default:
+                args = new Array(al - 1);
+                for (j = 1; j < al; j++) args[j - 1] = arguments[j];
+                handler.apply(this, args);
+            }
+            return true;
+          } else if (handler) {
+            handler = handler.slice();
+          }
+        }
+        if (handler && handler.length) {
+          if (al > 3) {
+            args = new Array(al - 1);
+            for (j = 1; j < al; j++) args[j - 1] = arguments[j];
+          }
+          for (i = 0, l = handler.length; i < l; i++) {
+            this.event = type;
+            switch (al) {
+              case 1:
+                handler[i].call(this);
+                break;
+              case 2:
+                handler[i].call(this, arguments[1]);
+                break;
+              case 3:
+                handler[i].call(this, arguments[1], arguments[2]);
+                break;
+              default:
+                handler[i].apply(this, args);
+            }
+          }
+          return true;
+        } else if (!this.ignoreErrors && !this._all && type === "error") {
+          if (arguments[1] instanceof Error) {
+            throw arguments[1];
+          } else {
+            throw new Error("Uncaught, unspecified 'error' event.");
+          }
+        }
+        return !!this._all;
+      };
+      EventEmitter.prototype.emitAsync = function() {
+        if (!this._events && !this._all) {
+          return false;
+        }
+        this._events || init.call(this);
+        var type = arguments[0], wildcard = this.wildcard, ns, containsSymbol;
+        var args, l, i, j;
+        if (type === "newListener" && !this._newListener) {
+          if (!this._events.newListener) {
+            return Promise.resolve([false]);
+          }
+        }
+        if (wildcard) {
+          ns = type;
+          if (type !== "newListener" && type !== "removeListener") {
+            if (typeof type === "object") {
+              l = type.length;
+              if (symbolsSupported) {
+                for (i = 0; i < l; i++) {
+                  if (typeof type[i] === "symbol") {
+                    containsSymbol = true;
+                    break;
+                  }
+                }
+              }
+              if (!containsSymbol) {
+                type = type.join(this.delimiter);
+              }
+            }
+          }
+        }
+        var promises = [];
+        var al = arguments.length;
+        var handler;
+        if (this._all) {
+          for (i = 0, l = this._all.length; i < l; i++) {
+            this.event = type;
+            switch (al) {
+              case 1:
+                promises.push(this._all[i].call(this, type));
+                break;
+              case 2:
+                promises.push(this._all[i].call(this, type, arguments[1]));
+                break;
+              case 3:
+                promises.push(this._all[i].call(this, type, arguments[1], arguments[2]));
+                break;
+              default:
+                promises.push(this._all[i].apply(this, arguments));
+            }
+          }
+        }
+        if (wildcard) {
+          handler = [];
+          searchListenerTree.call(this, handler, ns, this.listenerTree, 0);
+        } else {
+          handler = this._events[type];
+        }
+        if (typeof handler === "function") {
+          this.event = type;
+          switch (al) {
+            case 1:
+              promises.push(handler.call(this));
+              break;
+            case 2:
+              promises.push(handler.call(this, arguments[1]));
+              break;
+            case 3:
+              promises.push(handler.call(this, arguments[1], arguments[2]));
+              break;
+            default:
+              args = new Array(al - 1);
+              for (j = 1; j < al; j++) args[j - 1] = arguments[j];
+              promises.push(handler.apply(this, args));
+          }
+        } else if (handler && handler.length) {
+          handler = handler.slice();
+          if (al > 3) {
+            args = new Array(al - 1);
+            for (j = 1; j < al; j++) args[j - 1] = arguments[j];
+          }
+          for (i = 0, l = handler.length; i < l; i++) {
+            this.event = type;
+            switch (al) {
+              case 1:
+                promises.push(handler[i].call(this));
+                break;
+              case 2:
+                promises.push(handler[i].call(this, arguments[1]));
+                break;
+              case 3:
+                promises.push(handler[i].call(this, arguments[1], arguments[2]));
+                break;
+              default:
+                promises.push(handler[i].apply(this, args));
+            }
+          }
+        } else if (!this.ignoreErrors && !this._all && type === "error") {
+          if (arguments[1] instanceof Error) {
+            return Promise.reject(arguments[1]);
+          } else {
+            return Promise.reject("Uncaught, unspecified 'error' event.");
+          }
+        }
+        return Promise.all(promises);
+      };
+      EventEmitter.prototype.on = function(type, listener, options) {
+        return this._on(type, listener, false, options);
+      };
+      EventEmitter.prototype.prependListener = function(type, listener, options) {
+        return this._on(type, listener, true, options);
+      };
+      EventEmitter.prototype.onAny = function(fn) {
+        return this._onAny(fn, false);
+      };
+      EventEmitter.prototype.prependAny = function(fn) {
+        return this._onAny(fn, true);
+      };
+      EventEmitter.prototype.addListener = EventEmitter.prototype.on;
+      EventEmitter.prototype._onAny = function(fn, prepend) {
+        if (typeof fn !== "function") {
+          throw new Error("onAny only accepts instances of Function");
+        }
+        if (!this._all) {
+          this._all = [];
+        }
+        if (prepend) {
+          this._all.unshift(fn);
+        } else {
+          this._all.push(fn);
+        }
+        return this;
+      };
+      EventEmitter.prototype._on = function(type, listener, prepend, options) {
+        if (typeof type === "function") {
+          this._onAny(type, listener);
+          return this;
+        }
+        if (typeof listener !== "function") {
+          throw new Error("on only accepts instances of Function");
+        }
+        this._events || init.call(this);
+        var returnValue = this, temp;
+        if (options !== undefined2) {
+          temp = setupListener.call(this, type, listener, options);
+          listener = temp[0];
+          returnValue = temp[1];
+        }
+        if (this._newListener) {
+          this.emit("newListener", type, listener);
+        }
+        if (this.wildcard) {
+          growListenerTree.call(this, type, listener, prepend);
+          return returnValue;
+        }
+        if (!this._events[type]) {
+          this._events[type] = listener;
+        } else {
+          if (typeof this._events[type] === "function") {
+            this._events[type] = [this._events[type]];
+          }
+          if (prepend) {
+            this._events[type].unshift(listener);
+          } else {
+            this._events[type].push(listener);
+          }
+          if (!this._events[type].warned && this._maxListeners > 0 && this._events[type].length > this._maxListeners) {
+            this._events[type].warned = true;
+            logPossibleMemoryLeak.call(this, this._events[type].length, type);
+          }
+        }
+        return returnValue;
+      };
+      EventEmitter.prototype.off = function(type, listener) {
+        if (typeof listener !== "function") {
+          throw new Error("removeListener only takes instances of Function");
+        }
+        var handlers, leafs = [];
+        if (this.wildcard) {
+          var ns = typeof type === "string" ? type.split(this.delimiter) : type.slice();
+          leafs = searchListenerTree.call(this, null, ns, this.listenerTree, 0);
+          if (!leafs) return this;
+        } else {
+          if (!this._events[type]) return this;
+          handlers = this._events[type];
+          leafs.push({ _listeners: handlers });
+        }
+        for (var iLeaf = 0; iLeaf < leafs.length; iLeaf++) {
+          var leaf = leafs[iLeaf];
+          handlers = leaf._listeners;
+          if (isArray(handlers)) {
+            var position = -1;
+            for (var i = 0, length = handlers.length; i < length; i++) {
+              if (handlers[i] === listener || handlers[i].listener && handlers[i].listener === listener || handlers[i]._origin && handlers[i]._origin === listener) {
+                position = i;
+                break;
+              }
+            }
+            if (position < 0) {
+              continue;
+            }
+            if (this.wildcard) {
+              leaf._listeners.splice(position, 1);
+            } else {
+              this._events[type].splice(position, 1);
+            }
+            if (handlers.length === 0) {
+              if (this.wildcard) {
+                delete leaf._listeners;
+              } else {
+                delete this._events[type];
+              }
+            }
+            if (this._removeListener)
+              this.emit("removeListener", type, listener);
+            return this;
+          } else if (handlers === listener || handlers.listener && handlers.listener === listener || handlers._origin && handlers._origin === listener) {
+            if (this.wildcard) {
+              delete leaf._listeners;
+            } else {
+              delete this._events[type];
+            }
+            if (this._removeListener)
+              this.emit("removeListener", type, listener);
+          }
+        }
+        this.listenerTree && recursivelyGarbageCollect(this.listenerTree);
+        return this;
+      };
+      EventEmitter.prototype.offAny = function(fn) {
+        var i = 0, l = 0, fns;
+        if (fn && this._all && this._all.length > 0) {
+          fns = this._all;
+          for (i = 0, l = fns.length; i < l; i++) {
+            if (fn === fns[i]) {
+              fns.splice(i, 1);
+              if (this._removeListener)
+                this.emit("removeListenerAny", fn);
+              return this;
+            }
+          }
+        } else {
+          fns = this._all;
+          if (this._removeListener) {
+            for (i = 0, l = fns.length; i < l; i++)
+              this.emit("removeListenerAny", fns[i]);
+          }
+          this._all = [];
+        }
+        return this;
+      };
+      EventEmitter.prototype.removeListener = EventEmitter.prototype.off;
+      EventEmitter.prototype.removeAllListeners = function(type) {
+        if (type === undefined2) {
+          !this._events || init.call(this);
+          return this;
+        }
+        if (this.wildcard) {
+          var leafs = searchListenerTree.call(this, null, type, this.listenerTree, 0), leaf, i;
+          if (!leafs) return this;
+          for (i = 0; i < leafs.length; i++) {
+            leaf = leafs[i];
+            leaf._listeners = null;
+          }
+          this.listenerTree && recursivelyGarbageCollect(this.listenerTree);
+        } else if (this._events) {
+          this._events[type] = null;
+        }
+        return this;
+      };
+      EventEmitter.prototype.listeners = function(type) {
+        var _events = this._events;
+        var keys, listeners, allListeners;
+        var i;
+        var listenerTree;
+        if (type === undefined2) {
+          if (this.wildcard) {
+            throw Error("event name required for wildcard emitter");
+          }
+          if (!_events) {
+            return [];
+          }
+          keys = ownKeys(_events);
+          i = keys.length;
+          allListeners = [];
+          while (i-- > 0) {
+            listeners = _events[keys[i]];
+            if (typeof listeners === "function") {
+              allListeners.push(listeners);
+            } else {
+              allListeners.push.apply(allListeners, listeners);
+            }
+          }
+          return allListeners;
+        } else {
+          if (this.wildcard) {
+            listenerTree = this.listenerTree;
+            if (!listenerTree) return [];
+            var handlers = [];
+            var ns = typeof type === "string" ? type.split(this.delimiter) : type.slice();
+            searchListenerTree.call(this, handlers, ns, listenerTree, 0);
+            return handlers;
+          }
+          if (!_events) {
+            return [];
+          }
+          listeners = _events[type];
+          if (!listeners) {
+            return [];
+          }
+          return typeof listeners === "function" ? [listeners] : listeners;
+        }
+      };
+      EventEmitter.prototype.eventNames = function(nsAsArray) {
+        var _events = this._events;
+        return this.wildcard ? collectTreeEvents.call(this, this.listenerTree, [], null, nsAsArray) : _events ? ownKeys(_events) : [];
+      };
+      EventEmitter.prototype.listenerCount = function(type) {
+        return this.listeners(type).length;
+      };
+      EventEmitter.prototype.hasListeners = function(type) {
+        if (this.wildcard) {
+          var handlers = [];
+          var ns = typeof type === "string" ? type.split(this.delimiter) : type.slice();
+          searchListenerTree.call(this, handlers, ns, this.listenerTree, 0);
+          return handlers.length > 0;
+        }
+        var _events = this._events;
+        var _all = this._all;
+        return !!(_all && _all.length || _events && (type === undefined2 ? ownKeys(_events).length : _events[type]));
+      };
+      EventEmitter.prototype.listenersAny = function() {
+        if (this._all) {
+          return this._all;
+        } else {
+          return [];
+        }
+      };
+      EventEmitter.prototype.waitFor = function(event, options) {
+        var self = this;
+        var type = typeof options;
+        if (type === "number") {
+          options = { timeout: options };
+        } else if (type === "function") {
+          options = { filter: options };
+        }
+        options = resolveOptions(options, {
+          timeout: 0,
+          filter: undefined2,
+          handleError: false,
+          Promise,
+          overload: false
+        }, {
+          filter: functionReducer,
+          Promise: constructorReducer
+        });
+        return makeCancelablePromise(options.Promise, function(resolve2, reject, onCancel) {
+          function listener() {
+            var filter = options.filter;
+            if (filter && !filter.apply(self, arguments)) {
+              return;
+            }
+            self.off(event, listener);
+            if (options.handleError) {
+              var err = arguments[0];
+              err ? reject(err) : resolve2(toArray.apply(null, arguments).slice(1));
+            } else {
+              resolve2(toArray.apply(null, arguments));
+            }
+          }
+          onCancel(function() {
+            self.off(event, listener);
+          });
+          self._on(event, listener, false);
+        }, {
+          timeout: options.timeout,
+          overload: options.overload
+        });
+      };
+      function once(emitter, name, options) {
+        options = resolveOptions(options, {
+          Promise,
+          timeout: 0,
+          overload: false
+        }, {
+          Promise: constructorReducer
+        });
+        var _Promise = options.Promise;
+        return makeCancelablePromise(_Promise, function(resolve2, reject, onCancel) {
+          var handler;
+          if (typeof emitter.addEventListener === "function") {
+            handler = function() {
+              resolve2(toArray.apply(null, arguments));
+            };
+            onCancel(function() {
+              emitter.removeEventListener(name, handler);
+            });
+            emitter.addEventListener(
+              name,
+              handler,
+              { once: true }
+            );
+            return;
+          }
+          var eventListener = function() {
+            errorListener && emitter.removeListener("error", errorListener);
+            resolve2(toArray.apply(null, arguments));
+          };
+          var errorListener;
+          if (name !== "error") {
+            errorListener = function(err) {
+              emitter.removeListener(name, eventListener);
+              reject(err);
+            };
+            emitter.once("error", errorListener);
+          }
+          onCancel(function() {
+            errorListener && emitter.removeListener("error", errorListener);
+            emitter.removeListener(name, eventListener);
+          });
+          emitter.once(name, eventListener);
+        }, {
+          timeout: options.timeout,
+          overload: options.overload
+        });
+      }
+      var prototype = EventEmitter.prototype;
+      Object.defineProperties(EventEmitter, {
+        defaultMaxListeners: {
+          get: function() {
+            return prototype._maxListeners;
+          },
+          set: function(n) {
+            if (typeof n !== "number" || n < 0 || Number.isNaN(n)) {
+              throw TypeError("n must be a non-negative number");
+            }
+            prototype._maxListeners = n;
+          },
+          enumerable: true
+        },
+        once: {
+          value: once,
+          writable: true,
+          configurable: true
+        }
+      });
+      Object.defineProperties(prototype, {
+        _maxListeners: {
+          value: defaultMaxListeners,
+          writable: true,
+          configurable: true
+        },
+        _observers: { value: null, writable: true, configurable: true }
+      });
+      if (typeof define === "function" && define.amd) {
+        define(function() {
+          return EventEmitter;
+        });
+      } else if (typeof exports === "object") {
+        module.exports = EventEmitter;
+      } else {
+        var _global = new Function("", "return this")();
+        _global.EventEmitter2 = EventEmitter;
+      }
+    })();
+  }
+});
+
+// node_modules/pg-logical-replication/dist/logical-replication-service.js
+var require_logical_replication_service = __commonJS({
+  "node_modules/pg-logical-replication/dist/logical-replication-service.js"(exports) {
+    "use strict";
+    var __importDefault = exports && exports.__importDefault || function(mod) {
+      return mod && mod.__esModule ? mod : { "default": mod };
+    };
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.LogicalReplicationService = void 0;
+    var eventemitter2_1 = __importDefault(require_eventemitter2());
+    var pg_1 = require_lib2();
+    var LogicalReplicationService2 = class extends eventemitter2_1.default {
+      clientConfig;
+      config;
+      constructor(clientConfig, config2) {
+        super();
+        this.clientConfig = clientConfig;
+        this.config = {
+          acknowledge: {
+            auto: true,
+            timeoutSeconds: 10,
+            ...config2?.acknowledge || {}
+          },
+          flowControl: {
+            enabled: false,
+            ...config2?.flowControl || {}
+          }
+        };
+      }
+      _lastLsn = null;
+      lastLsn() {
+        return this._lastLsn || "0/00000000";
+      }
+      _client = null;
+      _connection = null;
+      async client() {
+        await this.stop();
+        this._client = new pg_1.Client({
+          ...this.clientConfig,
+          replication: "database"
+        });
+        await this._client.connect();
+        this._connection = this._client.connection;
+        this._client.on("error", (e) => this.emit("error", e));
+        return [this._client, this._connection];
+      }
+      _stop = true;
+      isStop() {
+        return this._stop;
+      }
+      // Flow control (backpressure) queue
+      _messageQueue = [];
+      _processing = false;
+      async stop() {
+        this._stop = true;
+        this._messageQueue = [];
+        this._processing = false;
+        await this._client?.end();
+        this._connection?.removeAllListeners();
+        this._connection = null;
+        this._client?.removeAllListeners();
+        this._client = null;
+        this.checkStandbyStatus(false);
+        return this;
+      }
+      async destroy() {
+        await this.stop();
+        this.removeAllListeners();
+        return this;
+      }
+      /**
+       * subscribe
+       * @param plugin One of [TestDecodingPlugin, ]
+       * @param slotName
+       * @param uptoLsn
+       */
+      async subscribe(plugin, slotName, uptoLsn) {
+        try {
+          const [client, connection] = await this.client();
+          this._lastLsn = uptoLsn || this._lastLsn;
+          connection.once("replicationStart", () => {
+            this._stop = false;
+            this.emit("start");
+            this.checkStandbyStatus(true);
+          });
+          connection.on("copyData", ({ chunk: buffer }) => {
+            if (buffer[0] != 119 && buffer[0] != 107) {
+              console.warn("Unknown message", buffer[0]);
+              return;
+            }
+            const lsn = buffer.readUInt32BE(1).toString(16).toUpperCase() + "/" + buffer.readUInt32BE(5).toString(16).toUpperCase();
+            if (buffer[0] == 119) {
+              if (this.config.flowControl.enabled) {
+                this._messageQueue.push({ lsn, data: plugin.parse(buffer.subarray(25)) });
+                this._processQueue();
+              } else {
+                this.emit("data", lsn, plugin.parse(buffer.subarray(25)));
+                this._acknowledge(lsn);
+              }
+            } else if (buffer[0] == 107) {
+              const timestamp = Math.floor(buffer.readUInt32BE(9) * 4294967296e-3 + buffer.readUInt32BE(13) / 1e3 + 94608e7);
+              const shouldRespond = !!buffer.readInt8(17);
+              this.emit("heartbeat", lsn, timestamp, shouldRespond);
+            }
+            this._lastLsn = lsn;
+          });
+          return plugin.start(client, slotName, this._lastLsn || "0/00000000").catch((e) => {
+            if (!this._stop || !/Connection\s+terminated/i.test(e?.toString()))
+              throw e;
+          });
+        } catch (e) {
+          await this.stop();
+          this.emit("error", e);
+          throw e;
+        }
+      }
+      async _acknowledge(lsn) {
+        if (!this.config.acknowledge.auto)
+          return;
+        this.emit("acknowledge", lsn);
+        await this.acknowledge(lsn);
+      }
+      /**
+       * Process messages in the queue sequentially with backpressure support.
+       * Pauses the stream while processing and resumes when the queue is empty.
+       */
+      _processQueue() {
+        if (this._processing || this._stop)
+          return;
+        this._processing = true;
+        this._connection?.stream?.pause?.();
+        const processNext = async () => {
+          while (this._messageQueue.length > 0 && !this._stop) {
+            const message = this._messageQueue.shift();
+            try {
+              await this.emitAsync("data", message.lsn, message.data);
+              await this._acknowledge(message.lsn);
+            } catch (e) {
+              this.emit("error", e);
+            }
+          }
+          this._processing = false;
+          if (!this._stop) {
+            this._connection?.stream?.resume?.();
+          }
+        };
+        processNext();
+      }
+      lastStandbyStatusUpdatedTime = 0;
+      checkStandbyStatusTimer = null;
+      checkStandbyStatus(enable) {
+        if (this.checkStandbyStatusTimer) {
+          clearInterval(this.checkStandbyStatusTimer);
+          this.checkStandbyStatusTimer = null;
+        }
+        if (this.config.acknowledge.timeoutSeconds > 0 && enable)
+          this.checkStandbyStatusTimer = setInterval(async () => {
+            if (this._stop)
+              return;
+            if (this._lastLsn && Date.now() - this.lastStandbyStatusUpdatedTime > this.config.acknowledge.timeoutSeconds * 1e3)
+              await this.acknowledge(this._lastLsn);
+          }, 1e3);
+      }
+      /**
+       * @param lsn
+       * @param ping Request server to respond
+       */
+      async acknowledge(lsn, ping = false) {
+        if (this._stop)
+          return false;
+        this.lastStandbyStatusUpdatedTime = Date.now();
+        const slice = lsn.split("/");
+        let [upperWAL, lowerWAL] = [parseInt(slice[0], 16), parseInt(slice[1], 16)];
+        const now = Date.now() - 94608e7;
+        const upperTimestamp = Math.floor(now / 4294967296e-3);
+        const lowerTimestamp = Math.floor(now - upperTimestamp * 4294967296e-3);
+        if (lowerWAL === 4294967295) {
+          upperWAL = upperWAL + 1;
+          lowerWAL = 0;
+        } else {
+          lowerWAL = lowerWAL + 1;
+        }
+        const response = Buffer.alloc(34);
+        response.fill(114);
+        response.writeUInt32BE(upperWAL, 1);
+        response.writeUInt32BE(lowerWAL, 5);
+        response.writeUInt32BE(upperWAL, 9);
+        response.writeUInt32BE(lowerWAL, 13);
+        response.writeUInt32BE(upperWAL, 17);
+        response.writeUInt32BE(lowerWAL, 21);
+        response.writeUInt32BE(upperTimestamp, 25);
+        response.writeUInt32BE(lowerTimestamp, 29);
+        response.writeInt8(ping ? 1 : 0, 33);
+        this._connection?.sendCopyFromChunk(response);
+        return true;
+      }
+    };
+    exports.LogicalReplicationService = LogicalReplicationService2;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/abstract.plugin.js
+var require_abstract_plugin = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/abstract.plugin.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.AbstractPlugin = void 0;
+    var AbstractPlugin = class {
+      options;
+      constructor(options) {
+        this.options = options;
+      }
+    };
+    exports.AbstractPlugin = AbstractPlugin;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/test_decoding/decoder.js
+var require_decoder = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/test_decoding/decoder.js"(exports, module) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    var _module = (
+      /*
+       * Generated by PEG.js 0.10.0.
+       *
+       * http://pegjs.org/
+       */
+      (function() {
+        "use strict";
+        function peg$subclass(child, parent) {
+          function ctor() {
+            this.constructor = child;
+          }
+          ctor.prototype = parent.prototype;
+          child.prototype = new ctor();
+        }
+        function peg$SyntaxError(message, expected, found, location) {
+          this.message = message;
+          this.expected = expected;
+          this.found = found;
+          this.location = location;
+          this.name = "SyntaxError";
+          if (typeof Error.captureStackTrace === "function") {
+            Error.captureStackTrace(this, peg$SyntaxError);
+          }
+        }
+        peg$subclass(peg$SyntaxError, Error);
+        peg$SyntaxError.buildMessage = function(expected, found) {
+          var DESCRIBE_EXPECTATION_FNS = {
+            literal: function(expectation) {
+              return '"' + literalEscape(expectation.text) + '"';
+            },
+            class: function(expectation) {
+              var escapedParts = "", i;
+              for (i = 0; i < expectation.parts.length; i++) {
+                escapedParts += expectation.parts[i] instanceof Array ? classEscape(expectation.parts[i][0]) + "-" + classEscape(expectation.parts[i][1]) : classEscape(expectation.parts[i]);
+              }
+              return "[" + (expectation.inverted ? "^" : "") + escapedParts + "]";
+            },
+            any: function(expectation) {
+              return "any character";
+            },
+            end: function(expectation) {
+              return "end of input";
+            },
+            other: function(expectation) {
+              return expectation.description;
+            }
+          };
+          function hex3(ch) {
+            return ch.charCodeAt(0).toString(16).toUpperCase();
+          }
+          function literalEscape(s) {
+            return s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\0/g, "\\0").replace(/\t/g, "\\t").replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/[\x00-\x0F]/g, function(ch) {
+              return "\\x0" + hex3(ch);
+            }).replace(/[\x10-\x1F\x7F-\x9F]/g, function(ch) {
+              return "\\x" + hex3(ch);
+            });
+          }
+          function classEscape(s) {
+            return s.replace(/\\/g, "\\\\").replace(/\]/g, "\\]").replace(/\^/g, "\\^").replace(/-/g, "\\-").replace(/\0/g, "\\0").replace(/\t/g, "\\t").replace(/\n/g, "\\n").replace(/\r/g, "\\r").replace(/[\x00-\x0F]/g, function(ch) {
+              return "\\x0" + hex3(ch);
+            }).replace(/[\x10-\x1F\x7F-\x9F]/g, function(ch) {
+              return "\\x" + hex3(ch);
+            });
+          }
+          function describeExpectation(expectation) {
+            return DESCRIBE_EXPECTATION_FNS[expectation.type](expectation);
+          }
+          function describeExpected(expected2) {
+            var descriptions = new Array(expected2.length), i, j;
+            for (i = 0; i < expected2.length; i++) {
+              descriptions[i] = describeExpectation(expected2[i]);
+            }
+            descriptions.sort();
+            if (descriptions.length > 0) {
+              for (i = 1, j = 1; i < descriptions.length; i++) {
+                if (descriptions[i - 1] !== descriptions[i]) {
+                  descriptions[j] = descriptions[i];
+                  j++;
+                }
+              }
+              descriptions.length = j;
+            }
+            switch (descriptions.length) {
+              case 1:
+                return descriptions[0];
+              case 2:
+                return descriptions[0] + " or " + descriptions[1];
+              default:
+                return descriptions.slice(0, -1).join(", ") + ", or " + descriptions[descriptions.length - 1];
+            }
+          }
+          function describeFound(found2) {
+            return found2 ? '"' + literalEscape(found2) + '"' : "end of input";
+          }
+          return "Expected " + describeExpected(expected) + " but " + describeFound(found) + " found.";
+        };
+        function peg$parse(input2, options) {
+          options = options !== void 0 ? options : {};
+          var peg$FAILED = {}, peg$startRuleFunctions = { start: peg$parsestart }, peg$startRuleFunction = peg$parsestart, peg$c0 = "table", peg$c1 = peg$literalExpectation("table", false), peg$c2 = ".", peg$c3 = peg$literalExpectation(".", false), peg$c4 = ":", peg$c5 = peg$literalExpectation(":", false), peg$c6 = function(s, t, a, d) {
+            return { schema: s, table: t, action: a, data: d };
+          }, peg$c7 = "BEGIN", peg$c8 = peg$literalExpectation("BEGIN", false), peg$c9 = function(id) {
+            return { trx: "BEGIN", xid: id };
+          }, peg$c10 = "COMMIT", peg$c11 = peg$literalExpectation("COMMIT", false), peg$c12 = function(id, tm) {
+            return { trx: "COMMIT", xid: id, time: tm };
+          }, peg$c13 = /^[0-9]/, peg$c14 = peg$classExpectation([["0", "9"]], false, false), peg$c15 = function(t) {
+            return t.join("");
+          }, peg$c16 = "(at ", peg$c17 = peg$literalExpectation("(at ", false), peg$c18 = /^[^)]/, peg$c19 = peg$classExpectation([")"], true, false), peg$c20 = ")", peg$c21 = peg$literalExpectation(")", false), peg$c22 = " ", peg$c23 = peg$literalExpectation(" ", false), peg$c24 = "", peg$c25 = "[", peg$c26 = peg$literalExpectation("[", false), peg$c27 = "]", peg$c28 = peg$literalExpectation("]", false), peg$c29 = function(t) {
+            return t;
+          }, peg$c30 = "null", peg$c31 = peg$literalExpectation("null", false), peg$c32 = function() {
+            return null;
+          }, peg$c33 = '"', peg$c34 = peg$literalExpectation('"', false), peg$c35 = /^[^"]/, peg$c36 = peg$classExpectation(['"'], true, false), peg$c37 = /^[\r\n]/, peg$c38 = peg$classExpectation(["\r", "\n"], false, false), peg$c39 = '""', peg$c40 = peg$literalExpectation('""', false), peg$c41 = function() {
+            return '"';
+          }, peg$c42 = function(t) {
+            return t[0] ? t[0].join("") : "";
+          }, peg$c43 = "'", peg$c44 = peg$literalExpectation("'", false), peg$c45 = /^[^']/, peg$c46 = peg$classExpectation(["'"], true, false), peg$c47 = "''", peg$c48 = peg$literalExpectation("''", false), peg$c49 = function() {
+            return "'";
+          }, peg$c50 = /^[^.]/, peg$c51 = peg$classExpectation(["."], true, false), peg$c52 = /^[^ \t\r\n]/, peg$c53 = peg$classExpectation([" ", "	", "\r", "\n"], true, false), peg$c54 = /^[^:]/, peg$c55 = peg$classExpectation([":"], true, false), peg$c56 = /^[^[]/, peg$c57 = peg$classExpectation(["["], true, false), peg$c58 = /^[^\]]/, peg$c59 = peg$classExpectation(["]"], true, false), peg$c60 = "INSERT", peg$c61 = peg$literalExpectation("INSERT", false), peg$c62 = "UPDATE", peg$c63 = peg$literalExpectation("UPDATE", false), peg$c64 = "DELETE", peg$c65 = peg$literalExpectation("DELETE", false), peg$c66 = function(f, t, v) {
+            return { name: f, type: t, value: v };
+          }, peg$c67 = "(", peg$c68 = peg$literalExpectation("(", false), peg$c69 = /^[^))]/, peg$c70 = peg$classExpectation([")", ")"], true, false), peg$c71 = function(t) {
+            return { type: "null", name: "message", value: t.join("") };
+          }, peg$currPos = 0, peg$savedPos = 0, peg$posDetailsCache = [{ line: 1, column: 1 }], peg$maxFailPos = 0, peg$maxFailExpected = [], peg$silentFails = 0, peg$result;
+          if ("startRule" in options) {
+            if (!(options.startRule in peg$startRuleFunctions)) {
+              throw new Error(`Can't start parsing from rule "` + options.startRule + '".');
+            }
+            peg$startRuleFunction = peg$startRuleFunctions[options.startRule];
+          }
+          function text() {
+            return input2.substring(peg$savedPos, peg$currPos);
+          }
+          function location() {
+            return peg$computeLocation(peg$savedPos, peg$currPos);
+          }
+          function expected(description, location2) {
+            location2 = location2 !== void 0 ? location2 : peg$computeLocation(peg$savedPos, peg$currPos);
+            throw peg$buildStructuredError([peg$otherExpectation(description)], input2.substring(peg$savedPos, peg$currPos), location2);
+          }
+          function error62(message, location2) {
+            location2 = location2 !== void 0 ? location2 : peg$computeLocation(peg$savedPos, peg$currPos);
+            throw peg$buildSimpleError(message, location2);
+          }
+          function peg$literalExpectation(text2, ignoreCase) {
+            return { type: "literal", text: text2, ignoreCase };
+          }
+          function peg$classExpectation(parts, inverted, ignoreCase) {
+            return { type: "class", parts, inverted, ignoreCase };
+          }
+          function peg$anyExpectation() {
+            return { type: "any" };
+          }
+          function peg$endExpectation() {
+            return { type: "end" };
+          }
+          function peg$otherExpectation(description) {
+            return { type: "other", description };
+          }
+          function peg$computePosDetails(pos) {
+            var details = peg$posDetailsCache[pos], p;
+            if (details) {
+              return details;
+            } else {
+              p = pos - 1;
+              while (!peg$posDetailsCache[p]) {
+                p--;
+              }
+              details = peg$posDetailsCache[p];
+              details = {
+                line: details.line,
+                column: details.column
+              };
+              while (p < pos) {
+                if (input2.charCodeAt(p) === 10) {
+                  details.line++;
+                  details.column = 1;
+                } else {
+                  details.column++;
+                }
+                p++;
+              }
+              peg$posDetailsCache[pos] = details;
+              return details;
+            }
+          }
+          function peg$computeLocation(startPos, endPos) {
+            var startPosDetails = peg$computePosDetails(startPos), endPosDetails = peg$computePosDetails(endPos);
+            return {
+              start: {
+                offset: startPos,
+                line: startPosDetails.line,
+                column: startPosDetails.column
+              },
+              end: {
+                offset: endPos,
+                line: endPosDetails.line,
+                column: endPosDetails.column
+              }
+            };
+          }
+          function peg$fail(expected2) {
+            if (peg$currPos < peg$maxFailPos) {
+              return;
+            }
+            if (peg$currPos > peg$maxFailPos) {
+              peg$maxFailPos = peg$currPos;
+              peg$maxFailExpected = [];
+            }
+            peg$maxFailExpected.push(expected2);
+          }
+          function peg$buildSimpleError(message, location2) {
+            return new peg$SyntaxError(message, null, null, location2);
+          }
+          function peg$buildStructuredError(expected2, found, location2) {
+            return new peg$SyntaxError(peg$SyntaxError.buildMessage(expected2, found), expected2, found, location2);
+          }
+          function peg$parsestart() {
+            var s0;
+            s0 = peg$parsetable();
+            if (s0 === peg$FAILED) {
+              s0 = peg$parsetrx();
+            }
+            return s0;
+          }
+          function peg$parsetable() {
+            var s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10;
+            s0 = peg$currPos;
+            if (input2.substr(peg$currPos, 5) === peg$c0) {
+              s1 = peg$c0;
+              peg$currPos += 5;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c1);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              s2 = peg$parsespace();
+              if (s2 !== peg$FAILED) {
+                s3 = peg$parseschema();
+                if (s3 !== peg$FAILED) {
+                  if (input2.charCodeAt(peg$currPos) === 46) {
+                    s4 = peg$c2;
+                    peg$currPos++;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c3);
+                    }
+                  }
+                  if (s4 !== peg$FAILED) {
+                    s5 = peg$parsetablename();
+                    if (s5 !== peg$FAILED) {
+                      if (input2.charCodeAt(peg$currPos) === 58) {
+                        s6 = peg$c4;
+                        peg$currPos++;
+                      } else {
+                        s6 = peg$FAILED;
+                        if (peg$silentFails === 0) {
+                          peg$fail(peg$c5);
+                        }
+                      }
+                      if (s6 !== peg$FAILED) {
+                        s7 = peg$parsespace();
+                        if (s7 !== peg$FAILED) {
+                          s8 = peg$parseaction();
+                          if (s8 !== peg$FAILED) {
+                            if (input2.charCodeAt(peg$currPos) === 58) {
+                              s9 = peg$c4;
+                              peg$currPos++;
+                            } else {
+                              s9 = peg$FAILED;
+                              if (peg$silentFails === 0) {
+                                peg$fail(peg$c5);
+                              }
+                            }
+                            if (s9 !== peg$FAILED) {
+                              s10 = peg$parsedata();
+                              if (s10 !== peg$FAILED) {
+                                peg$savedPos = s0;
+                                s1 = peg$c6(s3, s5, s8, s10);
+                                s0 = s1;
+                              } else {
+                                peg$currPos = s0;
+                                s0 = peg$FAILED;
+                              }
+                            } else {
+                              peg$currPos = s0;
+                              s0 = peg$FAILED;
+                            }
+                          } else {
+                            peg$currPos = s0;
+                            s0 = peg$FAILED;
+                          }
+                        } else {
+                          peg$currPos = s0;
+                          s0 = peg$FAILED;
+                        }
+                      } else {
+                        peg$currPos = s0;
+                        s0 = peg$FAILED;
+                      }
+                    } else {
+                      peg$currPos = s0;
+                      s0 = peg$FAILED;
+                    }
+                  } else {
+                    peg$currPos = s0;
+                    s0 = peg$FAILED;
+                  }
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsetrx() {
+            var s0;
+            s0 = peg$parsetrx_begin();
+            if (s0 === peg$FAILED) {
+              s0 = peg$parsetrx_commit();
+            }
+            return s0;
+          }
+          function peg$parsetrx_begin() {
+            var s0, s1, s2;
+            s0 = peg$currPos;
+            if (input2.substr(peg$currPos, 5) === peg$c7) {
+              s1 = peg$c7;
+              peg$currPos += 5;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c8);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              s2 = peg$parsetrx_id();
+              if (s2 === peg$FAILED) {
+                s2 = null;
+              }
+              if (s2 !== peg$FAILED) {
+                peg$savedPos = s0;
+                s1 = peg$c9(s2);
+                s0 = s1;
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsetrx_commit() {
+            var s0, s1, s2, s3;
+            s0 = peg$currPos;
+            if (input2.substr(peg$currPos, 6) === peg$c10) {
+              s1 = peg$c10;
+              peg$currPos += 6;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c11);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              s2 = peg$parsetrx_id();
+              if (s2 === peg$FAILED) {
+                s2 = null;
+              }
+              if (s2 !== peg$FAILED) {
+                s3 = peg$parsetrx_tm();
+                if (s3 === peg$FAILED) {
+                  s3 = null;
+                }
+                if (s3 !== peg$FAILED) {
+                  peg$savedPos = s0;
+                  s1 = peg$c12(s2, s3);
+                  s0 = s1;
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsetrx_id() {
+            var s0, s1, s2, s3;
+            s0 = peg$currPos;
+            s1 = peg$parsespace();
+            if (s1 !== peg$FAILED) {
+              s2 = [];
+              if (peg$c13.test(input2.charAt(peg$currPos))) {
+                s3 = input2.charAt(peg$currPos);
+                peg$currPos++;
+              } else {
+                s3 = peg$FAILED;
+                if (peg$silentFails === 0) {
+                  peg$fail(peg$c14);
+                }
+              }
+              if (s3 !== peg$FAILED) {
+                while (s3 !== peg$FAILED) {
+                  s2.push(s3);
+                  if (peg$c13.test(input2.charAt(peg$currPos))) {
+                    s3 = input2.charAt(peg$currPos);
+                    peg$currPos++;
+                  } else {
+                    s3 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c14);
+                    }
+                  }
+                }
+              } else {
+                s2 = peg$FAILED;
+              }
+              if (s2 !== peg$FAILED) {
+                peg$savedPos = s0;
+                s1 = peg$c15(s2);
+                s0 = s1;
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsetrx_tm() {
+            var s0, s1, s2, s3, s4;
+            s0 = peg$currPos;
+            s1 = peg$parsespace();
+            if (s1 !== peg$FAILED) {
+              if (input2.substr(peg$currPos, 4) === peg$c16) {
+                s2 = peg$c16;
+                peg$currPos += 4;
+              } else {
+                s2 = peg$FAILED;
+                if (peg$silentFails === 0) {
+                  peg$fail(peg$c17);
+                }
+              }
+              if (s2 !== peg$FAILED) {
+                s3 = [];
+                if (peg$c18.test(input2.charAt(peg$currPos))) {
+                  s4 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s4 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c19);
+                  }
+                }
+                if (s4 !== peg$FAILED) {
+                  while (s4 !== peg$FAILED) {
+                    s3.push(s4);
+                    if (peg$c18.test(input2.charAt(peg$currPos))) {
+                      s4 = input2.charAt(peg$currPos);
+                      peg$currPos++;
+                    } else {
+                      s4 = peg$FAILED;
+                      if (peg$silentFails === 0) {
+                        peg$fail(peg$c19);
+                      }
+                    }
+                  }
+                } else {
+                  s3 = peg$FAILED;
+                }
+                if (s3 !== peg$FAILED) {
+                  if (input2.charCodeAt(peg$currPos) === 41) {
+                    s4 = peg$c20;
+                    peg$currPos++;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c21);
+                    }
+                  }
+                  if (s4 !== peg$FAILED) {
+                    peg$savedPos = s0;
+                    s1 = peg$c15(s3);
+                    s0 = s1;
+                  } else {
+                    peg$currPos = s0;
+                    s0 = peg$FAILED;
+                  }
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsespace() {
+            var s0, s1;
+            s0 = [];
+            if (input2.charCodeAt(peg$currPos) === 32) {
+              s1 = peg$c22;
+              peg$currPos++;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c23);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              while (s1 !== peg$FAILED) {
+                s0.push(s1);
+                if (input2.charCodeAt(peg$currPos) === 32) {
+                  s1 = peg$c22;
+                  peg$currPos++;
+                } else {
+                  s1 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c23);
+                  }
+                }
+              }
+            } else {
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parseempty() {
+            var s0;
+            s0 = peg$c24;
+            return s0;
+          }
+          function peg$parseschema() {
+            var s0;
+            s0 = peg$parsedouble_quote_escaped_string();
+            if (s0 === peg$FAILED) {
+              s0 = peg$parsedot_terminated_string();
+            }
+            return s0;
+          }
+          function peg$parsetablename() {
+            var s0;
+            s0 = peg$parsedouble_quote_escaped_string();
+            if (s0 === peg$FAILED) {
+              s0 = peg$parsecolon_terminated_string();
+            }
+            return s0;
+          }
+          function peg$parsefieldname() {
+            var s0;
+            s0 = peg$parsedouble_quote_escaped_string();
+            if (s0 === peg$FAILED) {
+              s0 = peg$parsebraket_start_terminated_string();
+            }
+            return s0;
+          }
+          function peg$parsedatatype() {
+            var s0, s1, s2, s3;
+            s0 = peg$currPos;
+            if (input2.charCodeAt(peg$currPos) === 91) {
+              s1 = peg$c25;
+              peg$currPos++;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c26);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              s2 = peg$parsebraket_end_terminated_string();
+              if (s2 !== peg$FAILED) {
+                if (input2.charCodeAt(peg$currPos) === 93) {
+                  s3 = peg$c27;
+                  peg$currPos++;
+                } else {
+                  s3 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c28);
+                  }
+                }
+                if (s3 !== peg$FAILED) {
+                  peg$savedPos = s0;
+                  s1 = peg$c29(s2);
+                  s0 = s1;
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsevalue() {
+            var s0, s1;
+            s0 = peg$currPos;
+            if (input2.substr(peg$currPos, 4) === peg$c30) {
+              s1 = peg$c30;
+              peg$currPos += 4;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c31);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              peg$savedPos = s0;
+              s1 = peg$c32();
+            }
+            s0 = s1;
+            if (s0 === peg$FAILED) {
+              s0 = peg$parsesingle_quote_escaped_string();
+              if (s0 === peg$FAILED) {
+                s0 = peg$parsespace_terminated_string();
+              }
+            }
+            return s0;
+          }
+          function peg$parsedouble_quote_escaped_string() {
+            var s0, s1, s2, s3, s4;
+            s0 = peg$currPos;
+            if (input2.charCodeAt(peg$currPos) === 34) {
+              s1 = peg$c33;
+              peg$currPos++;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c34);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              s2 = [];
+              s3 = [];
+              if (peg$c35.test(input2.charAt(peg$currPos))) {
+                s4 = input2.charAt(peg$currPos);
+                peg$currPos++;
+              } else {
+                s4 = peg$FAILED;
+                if (peg$silentFails === 0) {
+                  peg$fail(peg$c36);
+                }
+              }
+              if (s4 !== peg$FAILED) {
+                while (s4 !== peg$FAILED) {
+                  s3.push(s4);
+                  if (peg$c35.test(input2.charAt(peg$currPos))) {
+                    s4 = input2.charAt(peg$currPos);
+                    peg$currPos++;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c36);
+                    }
+                  }
+                }
+              } else {
+                s3 = peg$FAILED;
+              }
+              if (s3 === peg$FAILED) {
+                if (peg$c37.test(input2.charAt(peg$currPos))) {
+                  s3 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s3 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c38);
+                  }
+                }
+                if (s3 === peg$FAILED) {
+                  s3 = peg$currPos;
+                  if (input2.substr(peg$currPos, 2) === peg$c39) {
+                    s4 = peg$c39;
+                    peg$currPos += 2;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c40);
+                    }
+                  }
+                  if (s4 !== peg$FAILED) {
+                    peg$savedPos = s3;
+                    s4 = peg$c41();
+                  }
+                  s3 = s4;
+                }
+              }
+              while (s3 !== peg$FAILED) {
+                s2.push(s3);
+                s3 = [];
+                if (peg$c35.test(input2.charAt(peg$currPos))) {
+                  s4 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s4 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c36);
+                  }
+                }
+                if (s4 !== peg$FAILED) {
+                  while (s4 !== peg$FAILED) {
+                    s3.push(s4);
+                    if (peg$c35.test(input2.charAt(peg$currPos))) {
+                      s4 = input2.charAt(peg$currPos);
+                      peg$currPos++;
+                    } else {
+                      s4 = peg$FAILED;
+                      if (peg$silentFails === 0) {
+                        peg$fail(peg$c36);
+                      }
+                    }
+                  }
+                } else {
+                  s3 = peg$FAILED;
+                }
+                if (s3 === peg$FAILED) {
+                  if (peg$c37.test(input2.charAt(peg$currPos))) {
+                    s3 = input2.charAt(peg$currPos);
+                    peg$currPos++;
+                  } else {
+                    s3 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c38);
+                    }
+                  }
+                  if (s3 === peg$FAILED) {
+                    s3 = peg$currPos;
+                    if (input2.substr(peg$currPos, 2) === peg$c39) {
+                      s4 = peg$c39;
+                      peg$currPos += 2;
+                    } else {
+                      s4 = peg$FAILED;
+                      if (peg$silentFails === 0) {
+                        peg$fail(peg$c40);
+                      }
+                    }
+                    if (s4 !== peg$FAILED) {
+                      peg$savedPos = s3;
+                      s4 = peg$c41();
+                    }
+                    s3 = s4;
+                  }
+                }
+              }
+              if (s2 !== peg$FAILED) {
+                if (input2.charCodeAt(peg$currPos) === 34) {
+                  s3 = peg$c33;
+                  peg$currPos++;
+                } else {
+                  s3 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c34);
+                  }
+                }
+                if (s3 !== peg$FAILED) {
+                  peg$savedPos = s0;
+                  s1 = peg$c42(s2);
+                  s0 = s1;
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsesingle_quote_escaped_string() {
+            var s0, s1, s2, s3, s4;
+            s0 = peg$currPos;
+            if (input2.charCodeAt(peg$currPos) === 39) {
+              s1 = peg$c43;
+              peg$currPos++;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c44);
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              s2 = [];
+              s3 = [];
+              if (peg$c45.test(input2.charAt(peg$currPos))) {
+                s4 = input2.charAt(peg$currPos);
+                peg$currPos++;
+              } else {
+                s4 = peg$FAILED;
+                if (peg$silentFails === 0) {
+                  peg$fail(peg$c46);
+                }
+              }
+              if (s4 !== peg$FAILED) {
+                while (s4 !== peg$FAILED) {
+                  s3.push(s4);
+                  if (peg$c45.test(input2.charAt(peg$currPos))) {
+                    s4 = input2.charAt(peg$currPos);
+                    peg$currPos++;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c46);
+                    }
+                  }
+                }
+              } else {
+                s3 = peg$FAILED;
+              }
+              if (s3 === peg$FAILED) {
+                if (peg$c37.test(input2.charAt(peg$currPos))) {
+                  s3 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s3 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c38);
+                  }
+                }
+                if (s3 === peg$FAILED) {
+                  s3 = peg$currPos;
+                  if (input2.substr(peg$currPos, 2) === peg$c47) {
+                    s4 = peg$c47;
+                    peg$currPos += 2;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c48);
+                    }
+                  }
+                  if (s4 !== peg$FAILED) {
+                    peg$savedPos = s3;
+                    s4 = peg$c49();
+                  }
+                  s3 = s4;
+                }
+              }
+              while (s3 !== peg$FAILED) {
+                s2.push(s3);
+                s3 = [];
+                if (peg$c45.test(input2.charAt(peg$currPos))) {
+                  s4 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s4 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c46);
+                  }
+                }
+                if (s4 !== peg$FAILED) {
+                  while (s4 !== peg$FAILED) {
+                    s3.push(s4);
+                    if (peg$c45.test(input2.charAt(peg$currPos))) {
+                      s4 = input2.charAt(peg$currPos);
+                      peg$currPos++;
+                    } else {
+                      s4 = peg$FAILED;
+                      if (peg$silentFails === 0) {
+                        peg$fail(peg$c46);
+                      }
+                    }
+                  }
+                } else {
+                  s3 = peg$FAILED;
+                }
+                if (s3 === peg$FAILED) {
+                  if (peg$c37.test(input2.charAt(peg$currPos))) {
+                    s3 = input2.charAt(peg$currPos);
+                    peg$currPos++;
+                  } else {
+                    s3 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c38);
+                    }
+                  }
+                  if (s3 === peg$FAILED) {
+                    s3 = peg$currPos;
+                    if (input2.substr(peg$currPos, 2) === peg$c47) {
+                      s4 = peg$c47;
+                      peg$currPos += 2;
+                    } else {
+                      s4 = peg$FAILED;
+                      if (peg$silentFails === 0) {
+                        peg$fail(peg$c48);
+                      }
+                    }
+                    if (s4 !== peg$FAILED) {
+                      peg$savedPos = s3;
+                      s4 = peg$c49();
+                    }
+                    s3 = s4;
+                  }
+                }
+              }
+              if (s2 !== peg$FAILED) {
+                if (input2.charCodeAt(peg$currPos) === 39) {
+                  s3 = peg$c43;
+                  peg$currPos++;
+                } else {
+                  s3 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c44);
+                  }
+                }
+                if (s3 !== peg$FAILED) {
+                  peg$savedPos = s0;
+                  s1 = peg$c42(s2);
+                  s0 = s1;
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsedot_terminated_string() {
+            var s0, s1, s2;
+            s0 = peg$currPos;
+            s1 = [];
+            if (peg$c50.test(input2.charAt(peg$currPos))) {
+              s2 = input2.charAt(peg$currPos);
+              peg$currPos++;
+            } else {
+              s2 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c51);
+              }
+            }
+            if (s2 !== peg$FAILED) {
+              while (s2 !== peg$FAILED) {
+                s1.push(s2);
+                if (peg$c50.test(input2.charAt(peg$currPos))) {
+                  s2 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s2 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c51);
+                  }
+                }
+              }
+            } else {
+              s1 = peg$FAILED;
+            }
+            if (s1 !== peg$FAILED) {
+              peg$savedPos = s0;
+              s1 = peg$c15(s1);
+            }
+            s0 = s1;
+            return s0;
+          }
+          function peg$parsespace_terminated_string() {
+            var s0, s1, s2;
+            s0 = peg$currPos;
+            s1 = [];
+            if (peg$c52.test(input2.charAt(peg$currPos))) {
+              s2 = input2.charAt(peg$currPos);
+              peg$currPos++;
+            } else {
+              s2 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c53);
+              }
+            }
+            if (s2 !== peg$FAILED) {
+              while (s2 !== peg$FAILED) {
+                s1.push(s2);
+                if (peg$c52.test(input2.charAt(peg$currPos))) {
+                  s2 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s2 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c53);
+                  }
+                }
+              }
+            } else {
+              s1 = peg$FAILED;
+            }
+            if (s1 !== peg$FAILED) {
+              peg$savedPos = s0;
+              s1 = peg$c15(s1);
+            }
+            s0 = s1;
+            return s0;
+          }
+          function peg$parsecolon_terminated_string() {
+            var s0, s1, s2;
+            s0 = peg$currPos;
+            s1 = [];
+            if (peg$c54.test(input2.charAt(peg$currPos))) {
+              s2 = input2.charAt(peg$currPos);
+              peg$currPos++;
+            } else {
+              s2 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c55);
+              }
+            }
+            if (s2 !== peg$FAILED) {
+              while (s2 !== peg$FAILED) {
+                s1.push(s2);
+                if (peg$c54.test(input2.charAt(peg$currPos))) {
+                  s2 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s2 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c55);
+                  }
+                }
+              }
+            } else {
+              s1 = peg$FAILED;
+            }
+            if (s1 !== peg$FAILED) {
+              peg$savedPos = s0;
+              s1 = peg$c15(s1);
+            }
+            s0 = s1;
+            return s0;
+          }
+          function peg$parsebraket_start_terminated_string() {
+            var s0, s1, s2;
+            s0 = peg$currPos;
+            s1 = [];
+            if (peg$c56.test(input2.charAt(peg$currPos))) {
+              s2 = input2.charAt(peg$currPos);
+              peg$currPos++;
+            } else {
+              s2 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c57);
+              }
+            }
+            if (s2 !== peg$FAILED) {
+              while (s2 !== peg$FAILED) {
+                s1.push(s2);
+                if (peg$c56.test(input2.charAt(peg$currPos))) {
+                  s2 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s2 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c57);
+                  }
+                }
+              }
+            } else {
+              s1 = peg$FAILED;
+            }
+            if (s1 !== peg$FAILED) {
+              peg$savedPos = s0;
+              s1 = peg$c15(s1);
+            }
+            s0 = s1;
+            return s0;
+          }
+          function peg$parsebraket_end_terminated_string() {
+            var s0, s1, s2;
+            s0 = peg$currPos;
+            s1 = [];
+            if (peg$c58.test(input2.charAt(peg$currPos))) {
+              s2 = input2.charAt(peg$currPos);
+              peg$currPos++;
+            } else {
+              s2 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c59);
+              }
+            }
+            if (s2 !== peg$FAILED) {
+              while (s2 !== peg$FAILED) {
+                s1.push(s2);
+                if (peg$c58.test(input2.charAt(peg$currPos))) {
+                  s2 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s2 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c59);
+                  }
+                }
+              }
+            } else {
+              s1 = peg$FAILED;
+            }
+            if (s1 !== peg$FAILED) {
+              peg$savedPos = s0;
+              s1 = peg$c15(s1);
+            }
+            s0 = s1;
+            return s0;
+          }
+          function peg$parseaction() {
+            var s0, s1;
+            s0 = peg$currPos;
+            if (input2.substr(peg$currPos, 6) === peg$c60) {
+              s1 = peg$c60;
+              peg$currPos += 6;
+            } else {
+              s1 = peg$FAILED;
+              if (peg$silentFails === 0) {
+                peg$fail(peg$c61);
+              }
+            }
+            if (s1 === peg$FAILED) {
+              if (input2.substr(peg$currPos, 6) === peg$c62) {
+                s1 = peg$c62;
+                peg$currPos += 6;
+              } else {
+                s1 = peg$FAILED;
+                if (peg$silentFails === 0) {
+                  peg$fail(peg$c63);
+                }
+              }
+              if (s1 === peg$FAILED) {
+                if (input2.substr(peg$currPos, 6) === peg$c64) {
+                  s1 = peg$c64;
+                  peg$currPos += 6;
+                } else {
+                  s1 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c65);
+                  }
+                }
+              }
+            }
+            if (s1 !== peg$FAILED) {
+              peg$savedPos = s0;
+              s1 = peg$c29(s1);
+            }
+            s0 = s1;
+            return s0;
+          }
+          function peg$parsedatum() {
+            var s0, s1, s2, s3, s4, s5;
+            s0 = peg$currPos;
+            s1 = peg$parsespace();
+            if (s1 !== peg$FAILED) {
+              s2 = peg$parsefieldname();
+              if (s2 !== peg$FAILED) {
+                s3 = peg$parsedatatype();
+                if (s3 !== peg$FAILED) {
+                  if (input2.charCodeAt(peg$currPos) === 58) {
+                    s4 = peg$c4;
+                    peg$currPos++;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c5);
+                    }
+                  }
+                  if (s4 !== peg$FAILED) {
+                    s5 = peg$parsevalue();
+                    if (s5 !== peg$FAILED) {
+                      peg$savedPos = s0;
+                      s1 = peg$c66(s2, s3, s5);
+                      s0 = s1;
+                    } else {
+                      peg$currPos = s0;
+                      s0 = peg$FAILED;
+                    }
+                  } else {
+                    peg$currPos = s0;
+                    s0 = peg$FAILED;
+                  }
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            return s0;
+          }
+          function peg$parsedata() {
+            var s0, s1, s2, s3, s4;
+            s0 = peg$currPos;
+            s1 = peg$parsespace();
+            if (s1 !== peg$FAILED) {
+              if (input2.charCodeAt(peg$currPos) === 40) {
+                s2 = peg$c67;
+                peg$currPos++;
+              } else {
+                s2 = peg$FAILED;
+                if (peg$silentFails === 0) {
+                  peg$fail(peg$c68);
+                }
+              }
+              if (s2 !== peg$FAILED) {
+                s3 = [];
+                if (peg$c69.test(input2.charAt(peg$currPos))) {
+                  s4 = input2.charAt(peg$currPos);
+                  peg$currPos++;
+                } else {
+                  s4 = peg$FAILED;
+                  if (peg$silentFails === 0) {
+                    peg$fail(peg$c70);
+                  }
+                }
+                if (s4 !== peg$FAILED) {
+                  while (s4 !== peg$FAILED) {
+                    s3.push(s4);
+                    if (peg$c69.test(input2.charAt(peg$currPos))) {
+                      s4 = input2.charAt(peg$currPos);
+                      peg$currPos++;
+                    } else {
+                      s4 = peg$FAILED;
+                      if (peg$silentFails === 0) {
+                        peg$fail(peg$c70);
+                      }
+                    }
+                  }
+                } else {
+                  s3 = peg$FAILED;
+                }
+                if (s3 !== peg$FAILED) {
+                  if (input2.charCodeAt(peg$currPos) === 41) {
+                    s4 = peg$c20;
+                    peg$currPos++;
+                  } else {
+                    s4 = peg$FAILED;
+                    if (peg$silentFails === 0) {
+                      peg$fail(peg$c21);
+                    }
+                  }
+                  if (s4 !== peg$FAILED) {
+                    peg$savedPos = s0;
+                    s1 = peg$c71(s3);
+                    s0 = s1;
+                  } else {
+                    peg$currPos = s0;
+                    s0 = peg$FAILED;
+                  }
+                } else {
+                  peg$currPos = s0;
+                  s0 = peg$FAILED;
+                }
+              } else {
+                peg$currPos = s0;
+                s0 = peg$FAILED;
+              }
+            } else {
+              peg$currPos = s0;
+              s0 = peg$FAILED;
+            }
+            if (s0 === peg$FAILED) {
+              s0 = [];
+              s1 = peg$parsedatum();
+              if (s1 !== peg$FAILED) {
+                while (s1 !== peg$FAILED) {
+                  s0.push(s1);
+                  s1 = peg$parsedatum();
+                }
+              } else {
+                s0 = peg$FAILED;
+              }
+            }
+            return s0;
+          }
+          peg$result = peg$startRuleFunction();
+          if (peg$result !== peg$FAILED && peg$currPos === input2.length) {
+            return peg$result;
+          } else {
+            if (peg$result !== peg$FAILED && peg$currPos < input2.length) {
+              peg$fail(peg$endExpectation());
+            }
+            throw peg$buildStructuredError(peg$maxFailExpected, peg$maxFailPos < input2.length ? input2.charAt(peg$maxFailPos) : null, peg$maxFailPos < input2.length ? peg$computeLocation(peg$maxFailPos, peg$maxFailPos + 1) : peg$computeLocation(peg$maxFailPos, peg$maxFailPos));
+          }
+        }
+        return {
+          SyntaxError: peg$SyntaxError,
+          parse: peg$parse
+        };
+      })()
+    );
+    module.exports = _module;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/test_decoding/test-decoding-plugin.js
+var require_test_decoding_plugin = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/test_decoding/test-decoding-plugin.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.TestDecodingPlugin = void 0;
+    var abstract_plugin_js_1 = require_abstract_plugin();
+    var decoder = require_decoder();
+    var TestDecodingPlugin = class extends abstract_plugin_js_1.AbstractPlugin {
+      constructor(options) {
+        super(options || {});
+      }
+      get name() {
+        return "test_decoding";
+      }
+      async start(client, slotName, lastLsn) {
+        const options = [
+          `"include-xids" '${this.options.includeXids === true ? "on" : "off"}'`,
+          `"include-timestamp" '${this.options.includeTimestamp === true ? "on" : "off"}'`
+        ];
+        if (this.options.skipEmptyXacts)
+          options.push(`"skip-empty-xacts" 'on'`);
+        if (this.options.includeRewrites)
+          options.push(`"include-rewrites" 'on'`);
+        if (this.options.includeSequences)
+          options.push(`"include-sequences" 'on'`);
+        if (this.options.streamChanges)
+          options.push(`"stream-changes" 'on'`);
+        const sql = `START_REPLICATION SLOT "${slotName}" LOGICAL ${lastLsn} (${options.join(" , ")})`;
+        return client.query(sql);
+      }
+      parse(buffer) {
+        return decoder.parse(buffer.toString(), {});
+      }
+    };
+    exports.TestDecodingPlugin = TestDecodingPlugin;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/pgoutput/binary-reader.js
+var require_binary_reader = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/pgoutput/binary-reader.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.BinaryReader = void 0;
+    var textDecoder = new TextDecoder();
+    var BinaryReader = class {
+      _b;
+      _p = 0;
+      constructor(_b) {
+        this._b = _b;
+      }
+      readUint8() {
+        this.checkSize(1);
+        return this._b[this._p++];
+      }
+      readInt16() {
+        this.checkSize(2);
+        return this._b[this._p++] << 8 | this._b[this._p++];
+      }
+      readInt32() {
+        this.checkSize(4);
+        return this._b[this._p++] << 24 | this._b[this._p++] << 16 | this._b[this._p++] << 8 | this._b[this._p++];
+      }
+      readString() {
+        const endIdx = this._b.indexOf(0, this._p);
+        if (endIdx < 0) {
+          throw Error("unexpected end of message");
+        }
+        const strBuf = this._b.subarray(this._p, endIdx);
+        this._p = endIdx + 1;
+        return this.decodeText(strBuf);
+      }
+      decodeText(strBuf) {
+        return textDecoder.decode(strBuf);
+      }
+      read(n) {
+        this.checkSize(n);
+        return this._b.subarray(this._p, this._p += n);
+      }
+      checkSize(n) {
+        if (this._b.length < this._p + n) {
+          throw Error("unexpected end of message");
+        }
+      }
+      array(length, fn) {
+        return Array.from({ length }, fn, this);
+      }
+      // replication helpers
+      readLsn() {
+        const h = this.readUint32();
+        const l = this.readUint32();
+        if (h === 0 && l === 0) {
+          return null;
+        }
+        return `${h.toString(16).padStart(8, "0")}/${l.toString(16).padStart(8, "0")}`.toUpperCase();
+      }
+      readTime() {
+        return this.readUint64() + BigInt("946684800000000");
+      }
+      readUint64() {
+        return BigInt(this.readUint32()) << BigInt(32) | BigInt(this.readUint32());
+      }
+      readUint32() {
+        return this.readInt32() >>> 0;
+      }
+    };
+    exports.BinaryReader = BinaryReader;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js
+var require_pgoutput_parser = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-parser.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.PgoutputParser = void 0;
+    var pg_1 = require_lib2();
+    var binary_reader_js_1 = require_binary_reader();
+    var PgoutputParser = class {
+      _typeCache = /* @__PURE__ */ new Map();
+      _relationCache = /* @__PURE__ */ new Map();
+      parse(buf) {
+        const reader = new binary_reader_js_1.BinaryReader(buf);
+        const tag = reader.readUint8();
+        switch (tag) {
+          case 66:
+            return this.msgBegin(reader);
+          case 79:
+            return this.msgOrigin(reader);
+          case 89:
+            return this.msgType(reader);
+          case 82:
+            return this.msgRelation(reader);
+          case 73:
+            return this.msgInsert(reader);
+          case 85:
+            return this.msgUpdate(reader);
+          case 68:
+            return this.msgDelete(reader);
+          case 84:
+            return this.msgTruncate(reader);
+          case 77:
+            return this.msgMessage(reader);
+          case 67:
+            return this.msgCommit(reader);
+          default:
+            throw Error("unknown pgoutput message");
+        }
+      }
+      msgBegin(reader) {
+        return {
+          tag: "begin",
+          commitLsn: reader.readLsn(),
+          commitTime: reader.readTime(),
+          xid: reader.readInt32()
+        };
+      }
+      msgOrigin(reader) {
+        return {
+          tag: "origin",
+          originLsn: reader.readLsn(),
+          originName: reader.readString()
+        };
+      }
+      msgType(reader) {
+        const typeOid = reader.readInt32();
+        const typeSchema = reader.readString();
+        const typeName = reader.readString();
+        this._typeCache.set(typeOid, { typeSchema, typeName });
+        return { tag: "type", typeOid, typeSchema, typeName };
+      }
+      msgRelation(reader) {
+        const relationOid = reader.readInt32();
+        const schema = reader.readString();
+        const name = reader.readString();
+        const replicaIdentity = this.readRelationReplicaIdentity(reader);
+        const columns = reader.array(reader.readInt16(), () => this.readRelationColumn(reader));
+        const keyColumns = columns.filter((it) => it.flags & 1).map((it) => it.name);
+        const msg = {
+          tag: "relation",
+          relationOid,
+          schema,
+          name,
+          replicaIdentity,
+          columns,
+          keyColumns
+        };
+        this._relationCache.set(relationOid, msg);
+        return msg;
+      }
+      readRelationReplicaIdentity(reader) {
+        const ident = reader.readUint8();
+        switch (ident) {
+          case 100:
+            return "default";
+          case 110:
+            return "nothing";
+          case 102:
+            return "full";
+          case 105:
+            return "index";
+          default:
+            throw Error(`unknown replica identity ${String.fromCharCode(ident)}`);
+        }
+      }
+      readRelationColumn(reader) {
+        const flags = reader.readUint8();
+        const name = reader.readString();
+        const typeOid = reader.readInt32();
+        const typeMod = reader.readInt32();
+        return {
+          flags,
+          name,
+          typeOid,
+          typeMod,
+          typeSchema: null,
+          typeName: null,
+          // TODO resolve builtin type names?
+          ...this._typeCache.get(typeOid),
+          parser: pg_1.types.getTypeParser(typeOid)
+        };
+      }
+      msgInsert(reader) {
+        const relation = this._relationCache.get(reader.readInt32());
+        if (!relation) {
+          throw Error("missing relation");
+        }
+        reader.readUint8();
+        return {
+          tag: "insert",
+          relation,
+          new: this.readTuple(reader, relation)
+        };
+      }
+      msgUpdate(reader) {
+        const relation = this._relationCache.get(reader.readInt32());
+        if (!relation) {
+          throw Error("missing relation");
+        }
+        let key = null;
+        let old = null;
+        let new_ = null;
+        const subMsgKey = reader.readUint8();
+        if (subMsgKey === 75) {
+          key = this.readKeyTuple(reader, relation);
+          reader.readUint8();
+          new_ = this.readTuple(reader, relation);
+        } else if (subMsgKey === 79) {
+          old = this.readTuple(reader, relation);
+          reader.readUint8();
+          new_ = this.readTuple(reader, relation, old);
+        } else if (subMsgKey === 78) {
+          new_ = this.readTuple(reader, relation);
+        } else {
+          throw Error(`unknown submessage key ${String.fromCharCode(subMsgKey)}`);
+        }
+        return { tag: "update", relation, key, old, new: new_ };
+      }
+      msgDelete(reader) {
+        const relation = this._relationCache.get(reader.readInt32());
+        if (!relation) {
+          throw Error("missing relation");
+        }
+        let key = null;
+        let old = null;
+        const subMsgKey = reader.readUint8();
+        if (subMsgKey === 75) {
+          key = this.readKeyTuple(reader, relation);
+        } else if (subMsgKey === 79) {
+          old = this.readTuple(reader, relation);
+        } else {
+          throw Error(`unknown submessage key ${String.fromCharCode(subMsgKey)}`);
+        }
+        return { tag: "delete", relation, key, old };
+      }
+      readKeyTuple(reader, relation) {
+        const tuple2 = this.readTuple(reader, relation);
+        const key = /* @__PURE__ */ Object.create(null);
+        for (const k of relation.keyColumns) {
+          key[k] = tuple2[k] === null ? void 0 : tuple2[k];
+        }
+        return key;
+      }
+      readTuple(reader, { columns }, unchangedToastFallback) {
+        const nfields = reader.readInt16();
+        const tuple2 = /* @__PURE__ */ Object.create(null);
+        for (let i = 0; i < nfields; i++) {
+          const { name, parser } = columns[i];
+          const kind = reader.readUint8();
+          switch (kind) {
+            case 98:
+              const bsize = reader.readInt32();
+              const bval = reader.read(bsize);
+              tuple2[name] = bval;
+              break;
+            case 116:
+              const valsize = reader.readInt32();
+              const valbuf = reader.read(valsize);
+              const valtext = reader.decodeText(valbuf);
+              tuple2[name] = parser(valtext);
+              break;
+            case 110:
+              tuple2[name] = null;
+              break;
+            case 117:
+              tuple2[name] = unchangedToastFallback?.[name];
+              break;
+            default:
+              throw Error(`unknown attribute kind ${String.fromCharCode(kind)}`);
+          }
+        }
+        return tuple2;
+      }
+      msgTruncate(reader) {
+        const nrels = reader.readInt32();
+        const flags = reader.readUint8();
+        return {
+          tag: "truncate",
+          cascade: Boolean(flags & 1),
+          restartIdentity: Boolean(flags & 2),
+          relations: reader.array(nrels, () => this._relationCache.get(reader.readInt32()))
+        };
+      }
+      msgMessage(reader) {
+        const flags = reader.readUint8();
+        return {
+          tag: "message",
+          flags,
+          transactional: Boolean(flags & 1),
+          messageLsn: reader.readLsn(),
+          prefix: reader.readString(),
+          content: reader.read(reader.readInt32())
+        };
+      }
+      msgCommit(reader) {
+        return {
+          tag: "commit",
+          flags: reader.readUint8(),
+          // reserved unused
+          commitLsn: reader.readLsn(),
+          // should be the same as begin.commitLsn
+          commitEndLsn: reader.readLsn(),
+          commitTime: reader.readTime()
+        };
+      }
+    };
+    exports.PgoutputParser = PgoutputParser;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-plugin.js
+var require_pgoutput_plugin = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/pgoutput/pgoutput-plugin.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.PgoutputPlugin = void 0;
+    var abstract_plugin_js_1 = require_abstract_plugin();
+    var pgoutput_parser_js_1 = require_pgoutput_parser();
+    var PgoutputPlugin2 = class extends abstract_plugin_js_1.AbstractPlugin {
+      parser;
+      constructor(options) {
+        super(options);
+        this.parser = new pgoutput_parser_js_1.PgoutputParser();
+      }
+      get name() {
+        return "pgoutput";
+      }
+      parse(buffer) {
+        return this.parser.parse(buffer);
+      }
+      start(client, slotName, lastLsn) {
+        const options = [
+          `proto_version '${this.options.protoVersion}'`,
+          `publication_names '${this.options.publicationNames.join(",")}'`,
+          `messages '${this.options.messages ?? false}'`
+        ];
+        const sql = `START_REPLICATION SLOT "${slotName}" LOGICAL ${lastLsn} (${options.join(", ")})`;
+        return client.query(sql);
+      }
+    };
+    exports.PgoutputPlugin = PgoutputPlugin2;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/pgoutput/pgoutput.types.js
+var require_pgoutput_types = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/pgoutput/pgoutput.types.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/pgoutput/index.js
+var require_pgoutput = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/pgoutput/index.js"(exports) {
+    "use strict";
+    var __createBinding = exports && exports.__createBinding || (Object.create ? (function(o, m, k, k2) {
+      if (k2 === void 0) k2 = k;
+      var desc = Object.getOwnPropertyDescriptor(m, k);
+      if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+        desc = { enumerable: true, get: function() {
+          return m[k];
+        } };
+      }
+      Object.defineProperty(o, k2, desc);
+    }) : (function(o, m, k, k2) {
+      if (k2 === void 0) k2 = k;
+      o[k2] = m[k];
+    }));
+    var __setModuleDefault = exports && exports.__setModuleDefault || (Object.create ? (function(o, v) {
+      Object.defineProperty(o, "default", { enumerable: true, value: v });
+    }) : function(o, v) {
+      o["default"] = v;
+    });
+    var __exportStar = exports && exports.__exportStar || function(m, exports2) {
+      for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports2, p)) __createBinding(exports2, m, p);
+    };
+    var __importStar = exports && exports.__importStar || /* @__PURE__ */ (function() {
+      var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function(o2) {
+          var ar = [];
+          for (var k in o2) if (Object.prototype.hasOwnProperty.call(o2, k)) ar[ar.length] = k;
+          return ar;
+        };
+        return ownKeys(o);
+      };
+      return function(mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) {
+          for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        }
+        __setModuleDefault(result, mod);
+        return result;
+      };
+    })();
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.Pgoutput = void 0;
+    __exportStar(require_pgoutput_plugin(), exports);
+    exports.Pgoutput = __importStar(require_pgoutput_types());
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/wal2json/wal2json-plugin-options.type.js
+var require_wal2json_plugin_options_type = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/wal2json/wal2json-plugin-options.type.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.StringOptionKeys = void 0;
+    exports.StringOptionKeys = [
+      "filterOrigins",
+      "filterTables",
+      "addTables",
+      "filterMsgPrefixes",
+      "addMsgPrefixes",
+      "formatVersion",
+      "actions"
+    ];
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/wal2json/wal2json-plugin-output.type.js
+var require_wal2json_plugin_output_type = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/wal2json/wal2json-plugin-output.type.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/wal2json/wal2json-plugin.js
+var require_wal2json_plugin = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/wal2json/wal2json-plugin.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.Wal2JsonPlugin = void 0;
+    var abstract_plugin_js_1 = require_abstract_plugin();
+    var wal2json_plugin_options_type_js_1 = require_wal2json_plugin_options_type();
+    var Wal2JsonPlugin = class extends abstract_plugin_js_1.AbstractPlugin {
+      constructor(options) {
+        super(options || {});
+      }
+      get name() {
+        return "wal2json";
+      }
+      async start(client, slotName, lastLsn) {
+        const options = [];
+        Object.entries(this.options).map(([key, value]) => {
+          if (wal2json_plugin_options_type_js_1.StringOptionKeys.includes(key))
+            options.push(`"${dashCase(key)}" '${value}'`);
+          else
+            options.push(`"${dashCase(key)}" '${value ? "on" : "off"}'`);
+        });
+        let sql = `START_REPLICATION SLOT "${slotName}" LOGICAL ${lastLsn}`;
+        if (options.length > 0)
+          sql += ` (${options.join(" , ")})`;
+        return client.query(sql);
+      }
+      parse(buffer) {
+        return JSON.parse(buffer.toString());
+      }
+    };
+    exports.Wal2JsonPlugin = Wal2JsonPlugin;
+    function dashCase(str) {
+      return (str || "").replace(/[A-Z]/g, (found) => "-" + found.toLowerCase());
+    }
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/decoderbufs/decoderbufs-plugin-output.type.js
+var require_decoderbufs_plugin_output_type = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/decoderbufs/decoderbufs-plugin-output.type.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.ProtocolBuffersOperation = void 0;
+    var ProtocolBuffersOperation;
+    (function(ProtocolBuffersOperation2) {
+      ProtocolBuffersOperation2[ProtocolBuffersOperation2["UNKNOWN"] = -1] = "UNKNOWN";
+      ProtocolBuffersOperation2[ProtocolBuffersOperation2["INSERT"] = 0] = "INSERT";
+      ProtocolBuffersOperation2[ProtocolBuffersOperation2["UPDATE"] = 1] = "UPDATE";
+      ProtocolBuffersOperation2[ProtocolBuffersOperation2["DELETE"] = 2] = "DELETE";
+      ProtocolBuffersOperation2[ProtocolBuffersOperation2["BEGIN"] = 3] = "BEGIN";
+      ProtocolBuffersOperation2[ProtocolBuffersOperation2["COMMIT"] = 4] = "COMMIT";
+    })(ProtocolBuffersOperation || (exports.ProtocolBuffersOperation = ProtocolBuffersOperation = {}));
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/decoderbufs/pg_logicaldec.proto.js
+var require_pg_logicaldec_proto = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/decoderbufs/pg_logicaldec.proto.js"(exports) {
+    "use strict";
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.default = {
+      "nested": {
+        "decoderbufs": {
+          "options": {
+            "java_package": "io.debezium.connector.postgresql.proto",
+            "java_outer_classname": "PgProto",
+            "optimize_for": "SPEED"
+          },
+          "nested": {
+            "Op": {
+              "values": {
+                "UNKNOWN": -1,
+                "INSERT": 0,
+                "UPDATE": 1,
+                "DELETE": 2,
+                "BEGIN": 3,
+                "COMMIT": 4
+              }
+            },
+            "Point": {
+              "fields": {
+                "x": {
+                  "rule": "required",
+                  "type": "double",
+                  "id": 1
+                },
+                "y": {
+                  "rule": "required",
+                  "type": "double",
+                  "id": 2
+                }
+              }
+            },
+            "DatumMessage": {
+              "oneofs": {
+                "datum": {
+                  "oneof": [
+                    "datumInt32",
+                    "datumInt64",
+                    "datumFloat",
+                    "datumDouble",
+                    "datumBool",
+                    "datumString",
+                    "datumBytes",
+                    "datumPoint",
+                    "datumMissing"
+                  ]
+                }
+              },
+              "fields": {
+                "columnName": {
+                  "type": "string",
+                  "id": 1
+                },
+                "columnType": {
+                  "type": "int64",
+                  "id": 2
+                },
+                "datumInt32": {
+                  "type": "int32",
+                  "id": 3
+                },
+                "datumInt64": {
+                  "type": "int64",
+                  "id": 4
+                },
+                "datumFloat": {
+                  "type": "float",
+                  "id": 5
+                },
+                "datumDouble": {
+                  "type": "double",
+                  "id": 6
+                },
+                "datumBool": {
+                  "type": "bool",
+                  "id": 7
+                },
+                "datumString": {
+                  "type": "string",
+                  "id": 8
+                },
+                "datumBytes": {
+                  "type": "bytes",
+                  "id": 9
+                },
+                "datumPoint": {
+                  "type": "Point",
+                  "id": 10
+                },
+                "datumMissing": {
+                  "type": "bool",
+                  "id": 11
+                }
+              }
+            },
+            "TypeInfo": {
+              "fields": {
+                "modifier": {
+                  "rule": "required",
+                  "type": "string",
+                  "id": 1
+                },
+                "valueOptional": {
+                  "rule": "required",
+                  "type": "bool",
+                  "id": 2
+                }
+              }
+            },
+            "RowMessage": {
+              "fields": {
+                "transactionId": {
+                  "type": "uint32",
+                  "id": 1
+                },
+                "commitTime": {
+                  "type": "uint64",
+                  "id": 2
+                },
+                "table": {
+                  "type": "string",
+                  "id": 3
+                },
+                "op": {
+                  "type": "Op",
+                  "id": 4
+                },
+                "newTuple": {
+                  "rule": "repeated",
+                  "type": "DatumMessage",
+                  "id": 5,
+                  "options": {
+                    "packed": false
+                  }
+                },
+                "oldTuple": {
+                  "rule": "repeated",
+                  "type": "DatumMessage",
+                  "id": 6,
+                  "options": {
+                    "packed": false
+                  }
+                },
+                "newTypeinfo": {
+                  "rule": "repeated",
+                  "type": "TypeInfo",
+                  "id": 7,
+                  "options": {
+                    "packed": false
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    };
+  }
+});
+
+// node_modules/pg-logical-replication/dist/output-plugins/decoderbufs/decoderbufs-plugin.js
+var require_decoderbufs_plugin = __commonJS({
+  "node_modules/pg-logical-replication/dist/output-plugins/decoderbufs/decoderbufs-plugin.js"(exports) {
+    "use strict";
+    var __importDefault = exports && exports.__importDefault || function(mod) {
+      return mod && mod.__esModule ? mod : { "default": mod };
+    };
+    Object.defineProperty(exports, "__esModule", { value: true });
+    exports.ProtocolBuffersPlugin = void 0;
+    var abstract_plugin_js_1 = require_abstract_plugin();
+    var pg_logicaldec_proto_js_1 = __importDefault(require_pg_logicaldec_proto());
+    var ProtocolBuffersPlugin = class extends abstract_plugin_js_1.AbstractPlugin {
+      proto;
+      rowMessage;
+      constructor(options) {
+        super(options || {});
+        try {
+          const protobufjs = __require("protobufjs");
+          this.proto = protobufjs.Root.fromJSON(pg_logicaldec_proto_js_1.default);
+          this.rowMessage = this.proto.lookupType("RowMessage");
+        } catch (e) {
+          console.error(`To use decoderbufs decoder, you need to install protobufjs package.
+https://github.com/protobufjs/protobuf.js`);
+          throw e;
+        }
+      }
+      get name() {
+        return "decoderbufs";
+      }
+      async start(client, slotName, lastLsn) {
+        const options = [];
+        let sql = `START_REPLICATION SLOT "${slotName}" LOGICAL ${lastLsn}`;
+        if (options.length > 0)
+          sql += ` (${options.join(" , ")})`;
+        return client.query(sql);
+      }
+      parse(buffer) {
+        return this.rowMessage.decode(buffer);
+      }
+    };
+    exports.ProtocolBuffersPlugin = ProtocolBuffersPlugin;
+  }
+});
+
+// node_modules/pg-logical-replication/dist/index.js
+var require_dist2 = __commonJS({
+  "node_modules/pg-logical-replication/dist/index.js"(exports) {
+    "use strict";
+    var __createBinding = exports && exports.__createBinding || (Object.create ? (function(o, m, k, k2) {
+      if (k2 === void 0) k2 = k;
+      var desc = Object.getOwnPropertyDescriptor(m, k);
+      if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+        desc = { enumerable: true, get: function() {
+          return m[k];
+        } };
+      }
+      Object.defineProperty(o, k2, desc);
+    }) : (function(o, m, k, k2) {
+      if (k2 === void 0) k2 = k;
+      o[k2] = m[k];
+    }));
+    var __exportStar = exports && exports.__exportStar || function(m, exports2) {
+      for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports2, p)) __createBinding(exports2, m, p);
+    };
+    Object.defineProperty(exports, "__esModule", { value: true });
+    __exportStar(require_logical_replication_service(), exports);
+    __exportStar(require_test_decoding_plugin(), exports);
+    __exportStar(require_pgoutput(), exports);
+    __exportStar(require_wal2json_plugin_options_type(), exports);
+    __exportStar(require_wal2json_plugin_output_type(), exports);
+    __exportStar(require_wal2json_plugin(), exports);
+    __exportStar(require_decoderbufs_plugin_output_type(), exports);
+    __exportStar(require_decoderbufs_plugin(), exports);
+  }
+});
+
 // src/entry/cli.ts
 import { mkdirSync as mkdirSync2, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { dirname as dirname3, join as join7, resolve } from "node:path";
+import { dirname as dirname3, join as join8, resolve } from "node:path";
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 
 // src/adapters/console/reporter.ts
@@ -7269,6 +10916,11 @@ function createConsoleReporter(options) {
           }
           break;
         }
+        case "cutover:step":
+          say(
+            `${stamp()} cutover: ${event.step}${event.detail ? ` (${event.detail})` : ""}${event.seconds !== void 0 ? ` +${event.seconds.toFixed(1)}s` : ""}`
+          );
+          break;
         case "copy:done":
           if (!stopped) {
             stopped = true;
@@ -7285,6 +10937,318 @@ function createConsoleReporter(options) {
       multibar?.stop();
     }
   };
+}
+
+// node_modules/pg/esm/index.mjs
+var import_lib = __toESM(require_lib2(), 1);
+var Client = import_lib.default.Client;
+var Pool = import_lib.default.Pool;
+var Connection = import_lib.default.Connection;
+var types = import_lib.default.types;
+var Query = import_lib.default.Query;
+var DatabaseError = import_lib.default.DatabaseError;
+var escapeIdentifier = import_lib.default.escapeIdentifier;
+var escapeLiteral = import_lib.default.escapeLiteral;
+var Result = import_lib.default.Result;
+var TypeOverrides = import_lib.default.TypeOverrides;
+var defaults = import_lib.default.defaults;
+var esm_default = import_lib.default;
+
+// src/core/errors.ts
+var ExitCode = {
+  ok: 0,
+  internal: 1,
+  config: 2,
+  preflight: 3,
+  runtime: 4,
+  validation: 5
+};
+var ERROR_CODES = {
+  CONFIG_MISSING_SOURCE: ["config", "No source connection string was given."],
+  CONFIG_MISSING_TARGET: ["config", "No target connection string was given."],
+  CONFIG_INVALID_URI: ["config", "A connection string could not be parsed."],
+  CONFIG_INVALID_MIGRATION_ID: ["config", "The migration id is not 1-40 characters of [a-z0-9_]."],
+  CONFIG_INVALID_OPTION: ["config", "A command-line option is unknown or has a bad value."],
+  CONFIG_UNKNOWN_COMMAND: ["config", "The command is not one this version knows."],
+  PREFLIGHT_FAILED: ["preflight", "Preflight found at least one error; see its findings."],
+  CONNECTION_FAILED: ["runtime", "A server could not be reached."],
+  AUTHENTICATION_FAILED: ["runtime", "The server refused the user name or password."],
+  DATABASE_NOT_FOUND: ["runtime", "The database named in the connection string does not exist."],
+  PERMISSION_DENIED: ["runtime", "The connecting user lacks a privilege the step needs."],
+  SOURCE_WAL_LEVEL_NOT_LOGICAL: ["preflight", "The source's wal_level is not 'logical'."],
+  SLOT_ALREADY_EXISTS: [
+    "runtime",
+    "A replication slot with this migration id exists and is not ours to reuse."
+  ],
+  SLOT_IN_USE: ["runtime", "The replication slot is held by another live process."],
+  TARGET_NOT_EMPTY: ["runtime", "The target already has user tables in the schemas to migrate."],
+  SNAPSHOT_NOT_FOUND: ["runtime", "No exported snapshot is recorded for this migration."],
+  SNAPSHOT_EXPIRED: [
+    "runtime",
+    "The process holding the exported snapshot has ended, so the snapshot is gone."
+  ],
+  MIGRATION_NOT_FOUND: ["runtime", "The target holds no state for this migration id."],
+  PG_TOOL_NOT_FOUND: ["preflight", "pg_dump, pg_restore or pg_dumpall was not found."],
+  PG_TOOL_TOO_OLD: ["preflight", "pg_dump is older than the source server's major version."],
+  SCHEMA_DUMP_FAILED: ["runtime", "pg_dump could not dump the schema."],
+  SCHEMA_RESTORE_FAILED: ["runtime", "The schema could not be restored on the target."],
+  COPY_FAILED: ["runtime", "Copying a table part failed."],
+  COPY_INTERRUPTED: ["runtime", "The copy was stopped (Ctrl-C or SIGTERM) before every part was copied."],
+  COPY_NOT_FINISHED: ["runtime", "Replay needs a finished copy; this migration has not finished its copy."],
+  REPLAY_SCHEMA_CHANGED: [
+    "runtime",
+    "A table changed on the source during replay (DDL); the target must be changed alike."
+  ],
+  REPLAY_NEW_TABLE: ["runtime", "A table was created on the source in a migrated schema during replay."],
+  REPLAY_ROW_NOT_FOUND: ["runtime", "A replayed UPDATE or DELETE did not find its row on the target."],
+  REPLAY_STREAM_FAILED: ["runtime", "The replication stream from the source ended with an error."],
+  REPLAY_NOT_RUNNING: ["runtime", "No replay process is running for this migration."],
+  CUTOVER_LAG_TOO_HIGH: ["runtime", "Cutover was refused because the replay lag is above --max-lag."],
+  CUTOVER_TIMEOUT: ["runtime", "Cutover did not complete within --timeout."],
+  CUTOVER_FAILED: ["runtime", "Cutover failed; the source was unfenced and the replay goes on."],
+  VALIDATION_MISMATCH: ["validation", "Source and target differ."],
+  VALIDATION_INTERRUPTED: ["validation", "Validation was stopped before every table was compared."],
+  SOURCE_NOT_QUIET: ["validation", "The source changed while it was validated without a snapshot."],
+  INTERNAL: ["internal", "A bug: please report it with the log."],
+  SOURCE_VERSION_UNSUPPORTED: ["preflight", "The source is older than PostgreSQL 10 (no logical decoding)."],
+  SOURCE_NO_FREE_REPLICATION_SLOT: [
+    "preflight",
+    "Every replication slot allowed by max_replication_slots is taken."
+  ],
+  SOURCE_NO_FREE_WAL_SENDER: ["preflight", "Every WAL sender allowed by max_wal_senders is busy."]
+};
+var MigrationError = class extends Error {
+  code;
+  hint;
+  /** Extra facts for --json output (never secrets). */
+  details;
+  constructor(code, message, hint, options) {
+    super(message, options?.cause === void 0 ? void 0 : { cause: options.cause });
+    this.name = "MigrationError";
+    this.code = code;
+    this.hint = hint;
+    this.details = options?.details;
+  }
+};
+function isMigrationError(value) {
+  return value instanceof MigrationError;
+}
+function computeExitCode(error62) {
+  if (!isMigrationError(error62)) return ExitCode.internal;
+  return ExitCode[ERROR_CODES[error62.code][0]];
+}
+
+// src/adapters/postgres/connection.ts
+import { readFileSync } from "node:fs";
+
+// node_modules/pg-connection-string/esm/index.mjs
+var import__ = __toESM(require_pg_connection_string(), 1);
+var esm_default2 = import__.default.parse;
+var parse = import__.default.parse;
+var toClientConfig = import__.default.toClientConfig;
+var parseIntoClientConfig = import__.default.parseIntoClientConfig;
+
+// src/core/redact.ts
+var MASK = "********";
+function redactConnectionString(text) {
+  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)([^@\s]*)@/gi, `$1${MASK}@`).replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)/gi, `$1${MASK}`);
+}
+function createRedactor(secrets = []) {
+  const known = /* @__PURE__ */ new Set();
+  const redactor = {
+    add(secret) {
+      if (!secret || secret.length < 4) return;
+      known.add(secret);
+      known.add(encodeURIComponent(secret));
+    },
+    redact(text) {
+      let out = redactConnectionString(text);
+      for (const secret of [...known].sort((a, b) => b.length - a.length)) {
+        out = out.split(secret).join(MASK);
+      }
+      return out;
+    }
+  };
+  for (const s of secrets) redactor.add(s);
+  return redactor;
+}
+
+// src/adapters/postgres/connection.ts
+var URI_PATTERN = /^postgres(ql)?:\/\//i;
+function parseConnInfo(text, role) {
+  const keywords = URI_PATTERN.test(text) ? parseUri(text, role) : parseKeywords(text, role);
+  return { keywords, display: redactConnectionString(text), role };
+}
+function invalid(role, text, why) {
+  return new MigrationError(
+    "CONFIG_INVALID_URI",
+    `The ${role} connection string '${redactConnectionString(text)}' could not be parsed: ${why}.`,
+    `Give a libpq URI (postgresql://user@host:5432/dbname?sslmode=require) or keyword string (host=... dbname=...).`
+  );
+}
+function parseUri(text, role) {
+  let url2;
+  try {
+    url2 = new URL(text);
+  } catch {
+    throw invalid(role, text, "not a valid URI (several hosts in one URI are not supported)");
+  }
+  const out = {};
+  if (url2.hostname) out.host = decodeURIComponent(url2.hostname.replace(/^\[|\]$/g, ""));
+  if (url2.port) out.port = url2.port;
+  if (url2.username) out.user = decodeURIComponent(url2.username);
+  if (url2.password) out.password = decodeURIComponent(url2.password);
+  const db = decodeURIComponent(url2.pathname.replace(/^\//, ""));
+  if (db) out.dbname = db;
+  for (const [key, value] of url2.searchParams) out[key] = value;
+  return out;
+}
+function parseKeywords(text, role) {
+  const out = {};
+  const pattern = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?:[^\s'\\]|\\.)+))/y;
+  let rest = text.trim();
+  while (rest.length > 0) {
+    pattern.lastIndex = 0;
+    const match = pattern.exec(rest);
+    if (!match?.[1])
+      throw invalid(role, text, `unexpected text near '${redactConnectionString(rest).slice(0, 20)}'`);
+    out[match[1]] = (match[2] ?? match[3] ?? "").replace(/\\(.)/g, "$1");
+    rest = rest.slice(pattern.lastIndex).trim();
+  }
+  if (Object.keys(out).length === 0) throw invalid(role, text, "it is empty");
+  return out;
+}
+function toPgConfig(info, extra = {}) {
+  const k = info.keywords;
+  const params = new URLSearchParams();
+  for (const key of ["sslmode", "sslrootcert", "sslcert", "sslkey", "application_name", "options"]) {
+    const value = k[key];
+    if (value !== void 0) params.set(key, value);
+  }
+  const host = k.host ?? k.hostaddr;
+  const uri = `postgresql://${host && !host.startsWith("/") ? encodeURIComponent(host) : ""}${k.port ? `:${k.port}` : ""}/${params.size ? `?${params}` : ""}`;
+  const parsed = toClientConfig(parse(uri, { useLibpqCompat: true }));
+  const config2 = {
+    ...parsed,
+    host: host ?? process.env.PGHOST ?? parsed.host,
+    port: k.port ? Number(k.port) : parsed.port,
+    user: k.user ?? process.env.PGUSER,
+    database: k.dbname ?? process.env.PGDATABASE,
+    application_name: k.application_name ?? "pg-live-migrate",
+    connectionTimeoutMillis: Number(k.connect_timeout ?? 30) * 1e3,
+    keepAlive: true,
+    ...extra
+  };
+  if (k.password !== void 0) config2.password = k.password;
+  if (k.sslmode === void 0 && typeof config2.ssl === "object" && k.sslrootcert) {
+    config2.ssl = { ...config2.ssl, ca: readFileSync(k.sslrootcert, "utf8") };
+  }
+  return config2;
+}
+function toLibpqEnv(info, base) {
+  const map2 = {
+    host: "PGHOST",
+    hostaddr: "PGHOSTADDR",
+    port: "PGPORT",
+    dbname: "PGDATABASE",
+    user: "PGUSER",
+    password: "PGPASSWORD",
+    passfile: "PGPASSFILE",
+    sslmode: "PGSSLMODE",
+    sslrootcert: "PGSSLROOTCERT",
+    sslcert: "PGSSLCERT",
+    sslkey: "PGSSLKEY",
+    application_name: "PGAPPNAME",
+    connect_timeout: "PGCONNECT_TIMEOUT",
+    options: "PGOPTIONS"
+  };
+  const env = { ...base };
+  for (const [keyword, value] of Object.entries(info.keywords)) {
+    const name = map2[keyword];
+    if (name) env[name] = value;
+  }
+  return env;
+}
+function withDatabase(info, database) {
+  return { ...info, keywords: { ...info.keywords, dbname: database } };
+}
+
+// src/adapters/postgres/client.ts
+var CANONICAL_SESSION = {
+  TimeZone: "UTC",
+  DateStyle: "ISO, MDY",
+  IntervalStyle: "postgres",
+  extra_float_digits: "1",
+  bytea_output: "hex",
+  // The text form of money follows lc_monetary.
+  lc_monetary: "C",
+  client_encoding: "UTF8"
+};
+async function openClient(info, extra = {}) {
+  const client = new esm_default.Client(toPgConfig(info, extra));
+  client.on("error", () => void 0);
+  try {
+    await client.connect();
+  } catch (error62) {
+    await client.end().catch(() => void 0);
+    throw translatePgError(error62, info);
+  }
+  return client;
+}
+async function withClient(info, fn, extra = {}) {
+  const client = await openClient(info, extra);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => void 0);
+  }
+}
+async function setCanonicalSession(client) {
+  const sets = Object.entries(CANONICAL_SESSION).map(([k, v]) => `SET ${k} = '${v}'`);
+  await client.query(sets.join("; "));
+}
+function sqlState(error62) {
+  return typeof error62 === "object" && error62 !== null && "code" in error62 && typeof error62.code === "string" ? error62.code : void 0;
+}
+function translatePgError(error62, info) {
+  if (error62 instanceof MigrationError) return error62;
+  const code = sqlState(error62);
+  const message = error62 instanceof Error ? error62.message : String(error62);
+  const where = `${info.role} (${info.display})`;
+  const host = info.keywords.host ?? "localhost";
+  if (code === "28P01" || code === "28000" || /password authentication failed|no password/i.test(message)) {
+    return new MigrationError(
+      "AUTHENTICATION_FAILED",
+      `The ${where} refused the login: ${message}.`,
+      `Check the user and password of the ${info.role} connection string (or PGPASSWORD / ~/.pgpass), and pg_hba.conf on the server.`,
+      { cause: error62 }
+    );
+  }
+  if (code === "3D000") {
+    return new MigrationError(
+      "DATABASE_NOT_FOUND",
+      `The ${where} has no such database: ${message}.`,
+      `Fix the database name in the ${info.role} connection string, or create the database first.`,
+      { cause: error62 }
+    );
+  }
+  if (code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "ETIMEDOUT" || code === "EHOSTUNREACH" || /timeout expired|Connection terminated unexpectedly|connect E/i.test(message)) {
+    return new MigrationError(
+      "CONNECTION_FAILED",
+      `Could not reach the ${where}: ${message}.`,
+      `Check that ${host}:${info.keywords.port ?? 5432} is reachable from this machine (firewall, security group, listen_addresses) and the server is up.`,
+      { cause: error62 }
+    );
+  }
+  if (code === "42501") {
+    return new MigrationError(
+      "PERMISSION_DENIED",
+      `The ${info.role} user lacks a privilege: ${message}.`,
+      `Grant the privilege named above to the ${info.role} user (run preflight to see every missing privilege at once).`,
+      { cause: error62 }
+    );
+  }
+  return error62;
 }
 
 // node_modules/zod/v4/classic/external.js
@@ -7485,7 +11449,7 @@ __export(external_exports, {
   optional: () => optional,
   output: () => output,
   overwrite: () => _overwrite,
-  parse: () => parse2,
+  parse: () => parse3,
   parseAsync: () => parseAsync2,
   partialRecord: () => partialRecord,
   pipe: () => pipe,
@@ -7837,7 +11801,7 @@ __export(core_exports2, {
   memoizer: () => memoizer,
   mergeValues: () => mergeValues,
   meta: () => meta,
-  parse: () => parse,
+  parse: () => parse2,
   parseAsync: () => parseAsync,
   parseURLObject: () => parseURLObject,
   prettifyError: () => prettifyError,
@@ -9057,7 +13021,7 @@ var _parse = (_Err) => {
   };
   return fn;
 };
-var parse = /* @__PURE__ */ _parse($ZodRealError);
+var parse2 = /* @__PURE__ */ _parse($ZodRealError);
 var _parseAsync = (_Err) => {
   const fn = async (schema, value, _ctx, params) => {
     const ctx = _ctx ? { ..._ctx, async: true } : { async: true };
@@ -12210,10 +16174,10 @@ var $ZodFunction = /* @__PURE__ */ $constructor("$ZodFunction", (inst, def) => {
       throw new Error("implement() must be called with a function");
     }
     return Object.defineProperty(function(...args) {
-      const parsedArgs = inst._def.input ? parse(inst._def.input, args) : args;
+      const parsedArgs = inst._def.input ? parse2(inst._def.input, args) : args;
       const result = Reflect.apply(func, this, parsedArgs);
       if (inst._def.output) {
-        return parse(inst._def.output, result);
+        return parse2(inst._def.output, result);
       }
       return result;
     }, "_zod", { value: inst._zod, enumerable: false });
@@ -24520,7 +28484,7 @@ var ZodRealError = /* @__PURE__ */ $constructor("ZodError", initializer2, void 0
 });
 
 // node_modules/zod/v4/classic/parse.js
-var parse2 = /* @__PURE__ */ _parse(ZodRealError);
+var parse3 = /* @__PURE__ */ _parse(ZodRealError);
 var parseAsync2 = /* @__PURE__ */ _parseAsync(ZodRealError);
 var safeParse2 = /* @__PURE__ */ _safeParse(ZodRealError);
 var safeParseAsync2 = /* @__PURE__ */ _safeParseAsync(ZodRealError);
@@ -24657,7 +28621,7 @@ var ZodType = /* @__PURE__ */ $constructor("ZodType", (inst, def) => {
     util_exports.own(this, "~standard", value);
   },
   parse: function _parse2(data, params) {
-    return parse2(this, data, params, { callee: _parse2 });
+    return parse3(this, data, params, { callee: _parse2 });
   },
   parseAsync: async function _parseAsync2(data, params) {
     return await parseAsync2(this, data, params, { callee: _parseAsync2 });
@@ -27033,101 +30997,39 @@ var validateOptions = commonOptions.extend({
 });
 var cleanOptions = commonOptions.extend({ prune: external_exports.boolean().default(false) });
 
-// src/core/errors.ts
-var ExitCode = {
-  ok: 0,
-  internal: 1,
-  config: 2,
-  preflight: 3,
-  runtime: 4,
-  validation: 5
-};
-var ERROR_CODES = {
-  CONFIG_MISSING_SOURCE: ["config", "No source connection string was given."],
-  CONFIG_MISSING_TARGET: ["config", "No target connection string was given."],
-  CONFIG_INVALID_URI: ["config", "A connection string could not be parsed."],
-  CONFIG_INVALID_MIGRATION_ID: ["config", "The migration id is not 1-40 characters of [a-z0-9_]."],
-  CONFIG_INVALID_OPTION: ["config", "A command-line option is unknown or has a bad value."],
-  CONFIG_UNKNOWN_COMMAND: ["config", "The command is not one this version knows."],
-  PREFLIGHT_FAILED: ["preflight", "Preflight found at least one error; see its findings."],
-  CONNECTION_FAILED: ["runtime", "A server could not be reached."],
-  AUTHENTICATION_FAILED: ["runtime", "The server refused the user name or password."],
-  DATABASE_NOT_FOUND: ["runtime", "The database named in the connection string does not exist."],
-  PERMISSION_DENIED: ["runtime", "The connecting user lacks a privilege the step needs."],
-  SOURCE_WAL_LEVEL_NOT_LOGICAL: ["preflight", "The source's wal_level is not 'logical'."],
-  SLOT_ALREADY_EXISTS: [
-    "runtime",
-    "A replication slot with this migration id exists and is not ours to reuse."
-  ],
-  SLOT_IN_USE: ["runtime", "The replication slot is held by another live process."],
-  TARGET_NOT_EMPTY: ["runtime", "The target already has user tables in the schemas to migrate."],
-  SNAPSHOT_NOT_FOUND: ["runtime", "No exported snapshot is recorded for this migration."],
-  SNAPSHOT_EXPIRED: [
-    "runtime",
-    "The process holding the exported snapshot has ended, so the snapshot is gone."
-  ],
-  MIGRATION_NOT_FOUND: ["runtime", "The target holds no state for this migration id."],
-  PG_TOOL_NOT_FOUND: ["preflight", "pg_dump, pg_restore or pg_dumpall was not found."],
-  PG_TOOL_TOO_OLD: ["preflight", "pg_dump is older than the source server's major version."],
-  SCHEMA_DUMP_FAILED: ["runtime", "pg_dump could not dump the schema."],
-  SCHEMA_RESTORE_FAILED: ["runtime", "The schema could not be restored on the target."],
-  COPY_FAILED: ["runtime", "Copying a table part failed."],
-  COPY_INTERRUPTED: ["runtime", "The copy was stopped (Ctrl-C or SIGTERM) before every part was copied."],
-  VALIDATION_MISMATCH: ["validation", "Source and target differ."],
-  VALIDATION_INTERRUPTED: ["validation", "Validation was stopped before every table was compared."],
-  SOURCE_NOT_QUIET: ["validation", "The source changed while it was validated without a snapshot."],
-  INTERNAL: ["internal", "A bug: please report it with the log."],
-  SOURCE_VERSION_UNSUPPORTED: ["preflight", "The source is older than PostgreSQL 10 (no logical decoding)."],
-  SOURCE_NO_FREE_REPLICATION_SLOT: [
-    "preflight",
-    "Every replication slot allowed by max_replication_slots is taken."
-  ],
-  SOURCE_NO_FREE_WAL_SENDER: ["preflight", "Every WAL sender allowed by max_wal_senders is busy."]
-};
-var MigrationError = class extends Error {
-  code;
-  hint;
-  /** Extra facts for --json output (never secrets). */
-  details;
-  constructor(code, message, hint, options) {
-    super(message, options?.cause === void 0 ? void 0 : { cause: options.cause });
-    this.name = "MigrationError";
-    this.code = code;
-    this.hint = hint;
-    this.details = options?.details;
-  }
-};
-function isMigrationError(value) {
-  return value instanceof MigrationError;
-}
-function computeExitCode(error62) {
-  if (!isMigrationError(error62)) return ExitCode.internal;
-  return ExitCode[ERROR_CODES[error62.code][0]];
-}
-
-// src/core/redact.ts
-var MASK = "********";
-function redactConnectionString(text) {
-  return text.replace(/(postgres(?:ql)?:\/\/[^:/@\s]*:)([^@\s]*)@/gi, `$1${MASK}@`).replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)/gi, `$1${MASK}`);
-}
-function createRedactor(secrets = []) {
-  const known = /* @__PURE__ */ new Set();
-  const redactor = {
-    add(secret) {
-      if (!secret || secret.length < 4) return;
-      known.add(secret);
-      known.add(encodeURIComponent(secret));
-    },
-    redact(text) {
-      let out = redactConnectionString(text);
-      for (const secret of [...known].sort((a, b) => b.length - a.length)) {
-        out = out.split(secret).join(MASK);
-      }
-      return out;
-    }
+// src/core/lag.ts
+var CAUGHT_UP_BYTES = 500 * 1024;
+function computeLag(previous, current, caughtUpBytes = CAUGHT_UP_BYTES) {
+  const lagBytes = current.sourceLsn > current.appliedLsn ? Number(current.sourceLsn - current.appliedLsn) : 0;
+  const seconds = previous ? (current.atMs - previous.atMs) / 1e3 : 0;
+  const rate = (now, then) => seconds > 0 && then !== void 0 && now > then ? Number(now - then) / seconds : 0;
+  const sourceWalRate = rate(current.sourceLsn, previous?.sourceLsn);
+  const replayRate = rate(current.appliedLsn, previous?.appliedLsn);
+  const gaining = replayRate - sourceWalRate;
+  const caughtUp = lagBytes <= caughtUpBytes;
+  return {
+    lagBytes,
+    sourceWalRate,
+    replayRate,
+    etaSeconds: caughtUp ? 0 : gaining > 0 ? lagBytes / gaining : null,
+    caughtUp
   };
-  for (const s of secrets) redactor.add(s);
-  return redactor;
+}
+function parseMaxLag(text) {
+  const duration3 = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)\s*$/i.exec(text);
+  if (duration3) {
+    const unit2 = (duration3[2] ?? "s").toLowerCase();
+    const factor = unit2 === "ms" ? 1e-3 : unit2 === "s" ? 1 : unit2 === "h" ? 3600 : 60;
+    return { seconds: Number(duration3[1]) * factor };
+  }
+  const size = /^\s*(\d+(?:\.\d+)?)\s*(b|kb|k|kib|mb|m|mib|gb|g|gib)?\s*$/i.exec(text);
+  if (!size) return void 0;
+  const unit = (size[2] ?? "b").toLowerCase()[0];
+  return { bytes: Math.round(Number(size[1]) * { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[unit]) };
+}
+function parseDurationMs(text) {
+  const parsed = parseMaxLag(text);
+  return parsed && "seconds" in parsed ? parsed.seconds * 1e3 : void 0;
 }
 
 // src/ports.ts
@@ -27136,209 +31038,6 @@ var systemClock = { nowMs: () => Date.now() };
 // src/workflows/clean.ts
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-
-// node_modules/pg/esm/index.mjs
-var import_lib = __toESM(require_lib2(), 1);
-var Client = import_lib.default.Client;
-var Pool = import_lib.default.Pool;
-var Connection = import_lib.default.Connection;
-var types = import_lib.default.types;
-var Query = import_lib.default.Query;
-var DatabaseError = import_lib.default.DatabaseError;
-var escapeIdentifier = import_lib.default.escapeIdentifier;
-var escapeLiteral = import_lib.default.escapeLiteral;
-var Result = import_lib.default.Result;
-var TypeOverrides = import_lib.default.TypeOverrides;
-var defaults = import_lib.default.defaults;
-var esm_default = import_lib.default;
-
-// src/adapters/postgres/connection.ts
-import { readFileSync } from "node:fs";
-
-// node_modules/pg-connection-string/esm/index.mjs
-var import__ = __toESM(require_pg_connection_string(), 1);
-var esm_default2 = import__.default.parse;
-var parse3 = import__.default.parse;
-var toClientConfig = import__.default.toClientConfig;
-var parseIntoClientConfig = import__.default.parseIntoClientConfig;
-
-// src/adapters/postgres/connection.ts
-var URI_PATTERN = /^postgres(ql)?:\/\//i;
-function parseConnInfo(text, role) {
-  const keywords = URI_PATTERN.test(text) ? parseUri(text, role) : parseKeywords(text, role);
-  return { keywords, display: redactConnectionString(text), role };
-}
-function invalid(role, text, why) {
-  return new MigrationError(
-    "CONFIG_INVALID_URI",
-    `The ${role} connection string '${redactConnectionString(text)}' could not be parsed: ${why}.`,
-    `Give a libpq URI (postgresql://user@host:5432/dbname?sslmode=require) or keyword string (host=... dbname=...).`
-  );
-}
-function parseUri(text, role) {
-  let url2;
-  try {
-    url2 = new URL(text);
-  } catch {
-    throw invalid(role, text, "not a valid URI (several hosts in one URI are not supported)");
-  }
-  const out = {};
-  if (url2.hostname) out.host = decodeURIComponent(url2.hostname.replace(/^\[|\]$/g, ""));
-  if (url2.port) out.port = url2.port;
-  if (url2.username) out.user = decodeURIComponent(url2.username);
-  if (url2.password) out.password = decodeURIComponent(url2.password);
-  const db = decodeURIComponent(url2.pathname.replace(/^\//, ""));
-  if (db) out.dbname = db;
-  for (const [key, value] of url2.searchParams) out[key] = value;
-  return out;
-}
-function parseKeywords(text, role) {
-  const out = {};
-  const pattern = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?:[^\s'\\]|\\.)+))/y;
-  let rest = text.trim();
-  while (rest.length > 0) {
-    pattern.lastIndex = 0;
-    const match = pattern.exec(rest);
-    if (!match?.[1])
-      throw invalid(role, text, `unexpected text near '${redactConnectionString(rest).slice(0, 20)}'`);
-    out[match[1]] = (match[2] ?? match[3] ?? "").replace(/\\(.)/g, "$1");
-    rest = rest.slice(pattern.lastIndex).trim();
-  }
-  if (Object.keys(out).length === 0) throw invalid(role, text, "it is empty");
-  return out;
-}
-function toPgConfig(info, extra = {}) {
-  const k = info.keywords;
-  const params = new URLSearchParams();
-  for (const key of ["sslmode", "sslrootcert", "sslcert", "sslkey", "application_name", "options"]) {
-    const value = k[key];
-    if (value !== void 0) params.set(key, value);
-  }
-  const host = k.host ?? k.hostaddr;
-  const uri = `postgresql://${host && !host.startsWith("/") ? encodeURIComponent(host) : ""}${k.port ? `:${k.port}` : ""}/${params.size ? `?${params}` : ""}`;
-  const parsed = toClientConfig(parse3(uri, { useLibpqCompat: true }));
-  const config2 = {
-    ...parsed,
-    host: host ?? process.env.PGHOST ?? parsed.host,
-    port: k.port ? Number(k.port) : parsed.port,
-    user: k.user ?? process.env.PGUSER,
-    database: k.dbname ?? process.env.PGDATABASE,
-    application_name: k.application_name ?? "pg-live-migrate",
-    connectionTimeoutMillis: Number(k.connect_timeout ?? 30) * 1e3,
-    keepAlive: true,
-    ...extra
-  };
-  if (k.password !== void 0) config2.password = k.password;
-  if (k.sslmode === void 0 && typeof config2.ssl === "object" && k.sslrootcert) {
-    config2.ssl = { ...config2.ssl, ca: readFileSync(k.sslrootcert, "utf8") };
-  }
-  return config2;
-}
-function toLibpqEnv(info, base) {
-  const map2 = {
-    host: "PGHOST",
-    hostaddr: "PGHOSTADDR",
-    port: "PGPORT",
-    dbname: "PGDATABASE",
-    user: "PGUSER",
-    password: "PGPASSWORD",
-    passfile: "PGPASSFILE",
-    sslmode: "PGSSLMODE",
-    sslrootcert: "PGSSLROOTCERT",
-    sslcert: "PGSSLCERT",
-    sslkey: "PGSSLKEY",
-    application_name: "PGAPPNAME",
-    connect_timeout: "PGCONNECT_TIMEOUT",
-    options: "PGOPTIONS"
-  };
-  const env = { ...base };
-  for (const [keyword, value] of Object.entries(info.keywords)) {
-    const name = map2[keyword];
-    if (name) env[name] = value;
-  }
-  return env;
-}
-function withDatabase(info, database) {
-  return { ...info, keywords: { ...info.keywords, dbname: database } };
-}
-
-// src/adapters/postgres/client.ts
-var CANONICAL_SESSION = {
-  TimeZone: "UTC",
-  DateStyle: "ISO, MDY",
-  IntervalStyle: "postgres",
-  extra_float_digits: "1",
-  bytea_output: "hex",
-  // The text form of money follows lc_monetary.
-  lc_monetary: "C",
-  client_encoding: "UTF8"
-};
-async function openClient(info, extra = {}) {
-  const client = new esm_default.Client(toPgConfig(info, extra));
-  client.on("error", () => void 0);
-  try {
-    await client.connect();
-  } catch (error62) {
-    await client.end().catch(() => void 0);
-    throw translatePgError(error62, info);
-  }
-  return client;
-}
-async function withClient(info, fn, extra = {}) {
-  const client = await openClient(info, extra);
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => void 0);
-  }
-}
-async function setCanonicalSession(client) {
-  const sets = Object.entries(CANONICAL_SESSION).map(([k, v]) => `SET ${k} = '${v}'`);
-  await client.query(sets.join("; "));
-}
-function sqlState(error62) {
-  return typeof error62 === "object" && error62 !== null && "code" in error62 && typeof error62.code === "string" ? error62.code : void 0;
-}
-function translatePgError(error62, info) {
-  if (error62 instanceof MigrationError) return error62;
-  const code = sqlState(error62);
-  const message = error62 instanceof Error ? error62.message : String(error62);
-  const where = `${info.role} (${info.display})`;
-  const host = info.keywords.host ?? "localhost";
-  if (code === "28P01" || code === "28000" || /password authentication failed|no password/i.test(message)) {
-    return new MigrationError(
-      "AUTHENTICATION_FAILED",
-      `The ${where} refused the login: ${message}.`,
-      `Check the user and password of the ${info.role} connection string (or PGPASSWORD / ~/.pgpass), and pg_hba.conf on the server.`,
-      { cause: error62 }
-    );
-  }
-  if (code === "3D000") {
-    return new MigrationError(
-      "DATABASE_NOT_FOUND",
-      `The ${where} has no such database: ${message}.`,
-      `Fix the database name in the ${info.role} connection string, or create the database first.`,
-      { cause: error62 }
-    );
-  }
-  if (code === "ECONNREFUSED" || code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "ETIMEDOUT" || code === "EHOSTUNREACH" || /timeout expired|Connection terminated unexpectedly|connect E/i.test(message)) {
-    return new MigrationError(
-      "CONNECTION_FAILED",
-      `Could not reach the ${where}: ${message}.`,
-      `Check that ${host}:${info.keywords.port ?? 5432} is reachable from this machine (firewall, security group, listen_addresses) and the server is up.`,
-      { cause: error62 }
-    );
-  }
-  if (code === "42501") {
-    return new MigrationError(
-      "PERMISSION_DENIED",
-      `The ${info.role} user lacks a privilege: ${message}.`,
-      `Grant the privilege named above to the ${info.role} user (run preflight to see every missing privilege at once).`,
-      { cause: error62 }
-    );
-  }
-  return error62;
-}
 
 // src/core/sql.ts
 function quoteIdent(name) {
@@ -27408,6 +31107,52 @@ async function ensureControlSchema(client) {
       seconds double precision,
       done_at timestamptz,
       PRIMARY KEY (migration_id, part_id)
+    );
+    -- applied_lsn is written in the same transaction as the changes it covers (the exactly-once point);
+    -- the other columns are a best-effort status the running replay refreshes for status and cutover.
+    CREATE TABLE IF NOT EXISTS ${S}.replay (
+      migration_id text PRIMARY KEY,
+      applied_lsn pg_lsn NOT NULL,
+      spooled_lsn pg_lsn,
+      last_commit_time timestamptz,
+      source_lsn pg_lsn,
+      lag_bytes bigint,
+      lag_seconds double precision,
+      source_wal_rate double precision,
+      replay_rate double precision,
+      retained_bytes bigint,
+      trigger_mode text,
+      paused_at pg_lsn,
+      heartbeat_at timestamptz,
+      process text
+    );
+    -- Changes received during the copy, kept until they can be applied (lets the slot advance meanwhile).
+    CREATE TABLE IF NOT EXISTS ${S}.spool (
+      migration_id text NOT NULL,
+      seq bigint NOT NULL,
+      end_lsn pg_lsn,
+      change jsonb,
+      PRIMARY KEY (migration_id, seq)
+    );
+    -- Requests to a running replay (cutover, pause for validation), from any process or machine.
+    CREATE TABLE IF NOT EXISTS ${S}.request (
+      id bigserial PRIMARY KEY,
+      migration_id text NOT NULL,
+      kind text NOT NULL,
+      params jsonb NOT NULL DEFAULT '{}',
+      state text NOT NULL DEFAULT 'pending',
+      result jsonb,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    -- Target objects changed for the replay and restored at cutover (triggers, identity columns).
+    CREATE TABLE IF NOT EXISTS ${S}.altered (
+      migration_id text NOT NULL,
+      kind text NOT NULL,
+      table_schema text NOT NULL,
+      table_name text NOT NULL,
+      detail text NOT NULL DEFAULT '',
+      PRIMARY KEY (migration_id, kind, table_schema, table_name, detail)
     );
   `);
 }
@@ -27550,8 +31295,9 @@ async function markPartDone(client, migrationId, partId, stats) {
 }
 async function dropControlState(client, migrationId) {
   if (!await controlSchemaExists(client)) return { rows: 0, schemaDropped: false };
+  await ensureControlSchema(client);
   let rows = 0;
-  for (const table of ["copy_part", "step", "migration"]) {
+  for (const table of ["copy_part", "step", "replay", "spool", "request", "altered", "migration"]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);
     rows += result.rowCount ?? 0;
   }
@@ -27673,16 +31419,16 @@ async function readSlot(client, slotName) {
 async function createPublications(client, migrationId, tables) {
   const sets = buildPublicationSets(tables);
   const created = [];
-  const define = async (name, members2, publish) => {
+  const define2 = async (name, members2, publish) => {
     const list = members2.length ? ` FOR TABLE ${members2.map(quoteQualified).join(", ")}` : "";
     await client.query(
       `CREATE PUBLICATION ${quoteIdent(name)}${list} WITH (publish = '${publish}', publish_via_partition_root = false)`
     );
     created.push(name);
   };
-  await define(publicationNameFor(migrationId, "full"), sets.full, "insert, update, delete, truncate");
+  await define2(publicationNameFor(migrationId, "full"), sets.full, "insert, update, delete, truncate");
   if (sets.insertOnly.length > 0) {
-    await define(publicationNameFor(migrationId, "insert_only"), sets.insertOnly, "insert, truncate");
+    await define2(publicationNameFor(migrationId, "insert_only"), sets.insertOnly, "insert, truncate");
   }
   return created;
 }
@@ -27866,8 +31612,8 @@ function resolveEndpoints(options, redactor) {
 
 // src/workflows/copy.ts
 import { existsSync as existsSync3 } from "node:fs";
-import { mkdir, rename, writeFile } from "node:fs/promises";
-import { join as join4 } from "node:path";
+import { mkdir, rename } from "node:fs/promises";
+import { join as join5 } from "node:path";
 
 // src/adapters/postgres/copy-part.ts
 var import_pg_copy_streams = __toESM(require_pg_copy_streams(), 1);
@@ -28184,9 +31930,113 @@ async function listMaterializedViews(client, schemas) {
   return rows;
 }
 
+// src/workflows/post-data.ts
+import { writeFile } from "node:fs/promises";
+import { join as join3 } from "node:path";
+var BUILDS = ["INDEX", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "RULE", "POLICY"];
+async function readExisting(client) {
+  const { rows } = await client.query(
+    `SELECT n.nspname || ' ' || c.relname AS key FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('i', 'I')
+     UNION ALL
+     SELECT n.nspname || ' ' || r.relname || ' ' || con.conname FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+     UNION ALL
+     SELECT n.nspname || ' ' || r.relname || ' ' || t.tgname FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid JOIN pg_namespace n ON n.oid = r.relnamespace WHERE NOT t.tgisinternal
+     UNION ALL
+     SELECT schemaname || ' ' || tablename || ' ' || rulename FROM pg_rules
+     UNION ALL
+     SELECT schemaname || ' ' || tablename || ' ' || policyname FROM pg_policies`
+  );
+  return new Set(rows.map((r) => r.key));
+}
+async function readPostDataOwners(source) {
+  const { rows } = await source.query(
+    `SELECT n.nspname || ' ' || i.relname AS entry, n.nspname AS schema, t.relname AS name
+       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+       JOIN pg_namespace n ON n.oid = t.relnamespace WHERE t.relkind = 'r'
+     UNION ALL
+     SELECT n.nspname || ' ' || t.relname || ' ' || c.conname, n.nspname, t.relname
+       FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+      WHERE t.relkind = 'r' AND c.contype IN ('p', 'u', 'x')`
+  );
+  return new Map(rows.map((r) => [r.entry, tableKey({ schema: r.schema, name: r.name })]));
+}
+async function planPostData(ctx, tools, endpoints, o) {
+  const toc = await listToc(tools, o.file, "post-data");
+  const byTable = /* @__PURE__ */ new Map();
+  for (const entry of toc) {
+    if (entry.type !== "INDEX" && entry.type !== "CONSTRAINT") continue;
+    const table = o.owners.get(`${entry.schema} ${entry.name}`);
+    if (table === void 0 || !o.earlyTables.has(table)) continue;
+    byTable.set(table, [...byTable.get(table) ?? [], entry]);
+  }
+  const running = [];
+  let failure2;
+  let active = 0;
+  const waiting = [];
+  const restoreList = async (name, entries, jobs) => {
+    const existing = await withClient(endpoints.target, readExisting);
+    const keep = entries.filter((e) => !(BUILDS.includes(e.type) && existing.has(`${e.schema} ${e.name}`)));
+    const skipped = entries.length - keep.length;
+    if (keep.length === 0) return skipped;
+    const listFile = join3(o.workDir, `${name}.list`);
+    await writeFile(listFile, `${keep.map((e) => e.line).join("\n")}
+`);
+    await restoreParallel(tools, endpoints.target, {
+      file: o.file,
+      section: "post-data",
+      noOwner: o.noOwner,
+      jobs,
+      listFile
+    });
+    return skipped;
+  };
+  let early = 0;
+  return {
+    tableCopied(table) {
+      const entries = byTable.get(table);
+      if (!entries || failure2) return;
+      byTable.delete(table);
+      early += 1;
+      const name = `post-data-early-${early}`;
+      running.push(
+        (async () => {
+          if (active >= o.jobs) await new Promise((resolve2) => waiting.push(resolve2));
+          active += 1;
+          try {
+            await restoreList(name, entries, 1);
+          } catch (error62) {
+            failure2 ??= error62;
+          } finally {
+            active -= 1;
+            waiting.shift()?.();
+          }
+        })()
+      );
+    },
+    async finish() {
+      await Promise.all(running);
+      if (failure2) throw failure2;
+      if (early)
+        ctx.emit({
+          type: "log",
+          level: "info",
+          message: `post-data: ${early} tables had their indexes built during the copy.`
+        });
+      const skipped = await restoreList("post-data", toc, o.jobs);
+      if (skipped) {
+        ctx.emit({
+          type: "log",
+          level: "info",
+          message: `post-data: ${skipped} objects already on the target are skipped.`
+        });
+      }
+    }
+  };
+}
+
 // src/adapters/postgres/preflight-facts.ts
 import { existsSync as existsSync2 } from "node:fs";
-import { join as join3 } from "node:path";
+import { join as join4 } from "node:path";
 import { performance } from "node:perf_hooks";
 var SCHEMA_FILTER2 = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_%'
   AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`;
@@ -28461,8 +32311,8 @@ async function readToolFacts(ctx) {
   );
 }
 function findOnPath(env, tool) {
-  const dir = (env.PATH ?? "").split(":").find((d) => d && existsSync2(join3(d, tool)));
-  return dir ? join3(dir, tool) : void 0;
+  const dir = (env.PATH ?? "").split(":").find((d) => d && existsSync2(join4(d, tool)));
+  return dir ? join4(dir, tool) : void 0;
 }
 
 // src/core/preflight.ts
@@ -29182,7 +33032,8 @@ async function runSnapshot(ctx, endpoints, options) {
 }
 
 // src/workflows/copy.ts
-async function runCopy(ctx, input2, options) {
+var EARLY_INDEX_BYTES = 64 * 1024 * 1024;
+async function runCopy(ctx, input2, options, onSnapshotReady) {
   const started = ctx.clock.nowMs();
   const id = options.migrationId;
   const log = (message, level = "info") => ctx.emit({ type: "log", level, message });
@@ -29234,6 +33085,7 @@ async function runCopy(ctx, input2, options) {
       migration = await readMigration(control, id);
     }
     if (!migration) throw notFound(id);
+    onSnapshotReady?.();
     if (!migration.copyStartedAt) {
       if (!options.skipSchema && !options.resume && !holder)
         await assertTargetEmpty(control, options.schemas);
@@ -29245,9 +33097,9 @@ async function runCopy(ctx, input2, options) {
     try {
       await beginInSnapshot(catalog, snapshotName);
       tables = await listTables(catalog, migration.schemas);
-      const workDir = join4(options.dir, id);
+      const workDir = join5(options.dir, id);
       await mkdir(workDir, { recursive: true });
-      const dumpFile = join4(workDir, "schema.dump");
+      const dumpFile = join5(workDir, "schema.dump");
       const noOwner = options.noOwner || options.skipRoles;
       const needRoles = !options.skipRoles && !await isStepDone(control, id, "roles");
       const needSchema = !options.skipSchema;
@@ -29282,6 +33134,15 @@ async function runCopy(ctx, input2, options) {
         parts = await readParts(control, id);
       }
       const sequences = await readSequences(catalog, migration.schemas);
+      const postDataDue = needSchema && !await isStepDone(control, id, "post-data");
+      const postData = postDataDue ? await planPostData(ctx, tools, endpoints, {
+        file: dumpFile,
+        noOwner,
+        jobs: options.indexJobs,
+        workDir,
+        owners: await readPostDataOwners(catalog),
+        earlyTables: new Set(tables.filter((t) => t.bytes >= EARLY_INDEX_BYTES).map(tableKey))
+      }) : void 0;
       await catalog.query("COMMIT");
       const columnsByTable = new Map(tables.map((t) => [tableKey(t), t.columns]));
       const stats = await copyParts(ctx, endpoints, {
@@ -29290,7 +33151,8 @@ async function runCopy(ctx, input2, options) {
         parts,
         columnsByTable,
         jobs: options.tableJobs,
-        skipSchema: options.skipSchema
+        skipSchema: options.skipSchema,
+        onTableCopied: (table) => postData?.tableCopied(table)
       });
       if (!await isStepDone(control, id, "sequences")) {
         await control.query("BEGIN");
@@ -29311,14 +33173,9 @@ async function runCopy(ctx, input2, options) {
           detail: `${sequences.length} sequences`
         });
       }
-      if (needSchema && !await isStepDone(control, id, "post-data")) {
+      if (postData) {
         ctx.emit({ type: "step", step: "post-data", status: "start" });
-        await restorePostData(ctx, tools, control, endpoints, {
-          file: dumpFile,
-          noOwner,
-          jobs: options.indexJobs,
-          workDir
-        });
+        await postData.finish();
         await markStepDone(control, id, "post-data");
         ctx.emit({ type: "step", step: "post-data", status: "done" });
       }
@@ -29410,47 +33267,6 @@ async function restoreInTransaction(endpoints, sql, id, step) {
     }
   });
 }
-async function restorePostData(ctx, tools, control, endpoints, o) {
-  const toc = await listToc(tools, o.file, "post-data");
-  const { rows } = await control.query(
-    `SELECT n.nspname || ' ' || c.relname AS key FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('i', 'I')
-     UNION ALL
-     SELECT n.nspname || ' ' || r.relname || ' ' || con.conname FROM pg_constraint con JOIN pg_class r ON r.oid = con.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
-     UNION ALL
-     SELECT n.nspname || ' ' || r.relname || ' ' || t.tgname FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid JOIN pg_namespace n ON n.oid = r.relnamespace WHERE NOT t.tgisinternal
-     UNION ALL
-     SELECT schemaname || ' ' || tablename || ' ' || rulename FROM pg_rules
-     UNION ALL
-     SELECT schemaname || ' ' || tablename || ' ' || policyname FROM pg_policies`
-  );
-  const existing = new Set(rows.map((r) => r.key));
-  const keep = [];
-  let skipped = 0;
-  for (const entry of toc) {
-    const builds = ["INDEX", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "RULE", "POLICY"].includes(entry.type);
-    if (builds && existing.has(`${entry.schema} ${entry.name}`)) {
-      skipped += 1;
-      continue;
-    }
-    keep.push(entry.line);
-  }
-  if (skipped)
-    ctx.emit({
-      type: "log",
-      level: "info",
-      message: `post-data: ${skipped} objects already built on the target are skipped.`
-    });
-  const listFile = join4(o.workDir, "post-data.list");
-  await writeFile(listFile, `${keep.join("\n")}
-`);
-  await restoreParallel(tools, endpoints.target, {
-    file: o.file,
-    section: "post-data",
-    noOwner: o.noOwner,
-    jobs: o.jobs,
-    listFile
-  });
-}
 async function applyRoles(ctx, target, script) {
   const { rows } = await target.query("SELECT rolname FROM pg_roles");
   const existing = new Set(rows.map((r) => r.rolname));
@@ -29498,6 +33314,8 @@ async function copyParts(ctx, endpoints, input2) {
   let failure2;
   let copied = 0;
   const queue = [...todo];
+  const partsLeft = /* @__PURE__ */ new Map();
+  for (const p of todo) partsLeft.set(tableKey(p), (partsLeft.get(tableKey(p)) ?? 0) + 1);
   const worker = async () => {
     if (queue.length === 0) return;
     const source = await openClient(endpoints.source);
@@ -29550,6 +33368,9 @@ async function copyParts(ctx, endpoints, input2) {
         rows += result.rows;
         bytes += result.bytes;
         copied += 1;
+        const left = (partsLeft.get(tableKey(part)) ?? 1) - 1;
+        partsLeft.set(tableKey(part), left);
+        if (left === 0) input2.onTableCopied?.(tableKey(part));
         ctx.emit({ type: "copy:part:done", partId: part.partId, table, ...result });
       }
     } catch (error62) {
@@ -29572,10 +33393,114 @@ async function copyParts(ctx, endpoints, input2) {
   return { rows, bytes, copied, skipped: done.length };
 }
 
+// src/workflows/cutover.ts
+var S2 = quoteIdent(CONTROL_SCHEMA);
+var REPLAY_ALIVE_MS = 3e4;
+function buildCutoverParams(o) {
+  return {
+    ..."bytes" in o.maxLag ? { maxLagBytes: o.maxLag.bytes } : { maxLagSeconds: o.maxLag.seconds },
+    timeoutMs: o.timeoutMs,
+    fenceRoles: o.fenceRoles,
+    force: o.force,
+    checksum: o.checksum
+  };
+}
+async function insertCutoverRequest(client, migrationId, params) {
+  const { rows } = await client.query(
+    `INSERT INTO ${S2}.request (migration_id, kind, params) VALUES ($1, 'cutover', $2) RETURNING id`,
+    [migrationId, JSON.stringify(params)]
+  );
+  return Number(rows[0].id);
+}
+async function runCutover(ctx, endpoints, o) {
+  const say = (message) => ctx.emit({ type: "log", level: "info", message });
+  return withClient(endpoints.target, async (c) => {
+    await ensureControlSchema(c);
+    const migration = await readMigration(c, o.migrationId);
+    if (!migration) {
+      throw new MigrationError(
+        "MIGRATION_NOT_FOUND",
+        `The target has no state for migration '${o.migrationId}'.`,
+        "Check --target and --migration-id."
+      );
+    }
+    if (migration.phase === Phase.done) {
+      say(`Migration '${o.migrationId}' has already completed its cutover.`);
+      return { endLsn: "", seconds: 0 };
+    }
+    const { rows } = await c.query(
+      `SELECT lag_bytes, lag_seconds, extract(epoch FROM now() - heartbeat_at) * 1000 AS age_ms FROM ${S2}.replay WHERE migration_id = $1`,
+      [o.migrationId]
+    );
+    const status = rows[0];
+    if (!status || status.age_ms === null || Number(status.age_ms) > REPLAY_ALIVE_MS) {
+      throw new MigrationError(
+        "REPLAY_NOT_RUNNING",
+        `No replay of '${o.migrationId}' is running (last heartbeat: ${status?.age_ms == null ? "never" : `${formatDuration(Number(status.age_ms))} ago`}).`,
+        `Start it with 'pg-live-migrate replay' (or 'migrate --resume'), wait until it has caught up, then ask for the cutover again.`
+      );
+    }
+    if (!o.force) {
+      const lagBytes = Number(status.lag_bytes ?? Number.POSITIVE_INFINITY);
+      const lagSeconds = Number(status.lag_seconds ?? Number.POSITIVE_INFINITY);
+      const over = "bytes" in o.maxLag ? lagBytes > o.maxLag.bytes : lagSeconds > o.maxLag.seconds;
+      if (over) {
+        throw new MigrationError(
+          "CUTOVER_LAG_TOO_HIGH",
+          `Replay lag is ${formatBytes(lagBytes)} (${lagSeconds.toFixed(1)} s), above --max-lag ${"bytes" in o.maxLag ? formatBytes(o.maxLag.bytes) : `${o.maxLag.seconds} s`}.`,
+          "Wait until the replay has caught up (pg-live-migrate status), raise --max-lag, or pass --force to drain whatever the lag."
+        );
+      }
+    }
+    const requestId = await insertCutoverRequest(c, o.migrationId, buildCutoverParams(o));
+    say(`Cutover requested (request ${requestId}); waiting for the replay to drain and finish \u2026`);
+    const deadline = ctx.clock.nowMs() + o.timeoutMs + 6e4;
+    for (; ; ) {
+      await new Promise((r2) => setTimeout(r2, o.pollMs ?? 500));
+      const { rows: r } = await c.query(`SELECT state, result FROM ${S2}.request WHERE id = $1`, [requestId]);
+      const state = r[0]?.state;
+      const result = r[0]?.result ?? {};
+      if (state === "done") {
+        say(`Cutover completed at ${result.endLsn} in ${formatDuration((result.seconds ?? 0) * 1e3)}.`);
+        say("Migration successfully completed");
+        return { endLsn: result.endLsn ?? "", seconds: result.seconds ?? 0 };
+      }
+      if (state === "failed") {
+        const code = result.code && result.code in codesByName ? result.code : "CUTOVER_FAILED";
+        throw new MigrationError(
+          codesByName[code],
+          `Cutover failed: ${result.message ?? "no reason recorded"}`,
+          "The source was unfenced and the replay goes on; fix the cause, then ask for the cutover again."
+        );
+      }
+      if (ctx.clock.nowMs() > deadline || ctx.stopSignal.aborted) {
+        await c.query(
+          `UPDATE ${S2}.request SET state = 'failed', result = $2 WHERE id = $1 AND state = 'pending'`,
+          [
+            requestId,
+            JSON.stringify({ code: "CUTOVER_TIMEOUT", message: "the cutover command gave up waiting" })
+          ]
+        );
+        throw new MigrationError(
+          "CUTOVER_TIMEOUT",
+          `The replay did not finish the cutover within ${formatDuration(o.timeoutMs)}.`,
+          "Check the replay process and its log; ask again when it has caught up."
+        );
+      }
+    }
+  });
+}
+var codesByName = {
+  CUTOVER_LAG_TOO_HIGH: "CUTOVER_LAG_TOO_HIGH",
+  CUTOVER_TIMEOUT: "CUTOVER_TIMEOUT",
+  CUTOVER_FAILED: "CUTOVER_FAILED",
+  VALIDATION_MISMATCH: "VALIDATION_MISMATCH"
+};
+
 // src/workflows/demo.ts
 import { existsSync as existsSync5 } from "node:fs";
 import { mkdir as mkdir2 } from "node:fs/promises";
-import { dirname as dirname2, join as join6 } from "node:path";
+import { dirname as dirname2, join as join7 } from "node:path";
 import { fileURLToPath } from "node:url";
 
 // src/adapters/postgres/local-cluster.ts
@@ -29584,21 +33509,21 @@ import { existsSync as existsSync4, readdirSync, readFileSync as readFileSync2 }
 import { appendFile, chmod, chown, mkdtemp, rm as rm2 } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join as join5 } from "node:path";
+import { join as join6 } from "node:path";
 import { promisify } from "node:util";
 var execFileAsync = promisify(execFile);
 async function findPgBinDir(env) {
-  if (env.PG_BINDIR && existsSync4(join5(env.PG_BINDIR, "initdb"))) return env.PG_BINDIR;
+  if (env.PG_BINDIR && existsSync4(join6(env.PG_BINDIR, "initdb"))) return env.PG_BINDIR;
   try {
     const { stdout } = await execFileAsync("pg_config", ["--bindir"]);
     const dir = stdout.trim();
-    if (existsSync4(join5(dir, "initdb"))) return dir;
+    if (existsSync4(join6(dir, "initdb"))) return dir;
   } catch {
   }
   const root = "/usr/lib/postgresql";
   if (!existsSync4(root)) return void 0;
-  const versions = readdirSync(root).filter((v) => existsSync4(join5(root, v, "bin", "initdb"))).sort((a, b) => Number(b) - Number(a));
-  return versions[0] ? join5(root, versions[0], "bin") : void 0;
+  const versions = readdirSync(root).filter((v) => existsSync4(join6(root, v, "bin", "initdb"))).sort((a, b) => Number(b) - Number(a));
+  return versions[0] ? join6(root, versions[0], "bin") : void 0;
 }
 async function findFreePort() {
   return new Promise((resolve2, reject) => {
@@ -29635,13 +33560,13 @@ async function runAs(file2, args, input2) {
 }
 async function startLocalCluster(options) {
   const parent = options.parentDir ?? tmpdir();
-  const dataDir = await mkdtemp(join5(parent, `plm-${options.name}-`));
+  const dataDir = await mkdtemp(join6(parent, `plm-${options.name}-`));
   if (isRoot()) {
     const { uid, gid } = userInfoFor("postgres");
     await chown(dataDir, uid, gid);
   }
   await chmod(dataDir, 448);
-  const bin = (tool) => join5(options.binDir, tool);
+  const bin = (tool) => join6(options.binDir, tool);
   await runAs(bin("initdb"), [
     "-D",
     dataDir,
@@ -29670,10 +33595,10 @@ async function startLocalCluster(options) {
     ...options.settings
   };
   const conf = Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join("\n");
-  await appendFile(join5(dataDir, "postgresql.conf"), `
+  await appendFile(join6(dataDir, "postgresql.conf"), `
 ${conf}
 `);
-  const logFile = join5(dataDir, "server.log");
+  const logFile = join6(dataDir, "server.log");
   const start = () => runAs(bin("pg_ctl"), ["-D", dataDir, "-l", logFile, "-w", "-t", "60", "start"]);
   await start();
   const cluster = {
@@ -30307,8 +34232,8 @@ function renderValidationMarkdown(report, options = {}) {
 function findPagila() {
   let dir = dirname2(fileURLToPath(import.meta.url));
   for (let i = 0; i < 4; i++) {
-    const candidate = join6(dir, "datasets", "pagila");
-    if (existsSync5(join6(candidate, "pagila-schema.sql"))) return candidate;
+    const candidate = join7(dir, "datasets", "pagila");
+    if (existsSync5(join7(candidate, "pagila-schema.sql"))) return candidate;
     dir = dirname2(dir);
   }
   throw new MigrationError(
@@ -30329,7 +34254,7 @@ async function runDemo(ctx, options) {
     );
   }
   const pagila = findPagila();
-  const workDir = join6(options.dir, "demo");
+  const workDir = join7(options.dir, "demo");
   await mkdir2(workDir, { recursive: true });
   const clusters = [];
   let keep = false;
@@ -30355,8 +34280,8 @@ async function runDemo(ctx, options) {
     ]);
     for (const cluster of clusters) await psql(cluster, ["-c", "CREATE DATABASE pagila"]);
     say("Loading the pagila sample database into the source \u2026");
-    await psql(source, ["-d", "pagila", "-f", join6(pagila, "pagila-schema.sql")]);
-    await psql(source, ["-d", "pagila", "-f", join6(pagila, "pagila-data.sql")]);
+    await psql(source, ["-d", "pagila", "-f", join7(pagila, "pagila-schema.sql")]);
+    await psql(source, ["-d", "pagila", "-f", join7(pagila, "pagila-data.sql")]);
     await psql(source, ["-d", "pagila", "-c", "REFRESH MATERIALIZED VIEW rental_by_category; ANALYZE"]);
     const endpoints = {
       source: parseConnInfo(source.uri("pagila"), "source"),
@@ -30395,7 +34320,7 @@ async function runDemo(ctx, options) {
           "Clusters left running (--keep):",
           `  source: psql "${source.uri("pagila")}"`,
           `  target: psql "${target.uri("pagila")}"`,
-          `  stop:   ${join6(binDir, "pg_ctl")} -D ${source.dataDir} stop; ${join6(binDir, "pg_ctl")} -D ${target.dataDir} stop`,
+          `  stop:   ${join7(binDir, "pg_ctl")} -D ${source.dataDir} stop; ${join7(binDir, "pg_ctl")} -D ${target.dataDir} stop`,
           `  clean:  pg-live-migrate clean --migration-id demo --source "${source.uri("pagila")}" --target "${target.uri("pagila")}"`,
           ""
         ].join("\n")
@@ -30418,12 +34343,1169 @@ async function runDemo(ctx, options) {
   }
 }
 
+// src/adapters/postgres/apply-session.ts
+var S3 = `"${CONTROL_SCHEMA}"`;
+async function prepareApplySession(client) {
+  await setCanonicalSession(client);
+  await client.query(
+    "SET synchronous_commit = on; SET standard_conforming_strings = on; SET statement_timeout = 0"
+  );
+  try {
+    await client.query("SET session_replication_role = replica");
+    return "session_replication_role";
+  } catch (error62) {
+    if (sqlState(error62) !== "42501") throw error62;
+    return "disabled_user_triggers";
+  }
+}
+async function disableUserTriggers(client, migrationId, tables) {
+  let count = 0;
+  for (const table of tables) {
+    const { rows } = await client.query(
+      `SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = $2 AND NOT t.tgisinternal AND t.tgenabled <> 'D'`,
+      [table.schema, table.name]
+    );
+    if (rows.length === 0) continue;
+    await client.query("BEGIN");
+    await client.query(`ALTER TABLE ${quoteQualified(table)} DISABLE TRIGGER USER`);
+    for (const r of rows) {
+      await client.query(
+        `INSERT INTO ${S3}.altered (migration_id, kind, table_schema, table_name, detail) VALUES ($1, 'trigger', $2, $3, $4)
+         ON CONFLICT DO NOTHING`,
+        [migrationId, table.schema, table.name, r.tgname]
+      );
+    }
+    await client.query("COMMIT");
+    count += rows.length;
+  }
+  return count;
+}
+async function restoreAltered(client, migrationId) {
+  const { rows } = await client.query(
+    `SELECT kind, table_schema, table_name, detail FROM ${S3}.altered WHERE migration_id = $1 ORDER BY 1, 2, 3, 4`,
+    [migrationId]
+  );
+  for (const r of rows) {
+    const table = quoteQualified({ schema: r.table_schema, name: r.table_name });
+    if (r.kind === "trigger")
+      await client.query(`ALTER TABLE ${table} ENABLE TRIGGER "${String(r.detail).replaceAll('"', '""')}"`);
+  }
+  await client.query(`DELETE FROM ${S3}.altered WHERE migration_id = $1`, [migrationId]);
+  return rows.length;
+}
+async function readTargetColumns(client, rel) {
+  const { rows } = await client.query(
+    `SELECT a.attname::text AS name, a.atttypid::int AS type, a.attgenerated <> '' AS generated,
+            coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
+            coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+       LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident
+      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+      ORDER BY a.attnum`,
+    [rel.schema, rel.name]
+  );
+  if (rows.length === 0) return void 0;
+  const writable = rows.filter((r) => !r.generated);
+  const ordered = (flag, order) => {
+    const keyRows = rows.filter((r) => r[flag]);
+    const positions = keyRows[0]?.[order] ?? [];
+    return [...keyRows].sort((a, b) => positions.indexOf(a.attnum) - positions.indexOf(b.attnum)).map((r) => r.name);
+  };
+  const pk = ordered("in_pk", "pk_order");
+  return {
+    writable: new Set(writable.map((r) => r.name)),
+    key: pk.length ? pk : ordered("in_ri", "ri_order"),
+    types: new Map(writable.map((r) => [r.name, r.type]))
+  };
+}
+function describeRelationMismatch(rel, target) {
+  const name = `${rel.schema}.${rel.name}`;
+  if (!target) return `table ${name} does not exist on the target`;
+  const sourceColumns = new Set(rel.columns.map((c) => c.name));
+  const added = rel.columns.filter((c) => !target.writable.has(c.name)).map((c) => c.name);
+  if (added.length)
+    return `table ${name} has column(s) ${added.join(", ")} on the source but not on the target`;
+  const dropped = [...target.writable].filter((c) => !sourceColumns.has(c));
+  if (dropped.length) return `table ${name} no longer has column(s) ${dropped.join(", ")} on the source`;
+  for (const column of rel.columns) {
+    const targetType = target.types.get(column.name);
+    if (column.typeOid < 16384 && targetType !== void 0 && targetType < 16384 && targetType !== column.typeOid) {
+      return `column ${name}.${column.name} changed type on the source (type oid ${column.typeOid}, target ${targetType})`;
+    }
+  }
+  return void 0;
+}
+async function applyStatements(client, statements) {
+  if (statements.length === 0) return 0;
+  const result = await client.query(statements.map((s) => s.sql).join(";\n"));
+  const results = Array.isArray(result) ? result : [result];
+  let rows = 0;
+  statements.forEach((statement, i) => {
+    const count = results[i]?.rowCount ?? 0;
+    rows += count;
+    if (statement.expectOneRow && count !== 1) {
+      throw new MigrationError(
+        "REPLAY_ROW_NOT_FOUND",
+        `A replayed change found ${count} rows on the target for ${statement.expectOneRow.table} (${statement.expectOneRow.key}); source and target have diverged.`,
+        "Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target row, then resume."
+      );
+    }
+  });
+  return rows;
+}
+async function commitGroup(client, migrationId, position) {
+  await client.query(
+    `UPDATE ${S3}.replay SET ${position.column} = $2::pg_lsn, last_commit_time = coalesce($3, last_commit_time) WHERE migration_id = $1`,
+    [migrationId, position.endLsn, position.commitTime]
+  );
+  await client.query("COMMIT");
+}
+
+// src/adapters/replication/change-stream.ts
+var import_pg_logical_replication = __toESM(require_dist2(), 1);
+
+// src/core/lsn.ts
+function parseLsn(text) {
+  const match = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text.trim());
+  if (!match) throw new TypeError(`not an LSN: '${text}'`);
+  return BigInt(`0x${match[1]}`) << 32n | BigInt(`0x${match[2]}`);
+}
+function formatLsn(lsn) {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+// src/adapters/replication/change-stream.ts
+var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
+var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
+  received = 0;
+  parse(buffer) {
+    const message = super.parse(buffer);
+    this.received += 1;
+    if (message.tag === "relation")
+      for (const column of message.columns) column.parser = (raw) => raw;
+    return message;
+  }
+};
+var lsnOf = (text) => parseLsn(text ?? "0/0");
+async function openChangeStream(info, options) {
+  const config2 = toPgConfig(info, { options: CANONICAL_OPTIONS });
+  const service = new import_pg_logical_replication.LogicalReplicationService(config2, {
+    acknowledge: { auto: false, timeoutSeconds: 0 },
+    flowControl: { enabled: true }
+  });
+  const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
+  let handled = 0;
+  let failure2;
+  let keepalive;
+  let lastWalEnd;
+  let stopping = false;
+  service.on("data", async (_lsn, message) => {
+    if (failure2) return;
+    try {
+      switch (message.tag) {
+        case "begin":
+          await options.handlers.begin({
+            commitLsn: lsnOf(message.commitLsn),
+            commitTimeUs: message.commitTime,
+            xid: message.xid
+          });
+          break;
+        case "commit":
+          await options.handlers.commit({
+            commitLsn: lsnOf(message.commitLsn),
+            endLsn: lsnOf(message.commitEndLsn),
+            commitTimeUs: message.commitTime
+          });
+          break;
+        case "relation": {
+          const m = message;
+          await options.handlers.relation({
+            oid: m.relationOid,
+            schema: m.schema,
+            name: m.name,
+            replicaIdentity: m.replicaIdentity,
+            columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 }))
+          });
+          break;
+        }
+        case "insert":
+        case "update":
+        case "delete": {
+          const m = message;
+          const rel = { schema: m.relation.schema, name: m.relation.name };
+          const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
+          await options.handlers.change(change);
+          break;
+        }
+        case "truncate": {
+          const m = message;
+          await options.handlers.change({
+            kind: "truncate",
+            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+            cascade: m.cascade,
+            restartIdentity: m.restartIdentity
+          });
+          break;
+        }
+        default:
+          break;
+      }
+    } catch (error62) {
+      failure2 = error62;
+      void service.stop();
+    } finally {
+      handled += 1;
+    }
+  });
+  service.on("heartbeat", async (lsn, _timestamp, shouldRespond) => {
+    const walEnd = parseLsn(lsn);
+    lastWalEnd = walEnd;
+    keepalive = { walEnd, upTo: plugin.received };
+    if (shouldRespond) await respond();
+  });
+  let durable;
+  const respond = async () => {
+    if (durable !== void 0) await service.acknowledge(formatLsn(durable));
+  };
+  let endedResolve = () => void 0;
+  let endedReject = () => void 0;
+  const ended = new Promise((resolve2, reject) => {
+    endedResolve = resolve2;
+    endedReject = reject;
+  });
+  ended.catch(() => void 0);
+  service.on("error", (error62) => {
+    failure2 ??= error62;
+  });
+  const started = new Promise((resolve2) => service.once("start", () => resolve2()));
+  const subscription = service.subscribe(plugin, options.slotName, formatLsn(options.startLsn));
+  subscription.then(
+    () => failure2 && !stopping ? endedReject(failure2) : endedResolve(),
+    (error62) => stopping && !failure2 ? endedResolve() : endedReject(failure2 ?? error62)
+  );
+  await Promise.race([started, subscription.then(() => void 0)]);
+  if (failure2) {
+    await service.stop().catch(() => void 0);
+    throw failure2;
+  }
+  durable = options.startLsn;
+  return {
+    acknowledge: async (lsn) => {
+      durable = lsn;
+      await service.acknowledge(formatLsn(lsn));
+    },
+    idleWalEnd: () => keepalive && handled >= keepalive.upTo ? keepalive.walEnd : void 0,
+    serverWalEnd: () => lastWalEnd,
+    pending: () => plugin.received - handled,
+    ping: async (lsn) => {
+      durable = lsn;
+      await service.acknowledge(formatLsn(lsn), true);
+    },
+    stop: async () => {
+      stopping = true;
+      await service.stop().catch(() => void 0);
+      await ended.catch(() => void 0);
+    },
+    ended: ended.then(() => {
+      if (failure2 && !stopping) throw failure2;
+    })
+  };
+}
+
+// src/core/apply-sql.ts
+var literal2 = (value) => value === null || value === void 0 ? "NULL" : quoteLiteral(value);
+function whereClause(rel, table, key, old, values) {
+  if (old && table.key.length === 0) {
+    const conditions2 = Object.entries(old).flatMap(([column, value]) => {
+      if (value === void 0 || !table.writable.has(column)) return [];
+      return value === null ? [`${quoteIdent(column)} IS NULL`] : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
+    });
+    const predicate = conditions2.length ? conditions2.join(" AND ") : "true";
+    return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
+  }
+  const source = key ?? old ?? values ?? {};
+  const columns = table.key.length ? table.key : Object.keys(source);
+  const conditions = columns.map((column) => {
+    const value = source[column];
+    return value === null || value === void 0 ? `${quoteIdent(column)} IS NULL` : `${quoteIdent(column)} = ${quoteLiteral(value)}`;
+  });
+  return ` WHERE ${conditions.join(" AND ")}`;
+}
+function insertColumns(table, values) {
+  return Object.keys(values).filter((c) => values[c] !== void 0 && table.writable.has(c));
+}
+function describeKey(table, key, old, values) {
+  const source = key ?? old ?? values ?? {};
+  const columns = table.key.length ? table.key : Object.keys(source);
+  return columns.map((c) => `${c}=${source[c] === null ? "NULL" : String(source[c])}`).join(", ").slice(0, 200);
+}
+function buildApplySql(changes, catalog, mode = { idempotent: false }) {
+  const out = [];
+  let pending;
+  const flush = () => {
+    if (!pending) return;
+    const table = catalog(pending.rel);
+    const cols = pending.columns.map(quoteIdent).join(", ");
+    const conflict = mode.idempotent && table.key.length ? ` ON CONFLICT (${table.key.map(quoteIdent).join(", ")}) DO ${pending.columns.some((c) => !table.key.includes(c)) ? `UPDATE SET ${pending.columns.filter((c) => !table.key.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(", ")}` : "NOTHING"}` : "";
+    out.push({
+      sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${pending.rows.join(", ")}${conflict}`
+    });
+    pending = void 0;
+  };
+  for (const change of changes) {
+    if (change.kind === "insert") {
+      const table = catalog(change.rel);
+      const columns = insertColumns(table, change.values);
+      const row2 = `(${columns.map((c) => literal2(change.values[c])).join(", ")})`;
+      if (pending && pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name && pending.columns.length === columns.length && pending.columns.every((c, i) => c === columns[i])) {
+        pending.rows.push(row2);
+      } else {
+        flush();
+        pending = { rel: change.rel, columns, rows: [row2] };
+      }
+      continue;
+    }
+    flush();
+    if (change.kind === "update") {
+      const table = catalog(change.rel);
+      const sets = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
+      if (sets.length === 0) continue;
+      const statement = {
+        sql: `UPDATE ONLY ${quoteQualified(change.rel)} SET ${sets.join(", ")}${whereClause(change.rel, table, change.key, change.old, change.values)}`
+      };
+      if (!mode.idempotent) {
+        statement.expectOneRow = {
+          table: `${change.rel.schema}.${change.rel.name}`,
+          key: describeKey(table, change.key, change.old, change.values)
+        };
+      }
+      out.push(statement);
+    } else if (change.kind === "delete") {
+      const table = catalog(change.rel);
+      const statement = {
+        sql: `DELETE FROM ONLY ${quoteQualified(change.rel)}${whereClause(change.rel, table, change.key, change.old, null)}`
+      };
+      if (!mode.idempotent) {
+        statement.expectOneRow = {
+          table: `${change.rel.schema}.${change.rel.name}`,
+          key: describeKey(table, change.key, change.old, null)
+        };
+      }
+      out.push(statement);
+    } else {
+      const names = change.rels.map((r) => `ONLY ${quoteQualified(r)}`).join(", ");
+      out.push({
+        sql: `TRUNCATE ${names}${change.restartIdentity ? " RESTART IDENTITY" : ""}${change.cascade ? " CASCADE" : ""}`
+      });
+    }
+  }
+  flush();
+  return out;
+}
+
+// src/core/changes.ts
+var relKey = (rel) => `${rel.schema}\0${rel.name}`;
+
+// src/workflows/cutover-steps.ts
+var S4 = quoteIdent(CONTROL_SCHEMA);
+async function fenceRoles(source, roles) {
+  for (const role of roles) {
+    await source.query(`ALTER ROLE ${quoteIdent(role)} SET default_transaction_read_only = on`);
+  }
+  if (roles.length) {
+    await source.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+      [roles]
+    );
+  }
+  return roles;
+}
+async function unfenceRoles(source, roles) {
+  for (const role of roles) {
+    await source.query(`ALTER ROLE ${quoteIdent(role)} RESET default_transaction_read_only`).catch(() => void 0);
+  }
+}
+async function runCutoverFinish(ctx, endpoints, input2) {
+  const id = input2.migrationId;
+  const step = (name, detail) => ctx.emit({
+    type: "cutover:step",
+    step: name,
+    ...detail ? { detail } : {},
+    seconds: (ctx.clock.nowMs() - input2.startedMs) / 1e3
+  });
+  try {
+    const schemas = await withClient(endpoints.target, async (c) => {
+      const { rows } = await c.query(`SELECT schemas FROM ${S4}.migration WHERE migration_id = $1`, [id]);
+      return rows[0]?.schemas ?? null;
+    });
+    const sequences = await withClient(endpoints.source, (c) => readSequences(c, schemas));
+    const views = await withClient(endpoints.source, (c) => listMaterializedViews(c, schemas));
+    await withClient(endpoints.target, async (c) => {
+      await c.query("BEGIN");
+      for (const seq of sequences) {
+        if (seq.lastValue === null) continue;
+        await c.query("SELECT pg_catalog.setval($1::regclass, $2::bigint, $3)", [
+          quoteQualified(seq),
+          seq.lastValue,
+          seq.isCalled
+        ]);
+      }
+      await c.query("COMMIT");
+      step("sequences", `${sequences.length} set`);
+      const restored = await restoreAltered(c, id);
+      if (restored) step("triggers", `${restored} restored`);
+      for (const view of views) await c.query(`REFRESH MATERIALIZED VIEW ${quoteQualified(view)}`);
+      step("materialized views", `${views.length} refreshed`);
+    });
+    const validation = await runValidate(ctx, endpoints, {
+      migrationId: id,
+      source: void 0,
+      target: void 0,
+      dir: "",
+      json: false,
+      pgBindir: void 0,
+      schemas,
+      checksum: input2.request.checksum ?? false,
+      markdown: void 0,
+      buckets: 16
+    });
+    ctx.emit({ type: "log", level: "info", message: `
+${renderValidationText(validation)}` });
+    step("validation", validation.ok ? "source and target match" : "MISMATCH");
+    const seconds = (ctx.clock.nowMs() - input2.startedMs) / 1e3;
+    await withClient(endpoints.target, async (c) => {
+      const result = {
+        endLsn: input2.endLsn,
+        seconds,
+        validationOk: validation.ok,
+        writesAfterEnd: input2.writesAfterEnd
+      };
+      if (!validation.ok) {
+        await c.query(
+          `UPDATE ${S4}.request SET state = 'failed', result = $2, updated_at = now() WHERE id = $1`,
+          [
+            input2.request.id,
+            JSON.stringify({
+              ...result,
+              code: "VALIDATION_MISMATCH",
+              message: "Validation after the drain found differences."
+            })
+          ]
+        );
+        return;
+      }
+      await updateMigration(c, id, { phase: Phase.done });
+      await c.query(`UPDATE ${S4}.request SET state = 'done', result = $2, updated_at = now() WHERE id = $1`, [
+        input2.request.id,
+        JSON.stringify(result)
+      ]);
+    });
+    if (!validation.ok) {
+      throw new MigrationError(
+        "VALIDATION_MISMATCH",
+        `After draining to ${input2.endLsn}, validation found differences${input2.writesAfterEnd ? " (the source received writes after the end position)" : ""}.`,
+        "Look at the report above. Fix the differences (or fence every writer and cut over again with replay --resume), then validate again."
+      );
+    }
+    ctx.emit({ type: "cutover:done", seconds, endLsn: input2.endLsn });
+    ctx.emit({
+      type: "log",
+      level: "info",
+      message: `Cutover finished in ${formatDuration(seconds * 1e3)} at ${input2.endLsn}.`
+    });
+    ctx.emit({ type: "log", level: "info", message: "Migration successfully completed" });
+    return { endLsn: input2.endLsn, seconds, validation };
+  } catch (error62) {
+    await withClient(endpoints.source, (c) => unfenceRoles(c, input2.request.fenceRoles ?? [])).catch(
+      () => void 0
+    );
+    await withClient(
+      endpoints.target,
+      (c) => c.query(
+        `UPDATE ${S4}.request SET state = 'failed', result = coalesce(result, $2), updated_at = now() WHERE id = $1`,
+        [
+          input2.request.id,
+          JSON.stringify({
+            code: error62.code ?? "CUTOVER_FAILED",
+            message: error62.message
+          })
+        ]
+      )
+    ).catch(() => void 0);
+    throw error62;
+  }
+}
+
+// src/workflows/replay.ts
+var S5 = quoteIdent(CONTROL_SCHEMA);
+function isRetryable(error62) {
+  if (isMigrationError(error62))
+    return error62.code === "CONNECTION_FAILED" || error62.code === "REPLAY_STREAM_FAILED";
+  const code = error62.code ?? "";
+  const message = error62 instanceof Error ? error62.message : String(error62);
+  return [
+    "57P01",
+    "57P02",
+    "57P03",
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",
+    "ECONNREFUSED",
+    "ECONNRESET",
+    "EPIPE",
+    "ETIMEDOUT"
+  ].includes(code) || /Connection terminated|connection.*(closed|ended|lost)|terminating connection|server closed|Client was closed|not queryable|the database system is (starting up|shutting down|in recovery)/i.test(
+    message
+  );
+}
+async function runReplay(ctx, endpoints, options) {
+  const log = (message, level = "info") => ctx.emit({ type: "log", level, message });
+  const migration = await withClient(endpoints.target, async (c) => {
+    await ensureControlSchema(c);
+    const row2 = await readMigration(c, options.migrationId);
+    if (!row2) {
+      throw new MigrationError(
+        "MIGRATION_NOT_FOUND",
+        `The target has no state for migration '${options.migrationId}'.`,
+        "Check --target and --migration-id, or start with migrate."
+      );
+    }
+    if (options.mode === "apply" && !row2.copyFinishedAt) {
+      throw new MigrationError(
+        "COPY_NOT_FINISHED",
+        `Migration '${options.migrationId}' has not finished its copy (phase ${row2.phase}).`,
+        `Finish it first: 'pg-live-migrate copy --resume' (or run 'migrate --resume').`
+      );
+    }
+    await c.query(
+      `INSERT INTO ${S5}.replay (migration_id, applied_lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (migration_id) DO NOTHING`,
+      [options.migrationId, row2.consistentLsn ?? "0/0"]
+    );
+    await c.query(
+      `UPDATE ${S5}.request SET state = 'pending', updated_at = now() WHERE migration_id = $1 AND state = 'running'`,
+      [options.migrationId]
+    );
+    if (options.mode === "apply" && row2.phase !== Phase.cutover && row2.phase !== Phase.done) {
+      await updateMigration(c, options.migrationId, { phase: Phase.replay });
+    }
+    return row2;
+  });
+  if (migration.phase === Phase.done) return { kind: "cutover-done", endLsn: "already done" };
+  const shared = { migration, lastProgressMs: ctx.clock.nowMs() };
+  const retryForMs = options.retryForMs ?? 10 * 6e4;
+  let delayMs = 500;
+  for (; ; ) {
+    try {
+      const outcome = await runSession(ctx, endpoints, options, shared);
+      return outcome;
+    } catch (error62) {
+      if (ctx.stopSignal.aborted) return { kind: "stopped" };
+      if (!isRetryable(error62) || ctx.clock.nowMs() - shared.lastProgressMs > retryForMs) {
+        if (isMigrationError(error62)) throw error62;
+        if (isRetryable(error62)) {
+          throw new MigrationError(
+            "REPLAY_STREAM_FAILED",
+            `The replay could not reconnect for ${formatDuration(retryForMs)}: ${error62.message}`,
+            "Check that both servers are up and reachable, then run the same command with --resume: it continues from the position recorded on the target.",
+            { cause: error62 }
+          );
+        }
+        throw error62;
+      }
+      log(
+        `Replay connection lost (${ctx.redactor.redact(error62.message)}); reconnecting in ${formatDuration(delayMs)} from the position recorded on the target.`,
+        "warn"
+      );
+      await new Promise((r) => setTimeout(r, delayMs));
+      delayMs = Math.min(delayMs * 2, 15e3);
+    }
+  }
+}
+async function runSession(ctx, endpoints, options, shared) {
+  const id = options.migrationId;
+  const log = (message, level = "info") => ctx.emit({ type: "log", level, message });
+  const batchChanges = options.batchChanges ?? 2e3;
+  const groupChanges = options.groupChanges ?? 2e4;
+  const groupMs = options.groupMs ?? 500;
+  const clients = [];
+  let stream;
+  try {
+    const control = await openClient(endpoints.target);
+    clients.push(control);
+    const apply = await openClient(endpoints.target);
+    clients.push(apply);
+    const sourceStatus = await openClient(endpoints.source);
+    clients.push(sourceStatus);
+    let triggerMode;
+    if (options.mode === "apply") {
+      triggerMode = await prepareApplySession(apply);
+      if (triggerMode === "disabled_user_triggers") {
+        const tables = (await listTables(sourceStatus, shared.migration.schemas)).filter(isReplicated);
+        const n = await disableUserTriggers(apply, id, tables);
+        log(
+          `session_replication_role is not permitted on the target: disabled ${n} user triggers for the replay (restored at cutover). Foreign keys stay checked.`,
+          "warn"
+        );
+      }
+      await control.query(`UPDATE ${S5}.replay SET trigger_mode = $2 WHERE migration_id = $1`, [
+        id,
+        triggerMode
+      ]);
+      await drainSpool(ctx, apply, id, options);
+    }
+    const position = (await control.query(
+      `SELECT applied_lsn::text AS a, spooled_lsn::text AS s FROM ${S5}.replay WHERE migration_id = $1`,
+      [id]
+    )).rows[0];
+    const applied = parseLsn(position.a);
+    const spooled = position.s ? parseLsn(position.s) : applied;
+    let durable = spooled > applied ? spooled : applied;
+    let spoolSeq = options.mode === "spool" ? Number(
+      (await control.query(
+        `SELECT coalesce(max(seq), 0)::bigint AS n FROM ${S5}.spool WHERE migration_id = $1`,
+        [id]
+      )).rows[0].n
+    ) + 1 : 0;
+    let skipping = false;
+    let inTxn = false;
+    let groupOpen = false;
+    let groupCount = 0;
+    let groupStartedMs = 0;
+    let groupEnd;
+    let groupCommitTime = null;
+    let buffer = [];
+    let lastCommitTimeMs = null;
+    const targets = /* @__PURE__ */ new Map();
+    const relations = /* @__PURE__ */ new Map();
+    let hold;
+    let lock = Promise.resolve();
+    const serial = (fn) => {
+      const next = lock.then(fn);
+      lock = next.catch(() => void 0);
+      return next;
+    };
+    const targetOf = async (rel) => {
+      const key = relKey(rel);
+      let table = targets.get(key);
+      if (!table) {
+        table = await readTargetColumns(apply, rel);
+        if (!table)
+          throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, durable);
+        targets.set(key, table);
+      }
+      return table;
+    };
+    const flush = async () => {
+      if (buffer.length === 0) return;
+      const changes = buffer;
+      buffer = [];
+      if (options.mode === "spool") {
+        const values = [];
+        const params = [id];
+        for (const change of changes) {
+          params.push(spoolSeq++, change.endLsn ?? null, JSON.stringify(change));
+          const n = params.length;
+          values.push(`($1, $${n - 2}, $${n - 1}::pg_lsn, $${n}::jsonb)`);
+        }
+        await apply.query(
+          `INSERT INTO ${S5}.spool (migration_id, seq, end_lsn, change) VALUES ${values.join(", ")}`,
+          params
+        );
+        return;
+      }
+      for (const change of changes) {
+        if (change.kind === "truncate") for (const rel of change.rels) await targetOf(rel);
+        else await targetOf(change.rel);
+      }
+      const statements = buildApplySql(changes, (rel) => targets.get(relKey(rel)));
+      await applyStatements(apply, statements);
+    };
+    const commitNow = async () => {
+      if (!groupOpen || groupEnd === void 0) return;
+      await flush();
+      await commitGroup(apply, id, {
+        endLsn: formatLsn(groupEnd),
+        commitTime: groupCommitTime,
+        column: options.mode === "spool" ? "spooled_lsn" : "applied_lsn"
+      });
+      groupOpen = false;
+      groupCount = 0;
+      durable = groupEnd;
+      shared.lastProgressMs = ctx.clock.nowMs();
+      await stream?.acknowledge(durable);
+      options.onGroupCommitted?.(durable);
+    };
+    const beginGroup = async () => {
+      if (groupOpen) return;
+      await apply.query("BEGIN");
+      groupOpen = true;
+      groupStartedMs = ctx.clock.nowMs();
+    };
+    const holdIfNeeded = async (commitLsn) => {
+      if (!hold || commitLsn < hold.at) return;
+      await serial(commitNow);
+      hold.reached = true;
+      await hold.released;
+    };
+    const handlers = {
+      begin: async (frame) => {
+        if (frame.commitLsn < durable) {
+          skipping = true;
+          return;
+        }
+        await holdIfNeeded(frame.commitLsn);
+        await serial(async () => {
+          inTxn = true;
+          await beginGroup();
+        });
+      },
+      relation: (rel) => serial(async () => {
+        relations.set(relKey(rel), rel);
+        if (options.mode === "spool") {
+          if (!skipping && groupOpen) buffer.push({ kind: "relation", rel });
+          return;
+        }
+        targets.delete(relKey(rel));
+        const mismatch = describeRelationMismatch(rel, await readTargetColumns(apply, rel));
+        if (mismatch) throw schemaChanged(mismatch, durable);
+      }),
+      change: (change) => serial(async () => {
+        if (skipping) return;
+        buffer.push(change);
+        groupCount += 1;
+        if (buffer.length >= batchChanges) await flush();
+      }),
+      commit: (frame) => serial(async () => {
+        if (skipping) {
+          skipping = false;
+          return;
+        }
+        inTxn = false;
+        groupEnd = frame.endLsn;
+        groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
+        lastCommitTimeMs = groupCommitTime.getTime();
+        if (options.mode === "spool")
+          buffer.push({ kind: "commit", endLsn: formatLsn(frame.endLsn) });
+        const queued = stream ? pendingMessages() - 1 : 0;
+        if (queued <= 0 || groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs)
+          await commitNow();
+      })
+    };
+    let receivedProbe = () => 0;
+    const pendingMessages = () => receivedProbe();
+    stream = await openChangeStream(endpoints.source, {
+      slotName: shared.migration.slotName,
+      publications: shared.migration.publications,
+      startLsn: durable,
+      handlers
+    });
+    receivedProbe = () => stream?.pending() ?? 0;
+    log(
+      `Replay (${options.mode}) streaming from ${formatLsn(durable)}${triggerMode ? `; target triggers: ${triggerMode}` : ""}.`
+    );
+    let previous;
+    let lastLagMs = 0;
+    let caughtUpSaid = false;
+    let stopped = false;
+    const streamEnded = stream.ended.then(
+      () => void 0,
+      (error62) => {
+        throw new MigrationError(
+          "REPLAY_STREAM_FAILED",
+          `The replication stream ended: ${error62.message}`,
+          "The replay reconnects by itself; if it keeps failing, check the source.",
+          { cause: error62 }
+        );
+      }
+    );
+    streamEnded.catch(() => void 0);
+    const until = options.until?.then(() => "until");
+    const tick = async () => {
+      const now = ctx.clock.nowMs();
+      const idleEnd = stream?.idleWalEnd();
+      const idle = !inTxn && !groupOpen && buffer.length === 0 && (stream?.pending() ?? 0) === 0;
+      if (idle && idleEnd !== void 0 && idleEnd > durable) {
+        await apply.query(
+          `UPDATE ${S5}.replay SET ${options.mode === "spool" ? "spooled_lsn" : "applied_lsn"} = $2::pg_lsn WHERE migration_id = $1`,
+          [id, formatLsn(idleEnd)]
+        );
+        durable = idleEnd;
+        await stream?.acknowledge(durable);
+      }
+      await stream?.ping(durable);
+      if (now - lastLagMs >= options.lagIntervalMs || shared.cutover || shared.pause) {
+        const sourceLsn = parseLsn(
+          (await sourceStatus.query("SELECT pg_current_wal_lsn()::text AS l")).rows[0].l
+        );
+        const sample = { atMs: now, sourceLsn, appliedLsn: durable };
+        if (now - lastLagMs >= options.lagIntervalMs) {
+          const facts = computeLag(previous, sample);
+          previous = sample;
+          lastLagMs = now;
+          const slot = await readSlot(sourceStatus, shared.migration.slotName);
+          const caughtIdle = idle && (idleEnd ?? 0n) >= durable;
+          const lagSeconds = facts.caughtUp && caughtIdle ? 0 : lastCommitTimeMs !== null && facts.lagBytes > 0 ? Math.max(0, (now - lastCommitTimeMs) / 1e3) : 0;
+          ctx.emit({
+            type: "replay:lag",
+            lagBytes: facts.lagBytes,
+            lagSeconds,
+            sourceLsn: formatLsn(sourceLsn),
+            appliedLsn: formatLsn(durable),
+            sourceWalRate: facts.sourceWalRate,
+            replayRate: facts.replayRate,
+            etaSeconds: facts.etaSeconds,
+            caughtUp: facts.caughtUp,
+            retainedBytes: slot?.retainedBytes ?? null
+          });
+          if (options.mode === "apply") {
+            if (facts.caughtUp) {
+              if (!caughtUpSaid)
+                log(`Target has caught up with source (replay_lag: ${formatBytes(facts.lagBytes)})`);
+              caughtUpSaid = true;
+            } else {
+              caughtUpSaid = false;
+              log(
+                facts.etaSeconds === null ? `Replay is not keeping up with the source (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})` : `Live-replay will complete in ${formatDuration(facts.etaSeconds * 1e3)} (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`,
+                facts.etaSeconds === null && previous ? "warn" : "info"
+              );
+            }
+          }
+          await control.query(
+            `UPDATE ${S5}.replay SET source_lsn = $2::pg_lsn, lag_bytes = $3, lag_seconds = $4, source_wal_rate = $5, replay_rate = $6,
+                    retained_bytes = $7, heartbeat_at = now(), process = $8 WHERE migration_id = $1`,
+            [
+              id,
+              formatLsn(sourceLsn),
+              facts.lagBytes,
+              lagSeconds,
+              facts.sourceWalRate,
+              facts.replayRate,
+              slot?.retainedBytes ?? null,
+              `pid ${process.pid}`
+            ]
+          );
+        }
+      } else {
+        await control.query(
+          `UPDATE ${S5}.replay SET heartbeat_at = now(), process = $2 WHERE migration_id = $1`,
+          [id, `pid ${process.pid}`]
+        );
+      }
+      if (options.mode === "apply" && now - lastNewTableCheckMs >= options.lagIntervalMs) {
+        lastNewTableCheckMs = now;
+        await checkNewTables(sourceStatus, shared.migration, durable);
+      }
+      if (options.mode !== "apply") return void 0;
+      return await handleRequests(now, idle, idleEnd);
+    };
+    let lastNewTableCheckMs = 0;
+    const handleRequests = async (now, idle, idleEnd) => {
+      const drainedTo = (at) => (hold?.reached ?? false) || durable >= at || idle && (idleEnd ?? 0n) >= at;
+      if (shared.cutover) {
+        const c = shared.cutover;
+        if (drainedTo(c.endLsn)) {
+          const afterEnd = hold?.reached ?? false;
+          ctx.emit({
+            type: "cutover:step",
+            step: "drained",
+            detail: `applied up to ${formatLsn(c.endLsn)}`,
+            seconds: (now - c.startedMs) / 1e3
+          });
+          if (afterEnd) {
+            log(
+              `WARNING: the source received writes after the cutover end position ${formatLsn(c.endLsn)}; they are NOT on the target. Fence every writer (--fence-roles) or stop the application before cutover.`,
+              "warn"
+            );
+          }
+          await stream?.stop();
+          const result = await runCutoverFinish(ctx, endpoints, {
+            migrationId: id,
+            request: c.request,
+            endLsn: formatLsn(c.endLsn),
+            writesAfterEnd: afterEnd,
+            startedMs: c.startedMs
+          });
+          hold?.release();
+          return { kind: "cutover-done", endLsn: result.endLsn };
+        }
+        if (now - c.startedMs > c.request.timeoutMs) {
+          await unfenceRoles(sourceStatus, c.fenced);
+          await finishRequest(control, c.request.id, "failed", {
+            code: "CUTOVER_TIMEOUT",
+            message: `The drain to ${formatLsn(c.endLsn)} did not finish within ${formatDuration(c.request.timeoutMs)} (applied ${formatLsn(durable)}).`
+          });
+          log(`Cutover timed out; the source was unfenced and the replay goes on.`, "warn");
+          shared.cutover = void 0;
+          hold?.release();
+          hold = void 0;
+        }
+        return void 0;
+      }
+      if (shared.pause) {
+        const p = shared.pause;
+        if (drainedTo(p.at)) {
+          await control.query(`UPDATE ${S5}.replay SET paused_at = $2::pg_lsn WHERE migration_id = $1`, [
+            id,
+            formatLsn(p.at)
+          ]);
+          const { rows: rows2 } = await control.query(`SELECT state FROM ${S5}.request WHERE id = $1`, [p.requestId]);
+          if (rows2[0]?.state !== "pending" && rows2[0]?.state !== "running") {
+            await control.query(`UPDATE ${S5}.replay SET paused_at = NULL WHERE migration_id = $1`, [id]);
+            shared.pause = void 0;
+            hold?.release();
+            hold = void 0;
+          }
+        }
+        return void 0;
+      }
+      const { rows } = await control.query(
+        `UPDATE ${S5}.request SET state = 'running', updated_at = now()
+          WHERE id = (SELECT id FROM ${S5}.request WHERE migration_id = $1 AND state = 'pending' ORDER BY id LIMIT 1)
+          RETURNING id, kind, params`,
+        [id]
+      );
+      const request = rows[0];
+      if (!request) return void 0;
+      if (request.kind === "pause") {
+        const at = parseLsn(request.params.at);
+        shared.pause = { requestId: request.id, at };
+        hold = makeHold(at);
+        log(`Pausing the replay at ${formatLsn(at)} for an aligned validation.`);
+        return void 0;
+      }
+      if (request.kind === "cutover") {
+        const params = request.params;
+        const lagBytes = previous ? Number(previous.sourceLsn > durable ? previous.sourceLsn - durable : 0n) : Number.POSITIVE_INFINITY;
+        if (!params.force && params.maxLagBytes !== void 0 && lagBytes > params.maxLagBytes) {
+          await finishRequest(control, request.id, "failed", {
+            code: "CUTOVER_LAG_TOO_HIGH",
+            message: `Replay lag is ${formatBytes(lagBytes)}, above --max-lag ${formatBytes(params.maxLagBytes)}.`
+          });
+          return void 0;
+        }
+        const fenced = await fenceRoles(sourceStatus, params.fenceRoles ?? []);
+        if (fenced.length) log(`Fenced roles ${fenced.join(", ")}: read-only, sessions ended.`);
+        const endLsn = parseLsn(
+          (await sourceStatus.query("SELECT pg_current_wal_lsn()::text AS l")).rows[0].l
+        );
+        shared.cutover = { request: { ...params, id: request.id }, endLsn, startedMs: now, fenced };
+        hold = makeHold(endLsn);
+        await updateMigration(control, id, { phase: Phase.cutover });
+        ctx.emit({ type: "cutover:step", step: "requested", detail: `end position ${formatLsn(endLsn)}` });
+        log(`Cutover: draining to ${formatLsn(endLsn)} \u2026`);
+        return void 0;
+      }
+      await finishRequest(control, request.id, "failed", {
+        code: "CONFIG_INVALID_OPTION",
+        message: `unknown request '${request.kind}'`
+      });
+      return void 0;
+    };
+    const makeHold = (at) => {
+      let release = () => void 0;
+      const released = new Promise((resolve2) => {
+        release = resolve2;
+      });
+      return { at, reached: false, release, released };
+    };
+    if (options.mode === "apply" && shared.cutover) hold = makeHold(shared.cutover.endLsn);
+    for (; ; ) {
+      const interval = shared.cutover || shared.pause ? 200 : 1e3;
+      const sleep = new Promise((r) => setTimeout(() => r("tick"), interval));
+      const next = await Promise.race([
+        sleep,
+        streamEnded.then(() => "ended"),
+        ...until ? [until] : []
+      ]);
+      if (ctx.stopSignal.aborted || stopped) {
+        await serial(commitNow).catch(() => void 0);
+        return { kind: "stopped" };
+      }
+      if (next === "ended")
+        throw new MigrationError(
+          "REPLAY_STREAM_FAILED",
+          "The replication stream ended unexpectedly.",
+          "The replay reconnects by itself."
+        );
+      if (next === "until") {
+        await serial(async () => {
+          if (!inTxn) await commitNow();
+        });
+        if (!inTxn) {
+          stopped = true;
+          return { kind: "stopped" };
+        }
+        continue;
+      }
+      const outcome = await serial(tick);
+      if (outcome) {
+        shared.outcome = outcome;
+        return outcome;
+      }
+    }
+  } finally {
+    await stream?.stop().catch(() => void 0);
+    for (const client of clients) await client.end().catch(() => void 0);
+  }
+}
+function schemaChanged(what, durable) {
+  return new MigrationError(
+    "REPLAY_SCHEMA_CHANGED",
+    `The source's schema changed during replay: ${what}.`,
+    `Apply the same change on the target (e.g. the same ALTER TABLE), then run 'pg-live-migrate replay --resume': nothing after ${formatLsn(durable)} was applied and nothing is lost (the slot keeps it).`
+  );
+}
+async function checkNewTables(source, migration, durable) {
+  const tables = (await listTables(source, migration.schemas)).filter(isReplicated);
+  const { rows } = await source.query(
+    "SELECT schemaname AS schema, tablename AS name FROM pg_publication_tables WHERE pubname = ANY($1)",
+    [migration.publications]
+  );
+  const published = new Set(rows.map((r) => tableKey({ schema: r.schema, name: r.name })));
+  const fresh = tables.filter((t) => !published.has(tableKey(t)));
+  if (fresh.length === 0) return;
+  const names = fresh.map((t) => `${t.schema}.${t.name}`).join(", ");
+  throw new MigrationError(
+    "REPLAY_NEW_TABLE",
+    `Table(s) ${names} were created on the source during the migration; their rows are not replicated.`,
+    `Create them on the target (pg_dump --schema-only -t \u2026), add them to the publication (ALTER PUBLICATION ${migration.publications[0]} ADD TABLE \u2026), copy their current rows, then run 'pg-live-migrate replay --resume' (applied up to ${formatLsn(durable)}).`
+  );
+}
+async function finishRequest(control, requestId, state, result) {
+  await control.query(`UPDATE ${S5}.request SET state = $2, result = $3, updated_at = now() WHERE id = $1`, [
+    requestId,
+    state,
+    JSON.stringify(result)
+  ]);
+}
+async function drainSpool(ctx, apply, id, options) {
+  const targets = /* @__PURE__ */ new Map();
+  let total = 0;
+  let open2 = false;
+  let buffer = [];
+  let lastSeq = 0;
+  let txns = 0;
+  const flush = async () => {
+    if (buffer.length === 0) return;
+    for (const change of buffer) {
+      const rels = change.kind === "truncate" ? change.rels : [change.rel];
+      for (const rel of rels) {
+        if (!targets.has(relKey(rel))) {
+          const table = await readTargetColumns(apply, rel);
+          if (!table)
+            throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, 0n);
+          targets.set(relKey(rel), table);
+        }
+      }
+    }
+    await applyStatements(
+      apply,
+      buildApplySql(buffer, (rel) => targets.get(relKey(rel)))
+    );
+    total += buffer.length;
+    buffer = [];
+  };
+  for (; ; ) {
+    const { rows } = await apply.query(
+      `SELECT seq, end_lsn::text AS end_lsn, change FROM ${S5}.spool WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`,
+      [id, lastSeq]
+    );
+    if (rows.length === 0) break;
+    if (!open2) {
+      await apply.query("BEGIN");
+      open2 = true;
+    }
+    for (const [i, row2] of rows.entries()) {
+      lastSeq = Number(row2.seq);
+      const change = row2.change;
+      if (change.kind === "relation") {
+        const mismatch = describeRelationMismatch(change.rel, await readTargetColumns(apply, change.rel));
+        if (mismatch) throw schemaChanged(mismatch, 0n);
+        targets.delete(relKey(change.rel));
+        continue;
+      }
+      if (change.kind === "commit") {
+        await flush();
+        txns += 1;
+        if (txns >= 200 || i === rows.length - 1) {
+          await apply.query(`DELETE FROM ${S5}.spool WHERE migration_id = $1 AND seq <= $2`, [id, lastSeq]);
+          await commitGroup(apply, id, { endLsn: change.endLsn, commitTime: null, column: "applied_lsn" });
+          txns = 0;
+          open2 = false;
+          await apply.query("BEGIN");
+          open2 = true;
+        }
+        continue;
+      }
+      buffer.push(change);
+      if (buffer.length >= (options.batchChanges ?? 2e3)) await flush();
+    }
+  }
+  if (open2) await apply.query("ROLLBACK");
+  if (total)
+    ctx.emit({ type: "log", level: "info", message: `Applied ${total} changes spooled during the copy.` });
+}
+
+// src/workflows/migrate.ts
+async function runMigrate(ctx, endpoints, options) {
+  const log = (message, level = "info") => ctx.emit({ type: "log", level, message });
+  const migration = await withClient(endpoints.target, async (c) => {
+    await ensureControlSchema(c);
+    return readMigration(c, options.migrationId);
+  });
+  if (options.resume && !migration) {
+    throw new MigrationError(
+      "MIGRATION_NOT_FOUND",
+      `The target has no state for migration '${options.migrationId}'.`,
+      "Start it without --resume, or check --target and --migration-id."
+    );
+  }
+  if (migration?.phase === Phase.done) {
+    log(`Migration '${options.migrationId}' has already completed.`);
+    return { kind: "cutover-done", endLsn: "already done" };
+  }
+  if (!migration?.copyFinishedAt) {
+    let copyDone = () => void 0;
+    const until = new Promise((resolve2) => {
+      copyDone = resolve2;
+    });
+    let spooler;
+    try {
+      await runCopy(ctx, endpoints, options, () => {
+        spooler = runReplay(ctx, endpoints, {
+          migrationId: options.migrationId,
+          mode: "spool",
+          lagIntervalMs: options.lagIntervalMs,
+          until
+        }).catch(
+          (error62) => log(`Spooling changes during the copy stopped: ${ctx.redactor.redact(error62.message)}`, "warn")
+        );
+      });
+    } finally {
+      copyDone();
+      await spooler;
+    }
+  }
+  if (ctx.stopSignal.aborted) return { kind: "stopped" };
+  return runReplay(ctx, endpoints, {
+    migrationId: options.migrationId,
+    mode: "apply",
+    lagIntervalMs: options.lagIntervalMs
+  });
+}
+
 // src/workflows/status.ts
 async function readStatus(endpoints, options) {
   const id = options.migrationId;
-  const { migration, parts } = await withClient(endpoints.target, async (c) => ({
+  const { migration, parts, replay } = await withClient(endpoints.target, async (c) => ({
     migration: await readMigration(c, id),
-    parts: await readParts(c, id)
+    parts: await readParts(c, id),
+    replay: await readReplayStatus(c, id)
   }));
   const byTable = /* @__PURE__ */ new Map();
   for (const p of parts) byTable.set(tableKey(p), (byTable.get(tableKey(p)) ?? true) && p.done);
@@ -30455,11 +35537,36 @@ async function readStatus(endpoints, options) {
       active: source ? (source.slot?.activePid ?? null) !== null : null,
       retainedBytes: source?.slot?.retainedBytes ?? null
     },
-    lagBytes: null,
-    lagSeconds: null,
+    lagBytes: replay ? Number(replay.lag_bytes ?? 0) : null,
+    lagSeconds: replay ? Number(replay.lag_seconds ?? 0) : null,
+    replay: replay ? {
+      appliedLsn: replay.applied_lsn,
+      sourceLsn: replay.source_lsn,
+      sourceWalRate: replay.source_wal_rate,
+      replayRate: replay.replay_rate,
+      etaSeconds: replay.lag_bytes > 0 && replay.replay_rate > replay.source_wal_rate ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate) : replay.lag_bytes > 0 ? null : 0,
+      triggerMode: replay.trigger_mode,
+      spooledLsn: replay.spooled_lsn,
+      spooledChanges: Number(replay.spooled ?? 0),
+      alive: replay.age_s !== null && Number(replay.age_s) < 30,
+      lastReportAgeSeconds: replay.age_s === null ? null : Number(replay.age_s),
+      pausedAt: replay.paused_at
+    } : null,
     sourceReachable: source !== void 0,
     error: migration?.error ?? null
   };
+}
+async function readReplayStatus(c, id) {
+  if (!await controlSchemaExists(c)) return void 0;
+  const { rows } = await c.query(
+    `SELECT applied_lsn::text, spooled_lsn::text, source_lsn::text, lag_bytes::float8 AS lag_bytes, lag_seconds,
+            source_wal_rate, replay_rate, trigger_mode, paused_at::text,
+            extract(epoch FROM now() - heartbeat_at)::float8 AS age_s,
+            (SELECT count(*) FROM "${CONTROL_SCHEMA}".spool s WHERE s.migration_id = r.migration_id) AS spooled
+       FROM "${CONTROL_SCHEMA}".replay r WHERE migration_id = $1`,
+    [id]
+  );
+  return rows[0];
 }
 function renderStatusText(s) {
   if (!s.exists)
@@ -30472,6 +35579,15 @@ function renderStatusText(s) {
     `  slot ${s.slot.name}: ${s.slot.exists === null ? "unknown (source unreachable)" : s.slot.exists ? `${s.slot.active ? "active" : "inactive"}, retains ${formatBytes(s.slot.retainedBytes ?? 0)} of WAL` : "missing"}`,
     `  consistent point ${s.consistentLsn ?? "-"}`
   ];
+  if (s.replay) {
+    const r = s.replay;
+    lines.push(
+      `  replay ${r.alive ? "running" : "NOT running"}${r.lastReportAgeSeconds !== null ? ` (last report ${r.lastReportAgeSeconds.toFixed(0)} s ago)` : ""}: applied ${r.appliedLsn}, source ${r.sourceLsn ?? "-"}`,
+      `  lag ${formatBytes(s.lagBytes ?? 0)} / ${(s.lagSeconds ?? 0).toFixed(1)} s; source WAL ${formatBytes(r.sourceWalRate ?? 0)}/s, replay ${formatBytes(r.replayRate ?? 0)}/s, ETA ${r.etaSeconds === null ? "not catching up" : formatDuration(r.etaSeconds * 1e3)}`
+    );
+    if (r.spooledChanges) lines.push(`  ${r.spooledChanges} spooled rows waiting to be applied`);
+    if (r.pausedAt) lines.push(`  paused at ${r.pausedAt} for validation`);
+  }
   if (s.error) lines.push(`  last error ${s.error.code}: ${s.error.message}`);
   return `${lines.join("\n")}
 `;
@@ -30482,6 +35598,9 @@ var COMMANDS = {
   preflight: "Check both databases and this machine; change nothing. Exit 3 on any error finding.",
   snapshot: "Create the slot and exported snapshot, record them on the target, hold them until the copy is done.",
   copy: "Copy roles, schema and data (in the snapshot), then sequences, indexes and constraints.",
+  migrate: "snapshot + copy + live replay in one process, until a cutover completes (c + Enter, SIGUSR1 or `cutover`).",
+  replay: "Live replay only (the copy is done): apply the slot's changes on the target until cutover.",
+  cutover: "Ask the running replay to drain to the source's current position, finish, and validate.",
   validate: "Compare row counts (and with --checksum, contents) of every table. Exit 5 on a mismatch.",
   status: "Show the migration's phase and progress from the target's _pg_live_migrate schema.",
   clean: "Drop the slot, publications and the target state of this migration; --prune also deletes --dir.",
@@ -30519,8 +35638,22 @@ var OPTIONS = {
   "skip-schema": { type: "boolean", doc: "copy: the target schema exists already; copy data only" },
   "skip-roles": { type: "boolean", doc: "copy: do not create roles (implies --no-owner)" },
   "no-owner": { type: "boolean", doc: "copy: do not restore ownership and grants" },
-  resume: { type: "boolean", doc: "copy: continue an interrupted copy (finished parts are kept)" },
-  checksum: { type: "boolean", doc: "validate: compare contents, not just row counts" },
+  resume: {
+    type: "boolean",
+    doc: "copy, migrate, replay: continue where it stopped (the databases hold the position)"
+  },
+  "lag-interval": { type: "string", doc: "migrate, replay: how often to report the lag (default 10s)" },
+  "max-lag": {
+    type: "string",
+    doc: "cutover: refuse while the lag is above this (bytes like 500KB or a duration like 5s; default 500KB)"
+  },
+  timeout: { type: "string", doc: "cutover: give up after this long (default 10min)" },
+  "fence-roles": {
+    type: "string",
+    doc: "cutover: make these roles (comma-separated) read-only on the source and end their sessions"
+  },
+  force: { type: "boolean", doc: "cutover: drain whatever the lag" },
+  checksum: { type: "boolean", doc: "validate, cutover: compare contents, not just row counts" },
   markdown: {
     type: "string",
     doc: "preflight, validate: also write the report as Markdown (a GitHub job summary) to this file"
@@ -30624,7 +35757,7 @@ async function main(argv, env) {
       stream: stderr,
       redactor,
       nowMs: () => systemClock.nowMs(),
-      logFile: join7(common.dir, "logs", `${command}.log`)
+      logFile: join8(common.dir, "logs", `${command}.log`)
     });
     const ctx = {
       emit: (event) => {
@@ -30638,6 +35771,27 @@ async function main(argv, env) {
       stopSignal: controller.signal
     };
     const cpus = availableParallelism();
+    const parseCopyOptions = () => {
+      const split = str("split-tables-larger-than");
+      const splitBytes = split === void 0 ? 1024 ** 3 : parseByteSize(split);
+      if (splitBytes === void 0) {
+        throw configError(
+          `--split-tables-larger-than '${split}' is not a size.`,
+          "Pass e.g. 1GB, 500MB or 0 (never split)."
+        );
+      }
+      return copyOptions.parse({
+        ...common,
+        snapshot: str("snapshot"),
+        tableJobs: parseCount(str("table-jobs"), "table-jobs", cpus),
+        indexJobs: parseCount(str("index-jobs"), "index-jobs", cpus),
+        splitTablesLargerThan: splitBytes,
+        skipSchema: bool("skip-schema"),
+        skipRoles: bool("skip-roles"),
+        noOwner: bool("no-owner"),
+        resume: bool("resume")
+      });
+    };
     switch (command) {
       case "preflight": {
         const options = commonOptions.parse(common);
@@ -30670,27 +35824,50 @@ async function main(argv, env) {
         return ExitCode.ok;
       }
       case "copy": {
-        const split = str("split-tables-larger-than");
-        const splitBytes = split === void 0 ? 1024 ** 3 : parseByteSize(split);
-        if (splitBytes === void 0)
-          throw configError(
-            `--split-tables-larger-than '${split}' is not a size.`,
-            "Pass e.g. 1GB, 500MB or 0 (never split)."
-          );
-        const options = copyOptions.parse({
-          ...common,
-          snapshot: str("snapshot"),
-          tableJobs: parseCount(str("table-jobs"), "table-jobs", cpus),
-          indexJobs: parseCount(str("index-jobs"), "index-jobs", cpus),
-          splitTablesLargerThan: splitBytes,
-          skipSchema: bool("skip-schema"),
-          skipRoles: bool("skip-roles"),
-          noOwner: bool("no-owner"),
-          resume: bool("resume")
-        });
+        const options = parseCopyOptions();
         const result = await runCopy(ctx, resolveEndpoints(options, redactor), options);
         if (json2) process.stdout.write(`${JSON.stringify(result, null, 2)}
 `);
+        return ExitCode.ok;
+      }
+      case "migrate":
+      case "replay": {
+        const options = parseCopyOptions();
+        const endpoints = resolveEndpoints(options, redactor);
+        const lagIntervalMs = parseDuration(str("lag-interval"), "lag-interval", 1e4);
+        const detach = listenForCutover(endpoints, options.migrationId, (message) => reporter.line(message));
+        try {
+          const outcome = command === "migrate" ? await runMigrate(ctx, endpoints, { ...options, lagIntervalMs }) : await runReplay(ctx, endpoints, {
+            migrationId: options.migrationId,
+            mode: "apply",
+            lagIntervalMs
+          });
+          if (outcome.kind === "stopped") {
+            reporter.line("Replay stopped; resume with --resume (the position is recorded on the target).");
+            return ExitCode.runtime;
+          }
+          return ExitCode.ok;
+        } finally {
+          detach();
+        }
+      }
+      case "cutover": {
+        const options = commonOptions.parse(common);
+        const maxLagText = str("max-lag") ?? "500KB";
+        const maxLag = parseMaxLag(maxLagText);
+        if (!maxLag)
+          throw configError(
+            `--max-lag '${maxLagText}' is neither a size nor a duration.`,
+            "Pass e.g. 500KB, 16MB, 5s or 2min."
+          );
+        await runCutover(ctx, resolveEndpoints(options, redactor), {
+          migrationId: options.migrationId,
+          maxLag,
+          timeoutMs: parseDuration(str("timeout"), "timeout", 10 * 6e4),
+          fenceRoles: (str("fence-roles") ?? "").split(",").map((r) => r.trim()).filter(Boolean),
+          force: bool("force"),
+          checksum: bool("checksum")
+        });
         return ExitCode.ok;
       }
       case "validate": {
@@ -30755,6 +35932,45 @@ async function main(argv, env) {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
+}
+function parseDuration(value, name, fallbackMs) {
+  if (value === void 0) return fallbackMs;
+  const ms = parseDurationMs(value);
+  if (ms === void 0 || ms <= 0)
+    throw configError(`--${name} '${value}' is not a duration.`, `Pass e.g. --${name} 10s or 2min.`);
+  return ms;
+}
+function listenForCutover(endpoints, migrationId, say) {
+  const request = () => {
+    say("Cutover requested from this process: draining \u2026");
+    void withClient(
+      endpoints.target,
+      (c) => insertCutoverRequest(
+        c,
+        migrationId,
+        buildCutoverParams({
+          maxLag: { bytes: 500 * 1024 },
+          timeoutMs: 10 * 6e4,
+          fenceRoles: [],
+          force: false,
+          checksum: false
+        })
+      )
+    ).catch((error62) => say(`Could not record the cutover request: ${error62.message}`));
+  };
+  process.on("SIGUSR1", request);
+  let rl;
+  if (process.stdin.isTTY) {
+    rl = createInterface({ input: process.stdin });
+    rl.on("line", (line) => {
+      if (line.trim().toLowerCase() === "c") request();
+    });
+    say("Press 'c' and Enter to cut over once the target has caught up.");
+  }
+  return () => {
+    process.off("SIGUSR1", request);
+    rl?.close();
+  };
 }
 function normalizeError(error62) {
   if (error62 instanceof TypeError && "code" in error62 && error62.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {

@@ -23,6 +23,21 @@ export type MigrationEvent =
     }
   | { type: 'copy:part:progress'; partId: number; bytes: number }
   | { type: 'copy:part:done'; partId: number; table: string; rows: number; bytes: number; seconds: number }
-  | { type: 'copy:done'; rows: number; bytes: number; seconds: number };
+  | { type: 'copy:done'; rows: number; bytes: number; seconds: number }
+  | {
+      type: 'replay:lag';
+      lagBytes: number;
+      lagSeconds: number;
+      sourceLsn: string;
+      appliedLsn: string;
+      sourceWalRate: number;
+      replayRate: number;
+      /** null: not catching up at the current rates. */
+      etaSeconds: number | null;
+      caughtUp: boolean;
+      retainedBytes: number | null;
+    }
+  | { type: 'cutover:step'; step: string; detail?: string; seconds?: number }
+  | { type: 'cutover:done'; seconds: number; endLsn: string };
 
 export type EmitEvent = (event: MigrationEvent) => void;

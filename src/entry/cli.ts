@@ -2,20 +2,26 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createConsoleReporter } from '../adapters/console/reporter';
+import { withClient } from '../adapters/postgres/client';
 import { cleanOptions, commonOptions, copyOptions, validateOptions } from '../config/options';
 import { computeExitCode, ERROR_CODES, ExitCode, isMigrationError, MigrationError } from '../core/errors';
 import type { MigrationEvent } from '../core/events';
 import { parseByteSize } from '../core/format';
+import { parseDurationMs, parseMaxLag } from '../core/lag';
 import { createRedactor } from '../core/redact';
 import { systemClock, type WorkflowContext } from '../ports';
 import { runClean } from '../workflows/clean';
-import { resolveEndpoints } from '../workflows/connections';
+import { type Endpoints, resolveEndpoints } from '../workflows/connections';
 import { runCopy } from '../workflows/copy';
+import { buildCutoverParams, insertCutoverRequest, runCutover } from '../workflows/cutover';
 import { runDemo } from '../workflows/demo';
+import { runMigrate } from '../workflows/migrate';
 import { runPreflight } from '../workflows/preflight';
 import { renderPreflightMarkdown, renderPreflightText } from '../workflows/preflight-render';
+import { runReplay } from '../workflows/replay';
 import { runSnapshot } from '../workflows/snapshot';
 import { readStatus, renderStatusText } from '../workflows/status';
 import { runValidate } from '../workflows/validate';
@@ -26,6 +32,10 @@ const COMMANDS = {
   snapshot:
     'Create the slot and exported snapshot, record them on the target, hold them until the copy is done.',
   copy: 'Copy roles, schema and data (in the snapshot), then sequences, indexes and constraints.',
+  migrate:
+    'snapshot + copy + live replay in one process, until a cutover completes (c + Enter, SIGUSR1 or `cutover`).',
+  replay: "Live replay only (the copy is done): apply the slot's changes on the target until cutover.",
+  cutover: "Ask the running replay to drain to the source's current position, finish, and validate.",
   validate: 'Compare row counts (and with --checksum, contents) of every table. Exit 5 on a mismatch.',
   status: "Show the migration's phase and progress from the target's _pg_live_migrate schema.",
   clean: 'Drop the slot, publications and the target state of this migration; --prune also deletes --dir.',
@@ -65,8 +75,22 @@ const OPTIONS = {
   'skip-schema': { type: 'boolean', doc: 'copy: the target schema exists already; copy data only' },
   'skip-roles': { type: 'boolean', doc: 'copy: do not create roles (implies --no-owner)' },
   'no-owner': { type: 'boolean', doc: 'copy: do not restore ownership and grants' },
-  resume: { type: 'boolean', doc: 'copy: continue an interrupted copy (finished parts are kept)' },
-  checksum: { type: 'boolean', doc: 'validate: compare contents, not just row counts' },
+  resume: {
+    type: 'boolean',
+    doc: 'copy, migrate, replay: continue where it stopped (the databases hold the position)',
+  },
+  'lag-interval': { type: 'string', doc: 'migrate, replay: how often to report the lag (default 10s)' },
+  'max-lag': {
+    type: 'string',
+    doc: 'cutover: refuse while the lag is above this (bytes like 500KB or a duration like 5s; default 500KB)',
+  },
+  timeout: { type: 'string', doc: 'cutover: give up after this long (default 10min)' },
+  'fence-roles': {
+    type: 'string',
+    doc: 'cutover: make these roles (comma-separated) read-only on the source and end their sessions',
+  },
+  force: { type: 'boolean', doc: 'cutover: drain whatever the lag' },
+  checksum: { type: 'boolean', doc: 'validate, cutover: compare contents, not just row counts' },
   markdown: {
     type: 'string',
     doc: 'preflight, validate: also write the report as Markdown (a GitHub job summary) to this file',
@@ -195,6 +219,27 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       stopSignal: controller.signal,
     };
     const cpus = availableParallelism();
+    const parseCopyOptions = () => {
+      const split = str('split-tables-larger-than');
+      const splitBytes = split === undefined ? 1024 ** 3 : parseByteSize(split);
+      if (splitBytes === undefined) {
+        throw configError(
+          `--split-tables-larger-than '${split}' is not a size.`,
+          'Pass e.g. 1GB, 500MB or 0 (never split).',
+        );
+      }
+      return copyOptions.parse({
+        ...common,
+        snapshot: str('snapshot'),
+        tableJobs: parseCount(str('table-jobs'), 'table-jobs', cpus),
+        indexJobs: parseCount(str('index-jobs'), 'index-jobs', cpus),
+        splitTablesLargerThan: splitBytes,
+        skipSchema: bool('skip-schema'),
+        skipRoles: bool('skip-roles'),
+        noOwner: bool('no-owner'),
+        resume: bool('resume'),
+      });
+    };
     switch (command as Command) {
       case 'preflight': {
         const options = commonOptions.parse(common);
@@ -225,26 +270,55 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return ExitCode.ok;
       }
       case 'copy': {
-        const split = str('split-tables-larger-than');
-        const splitBytes = split === undefined ? 1024 ** 3 : parseByteSize(split);
-        if (splitBytes === undefined)
-          throw configError(
-            `--split-tables-larger-than '${split}' is not a size.`,
-            'Pass e.g. 1GB, 500MB or 0 (never split).',
-          );
-        const options = copyOptions.parse({
-          ...common,
-          snapshot: str('snapshot'),
-          tableJobs: parseCount(str('table-jobs'), 'table-jobs', cpus),
-          indexJobs: parseCount(str('index-jobs'), 'index-jobs', cpus),
-          splitTablesLargerThan: splitBytes,
-          skipSchema: bool('skip-schema'),
-          skipRoles: bool('skip-roles'),
-          noOwner: bool('no-owner'),
-          resume: bool('resume'),
-        });
+        const options = parseCopyOptions();
         const result = await runCopy(ctx, resolveEndpoints(options, redactor), options);
         if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+        return ExitCode.ok;
+      }
+      case 'migrate':
+      case 'replay': {
+        const options = parseCopyOptions();
+        const endpoints = resolveEndpoints(options, redactor);
+        const lagIntervalMs = parseDuration(str('lag-interval'), 'lag-interval', 10_000);
+        const detach = listenForCutover(endpoints, options.migrationId, (message) => reporter.line(message));
+        try {
+          const outcome =
+            command === 'migrate'
+              ? await runMigrate(ctx, endpoints, { ...options, lagIntervalMs })
+              : await runReplay(ctx, endpoints, {
+                  migrationId: options.migrationId,
+                  mode: 'apply',
+                  lagIntervalMs,
+                });
+          if (outcome.kind === 'stopped') {
+            reporter.line('Replay stopped; resume with --resume (the position is recorded on the target).');
+            return ExitCode.runtime;
+          }
+          return ExitCode.ok;
+        } finally {
+          detach();
+        }
+      }
+      case 'cutover': {
+        const options = commonOptions.parse(common);
+        const maxLagText = str('max-lag') ?? '500KB';
+        const maxLag = parseMaxLag(maxLagText);
+        if (!maxLag)
+          throw configError(
+            `--max-lag '${maxLagText}' is neither a size nor a duration.`,
+            'Pass e.g. 500KB, 16MB, 5s or 2min.',
+          );
+        await runCutover(ctx, resolveEndpoints(options, redactor), {
+          migrationId: options.migrationId,
+          maxLag,
+          timeoutMs: parseDuration(str('timeout'), 'timeout', 10 * 60_000),
+          fenceRoles: (str('fence-roles') ?? '')
+            .split(',')
+            .map((r) => r.trim())
+            .filter(Boolean),
+          force: bool('force'),
+          checksum: bool('checksum'),
+        });
         return ExitCode.ok;
       }
       case 'validate': {
@@ -305,6 +379,54 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+function parseDuration(value: string | undefined, name: string, fallbackMs: number): number {
+  if (value === undefined) return fallbackMs;
+  const ms = parseDurationMs(value);
+  if (ms === undefined || ms <= 0)
+    throw configError(`--${name} '${value}' is not a duration.`, `Pass e.g. --${name} 10s or 2min.`);
+  return ms;
+}
+
+/**
+ * The old tool's ways to ask for cutover from the replaying process itself: `c` + Enter on a terminal, or
+ * SIGUSR1. Both write the same request row as the `cutover` command, so every path ends in the same drain.
+ */
+function listenForCutover(
+  endpoints: Endpoints,
+  migrationId: string,
+  say: (message: string) => void,
+): () => void {
+  const request = () => {
+    say('Cutover requested from this process: draining …');
+    void withClient(endpoints.target, (c) =>
+      insertCutoverRequest(
+        c,
+        migrationId,
+        buildCutoverParams({
+          maxLag: { bytes: 500 * 1024 },
+          timeoutMs: 10 * 60_000,
+          fenceRoles: [],
+          force: false,
+          checksum: false,
+        }),
+      ),
+    ).catch((error: Error) => say(`Could not record the cutover request: ${error.message}`));
+  };
+  process.on('SIGUSR1', request);
+  let rl: ReturnType<typeof createInterface> | undefined;
+  if (process.stdin.isTTY) {
+    rl = createInterface({ input: process.stdin });
+    rl.on('line', (line) => {
+      if (line.trim().toLowerCase() === 'c') request();
+    });
+    say("Press 'c' and Enter to cut over once the target has caught up.");
+  }
+  return () => {
+    process.off('SIGUSR1', request);
+    rl?.close();
+  };
 }
 
 function normalizeError(error: unknown): unknown {

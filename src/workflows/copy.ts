@@ -58,6 +58,8 @@ export async function runCopy(
   ctx: WorkflowContext,
   input: Endpoints,
   options: CopyOptions,
+  /** Called once the slot and snapshot are recorded (migrate starts spooling changes then). */
+  onSnapshotReady?: () => void,
 ): Promise<CopyResult> {
   const started = ctx.clock.nowMs();
   const id = options.migrationId;
@@ -113,6 +115,7 @@ export async function runCopy(
       migration = await readMigration(control, id);
     }
     if (!migration) throw notFound(id);
+    onSnapshotReady?.();
     if (!migration.copyStartedAt) {
       if (!options.skipSchema && !options.resume && !holder)
         await assertTargetEmpty(control, options.schemas);

@@ -1,9 +1,17 @@
 // `status`: where a migration stands, read from the databases only (any machine that reaches them).
+
+import type pg from 'pg';
 import { withClient } from '../adapters/postgres/client';
-import { type Phase, readMigration, readParts } from '../adapters/postgres/control-schema';
+import {
+  CONTROL_SCHEMA,
+  controlSchemaExists,
+  type Phase,
+  readMigration,
+  readParts,
+} from '../adapters/postgres/control-schema';
 import { isBackendAlive, readSlot, slotNameFor } from '../adapters/postgres/replication-slot';
 import type { CommonOptions } from '../config/options';
-import { formatBytes, formatCount } from '../core/format';
+import { formatBytes, formatCount, formatDuration } from '../core/format';
 import { tableKey } from '../core/plan';
 import type { Endpoints } from './connections';
 
@@ -19,9 +27,23 @@ export interface MigrationStatus {
   consistentLsn: string | null;
   snapshot: { name: string | null; held: boolean | null };
   slot: { name: string; exists: boolean | null; active: boolean | null; retainedBytes: number | null };
-  /** Filled by live replay (next release); null until then. */
+  /** From the running replay's last report; null before replay starts. */
   lagBytes: number | null;
   lagSeconds: number | null;
+  replay: {
+    appliedLsn: string;
+    sourceLsn: string | null;
+    sourceWalRate: number | null;
+    replayRate: number | null;
+    etaSeconds: number | null;
+    triggerMode: string | null;
+    spooledLsn: string | null;
+    spooledChanges: number;
+    /** Whether a replay process has reported within the last 30 s. */
+    alive: boolean;
+    lastReportAgeSeconds: number | null;
+    pausedAt: string | null;
+  } | null;
   sourceReachable: boolean;
   error: { code: string; message: string; hint: string } | null;
 }
@@ -31,9 +53,10 @@ export async function readStatus(
   options: Pick<CommonOptions, 'migrationId'>,
 ): Promise<MigrationStatus> {
   const id = options.migrationId;
-  const { migration, parts } = await withClient(endpoints.target, async (c) => ({
+  const { migration, parts, replay } = await withClient(endpoints.target, async (c) => ({
     migration: await readMigration(c, id),
     parts: await readParts(c, id),
+    replay: await readReplayStatus(c, id),
   }));
   const byTable = new Map<string, boolean>();
   for (const p of parts) byTable.set(tableKey(p), (byTable.get(tableKey(p)) ?? true) && p.done);
@@ -65,11 +88,44 @@ export async function readStatus(
       active: source ? (source.slot?.activePid ?? null) !== null : null,
       retainedBytes: source?.slot?.retainedBytes ?? null,
     },
-    lagBytes: null,
-    lagSeconds: null,
+    lagBytes: replay ? Number(replay.lag_bytes ?? 0) : null,
+    lagSeconds: replay ? Number(replay.lag_seconds ?? 0) : null,
+    replay: replay
+      ? {
+          appliedLsn: replay.applied_lsn,
+          sourceLsn: replay.source_lsn,
+          sourceWalRate: replay.source_wal_rate,
+          replayRate: replay.replay_rate,
+          etaSeconds:
+            replay.lag_bytes > 0 && replay.replay_rate > replay.source_wal_rate
+              ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate)
+              : replay.lag_bytes > 0
+                ? null
+                : 0,
+          triggerMode: replay.trigger_mode,
+          spooledLsn: replay.spooled_lsn,
+          spooledChanges: Number(replay.spooled ?? 0),
+          alive: replay.age_s !== null && Number(replay.age_s) < 30,
+          lastReportAgeSeconds: replay.age_s === null ? null : Number(replay.age_s),
+          pausedAt: replay.paused_at,
+        }
+      : null,
     sourceReachable: source !== undefined,
     error: migration?.error ?? null,
   };
+}
+
+async function readReplayStatus(c: pg.Client, id: string) {
+  if (!(await controlSchemaExists(c))) return undefined;
+  const { rows } = await c.query(
+    `SELECT applied_lsn::text, spooled_lsn::text, source_lsn::text, lag_bytes::float8 AS lag_bytes, lag_seconds,
+            source_wal_rate, replay_rate, trigger_mode, paused_at::text,
+            extract(epoch FROM now() - heartbeat_at)::float8 AS age_s,
+            (SELECT count(*) FROM "${CONTROL_SCHEMA}".spool s WHERE s.migration_id = r.migration_id) AS spooled
+       FROM "${CONTROL_SCHEMA}".replay r WHERE migration_id = $1`,
+    [id],
+  );
+  return rows[0];
 }
 
 export function renderStatusText(s: MigrationStatus): string {
@@ -82,6 +138,15 @@ export function renderStatusText(s: MigrationStatus): string {
     `  slot ${s.slot.name}: ${s.slot.exists === null ? 'unknown (source unreachable)' : s.slot.exists ? `${s.slot.active ? 'active' : 'inactive'}, retains ${formatBytes(s.slot.retainedBytes ?? 0)} of WAL` : 'missing'}`,
     `  consistent point ${s.consistentLsn ?? '-'}`,
   ];
+  if (s.replay) {
+    const r = s.replay;
+    lines.push(
+      `  replay ${r.alive ? 'running' : 'NOT running'}${r.lastReportAgeSeconds !== null ? ` (last report ${r.lastReportAgeSeconds.toFixed(0)} s ago)` : ''}: applied ${r.appliedLsn}, source ${r.sourceLsn ?? '-'}`,
+      `  lag ${formatBytes(s.lagBytes ?? 0)} / ${(s.lagSeconds ?? 0).toFixed(1)} s; source WAL ${formatBytes(r.sourceWalRate ?? 0)}/s, replay ${formatBytes(r.replayRate ?? 0)}/s, ETA ${r.etaSeconds === null ? 'not catching up' : formatDuration(r.etaSeconds * 1000)}`,
+    );
+    if (r.spooledChanges) lines.push(`  ${r.spooledChanges} spooled rows waiting to be applied`);
+    if (r.pausedAt) lines.push(`  paused at ${r.pausedAt} for validation`);
+  }
   if (s.error) lines.push(`  last error ${s.error.code}: ${s.error.message}`);
   return `${lines.join('\n')}\n`;
 }

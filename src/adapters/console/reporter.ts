@@ -180,6 +180,11 @@ export function createConsoleReporter(options: {
           }
           break;
         }
+        case 'cutover:step':
+          say(
+            `${stamp()} cutover: ${event.step}${event.detail ? ` (${event.detail})` : ''}${event.seconds !== undefined ? ` +${event.seconds.toFixed(1)}s` : ''}`,
+          );
+          break;
         case 'copy:done':
           if (!stopped) {
             stopped = true;

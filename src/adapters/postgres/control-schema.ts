@@ -84,6 +84,52 @@ export async function ensureControlSchema(client: pg.Client): Promise<void> {
       done_at timestamptz,
       PRIMARY KEY (migration_id, part_id)
     );
+    -- applied_lsn is written in the same transaction as the changes it covers (the exactly-once point);
+    -- the other columns are a best-effort status the running replay refreshes for status and cutover.
+    CREATE TABLE IF NOT EXISTS ${S}.replay (
+      migration_id text PRIMARY KEY,
+      applied_lsn pg_lsn NOT NULL,
+      spooled_lsn pg_lsn,
+      last_commit_time timestamptz,
+      source_lsn pg_lsn,
+      lag_bytes bigint,
+      lag_seconds double precision,
+      source_wal_rate double precision,
+      replay_rate double precision,
+      retained_bytes bigint,
+      trigger_mode text,
+      paused_at pg_lsn,
+      heartbeat_at timestamptz,
+      process text
+    );
+    -- Changes received during the copy, kept until they can be applied (lets the slot advance meanwhile).
+    CREATE TABLE IF NOT EXISTS ${S}.spool (
+      migration_id text NOT NULL,
+      seq bigint NOT NULL,
+      end_lsn pg_lsn,
+      change jsonb,
+      PRIMARY KEY (migration_id, seq)
+    );
+    -- Requests to a running replay (cutover, pause for validation), from any process or machine.
+    CREATE TABLE IF NOT EXISTS ${S}.request (
+      id bigserial PRIMARY KEY,
+      migration_id text NOT NULL,
+      kind text NOT NULL,
+      params jsonb NOT NULL DEFAULT '{}',
+      state text NOT NULL DEFAULT 'pending',
+      result jsonb,
+      created_at timestamptz NOT NULL DEFAULT now(),
+      updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    -- Target objects changed for the replay and restored at cutover (triggers, identity columns).
+    CREATE TABLE IF NOT EXISTS ${S}.altered (
+      migration_id text NOT NULL,
+      kind text NOT NULL,
+      table_schema text NOT NULL,
+      table_name text NOT NULL,
+      detail text NOT NULL DEFAULT '',
+      PRIMARY KEY (migration_id, kind, table_schema, table_name, detail)
+    );
   `);
 }
 
@@ -272,8 +318,10 @@ export async function dropControlState(
   migrationId: string,
 ): Promise<{ rows: number; schemaDropped: boolean }> {
   if (!(await controlSchemaExists(client))) return { rows: 0, schemaDropped: false };
+  // A control schema from an older release may lack the newer tables.
+  await ensureControlSchema(client);
   let rows = 0;
-  for (const table of ['copy_part', 'step', 'migration']) {
+  for (const table of ['copy_part', 'step', 'replay', 'spool', 'request', 'altered', 'migration']) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);
     rows += result.rowCount ?? 0;
   }

@@ -36,6 +36,10 @@ export interface ChangeStream {
   idleWalEnd(): Lsn | undefined;
   /** Latest server WAL end seen in a keepalive, handled or not (for lag). */
   serverWalEnd(): Lsn | undefined;
+  /** Data messages received but not yet handled (the one being handled included). */
+  pending(): number;
+  /** Sends a status update for `lsn` (a durable position) and asks the server for a keepalive now. */
+  ping(lsn: Lsn): Promise<void>;
   stop(): Promise<void>;
   /** Settles when the stream ends: resolves on stop(), rejects with the connection's error otherwise. */
   readonly ended: Promise<void>;
@@ -200,6 +204,11 @@ export async function openChangeStream(
     },
     idleWalEnd: () => (keepalive && handled >= keepalive.upTo ? keepalive.walEnd : undefined),
     serverWalEnd: () => lastWalEnd,
+    pending: () => plugin.received - handled,
+    ping: async (lsn) => {
+      durable = lsn;
+      await service.acknowledge(formatLsn(lsn), true);
+    },
     stop: async () => {
       stopping = true;
       await service.stop().catch(() => undefined);

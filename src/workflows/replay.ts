@@ -1,0 +1,774 @@
+// Live replay: streams the slot's changes and applies them on the target, or spools them there while the
+// copy runs. Promises kept here:
+//  - nothing lost: the source is acknowledged only up to a position committed on the target, and that
+//    position is written in the same target transaction as the changes it covers;
+//  - exactly once: a restarted session starts from the recorded position and skips every transaction
+//    whose commit record lies before it;
+//  - commit order: source transactions are applied one after another, several small ones grouped into one
+//    target transaction; a huge one is sent in batches inside one open target transaction (bounded memory).
+// The same loop answers requests written to the target (cutover, pause for validation) by any process.
+import type pg from 'pg';
+import {
+  applyStatements,
+  commitGroup,
+  describeRelationMismatch,
+  disableUserTriggers,
+  prepareApplySession,
+  readTargetColumns,
+  type TargetColumns,
+  type TriggerMode,
+} from '../adapters/postgres/apply-session';
+import { openClient, withClient } from '../adapters/postgres/client';
+import {
+  CONTROL_SCHEMA,
+  ensureControlSchema,
+  type MigrationRow,
+  Phase,
+  readMigration,
+  updateMigration,
+} from '../adapters/postgres/control-schema';
+import { readSlot } from '../adapters/postgres/replication-slot';
+import { listTables } from '../adapters/postgres/source-catalog';
+import { type ChangeStream, openChangeStream } from '../adapters/replication/change-stream';
+import { buildApplySql } from '../core/apply-sql';
+import { type Change, type RelationDef, type RelationRef, relKey } from '../core/changes';
+import { isMigrationError, MigrationError } from '../core/errors';
+import { formatBytes, formatDuration } from '../core/format';
+import { CAUGHT_UP_BYTES, computeLag, type LagSample } from '../core/lag';
+import { formatLsn, type Lsn, parseLsn } from '../core/lsn';
+import { isReplicated, tableKey } from '../core/plan';
+import { quoteIdent } from '../core/sql';
+import type { WorkflowContext } from '../ports';
+import type { Endpoints } from './connections';
+import { type CutoverRequest, fenceRoles, runCutoverFinish, unfenceRoles } from './cutover-steps';
+
+const S = quoteIdent(CONTROL_SCHEMA);
+
+export interface ReplayOptions {
+  migrationId: string;
+  /** 'apply': replay on the target tables; 'spool': keep the changes in the control schema (during the copy). */
+  mode: 'apply' | 'spool';
+  lagIntervalMs: number;
+  /** For spool mode: resolves when spooling should stop (the copy is done). */
+  until?: Promise<void>;
+  /** Changes sent per round trip, and per group before it is committed. */
+  batchChanges?: number;
+  groupChanges?: number;
+  /** Longest a group stays open while more messages are queued. */
+  groupMs?: number;
+  /** Give up reconnecting after this long without progress. */
+  retryForMs?: number;
+  /** Test hook: called after every committed group. */
+  onGroupCommitted?: (endLsn: Lsn) => void;
+}
+
+export type ReplayOutcome = { kind: 'cutover-done'; endLsn: string } | { kind: 'stopped' };
+
+/** Errors a reconnect can cure: connections lost, servers restarting. Anything else stops the replay. */
+function isRetryable(error: unknown): boolean {
+  if (isMigrationError(error))
+    return error.code === 'CONNECTION_FAILED' || error.code === 'REPLAY_STREAM_FAILED';
+  const code = (error as { code?: string }).code ?? '';
+  const message = error instanceof Error ? error.message : String(error);
+  return (
+    [
+      '57P01',
+      '57P02',
+      '57P03',
+      '08000',
+      '08003',
+      '08006',
+      '08001',
+      '08004',
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'EPIPE',
+      'ETIMEDOUT',
+    ].includes(code) ||
+    /Connection terminated|connection.*(closed|ended|lost)|terminating connection|server closed|Client was closed|not queryable|the database system is (starting up|shutting down|in recovery)/i.test(
+      message,
+    )
+  );
+}
+
+interface Shared {
+  migration: MigrationRow;
+  /** Set by a cutover request; survives reconnects. */
+  cutover?: { request: CutoverRequest; endLsn: Lsn; startedMs: number; fenced: string[] };
+  pause?: { requestId: number; at: Lsn };
+  outcome?: ReplayOutcome;
+  lastProgressMs: number;
+}
+
+export async function runReplay(
+  ctx: WorkflowContext,
+  endpoints: Endpoints,
+  options: ReplayOptions,
+): Promise<ReplayOutcome> {
+  const log = (message: string, level: 'info' | 'warn' = 'info') => ctx.emit({ type: 'log', level, message });
+  const migration = await withClient(endpoints.target, async (c) => {
+    await ensureControlSchema(c);
+    const row = await readMigration(c, options.migrationId);
+    if (!row) {
+      throw new MigrationError(
+        'MIGRATION_NOT_FOUND',
+        `The target has no state for migration '${options.migrationId}'.`,
+        'Check --target and --migration-id, or start with migrate.',
+      );
+    }
+    if (options.mode === 'apply' && !row.copyFinishedAt) {
+      throw new MigrationError(
+        'COPY_NOT_FINISHED',
+        `Migration '${options.migrationId}' has not finished its copy (phase ${row.phase}).`,
+        `Finish it first: 'pg-live-migrate copy --resume' (or run 'migrate --resume').`,
+      );
+    }
+    await c.query(
+      `INSERT INTO ${S}.replay (migration_id, applied_lsn) VALUES ($1, $2::pg_lsn) ON CONFLICT (migration_id) DO NOTHING`,
+      [options.migrationId, row.consistentLsn ?? '0/0'],
+    );
+    // Requests a previous process was working on when it died start over (a cutover fences and drains again).
+    await c.query(
+      `UPDATE ${S}.request SET state = 'pending', updated_at = now() WHERE migration_id = $1 AND state = 'running'`,
+      [options.migrationId],
+    );
+    if (options.mode === 'apply' && row.phase !== Phase.cutover && row.phase !== Phase.done) {
+      await updateMigration(c, options.migrationId, { phase: Phase.replay });
+    }
+    return row;
+  });
+  if (migration.phase === Phase.done) return { kind: 'cutover-done', endLsn: 'already done' };
+  const shared: Shared = { migration, lastProgressMs: ctx.clock.nowMs() };
+  const retryForMs = options.retryForMs ?? 10 * 60_000;
+  let delayMs = 500;
+  for (;;) {
+    try {
+      const outcome = await runSession(ctx, endpoints, options, shared);
+      return outcome;
+    } catch (error) {
+      if (ctx.stopSignal.aborted) return { kind: 'stopped' };
+      if (!isRetryable(error) || ctx.clock.nowMs() - shared.lastProgressMs > retryForMs) {
+        if (isMigrationError(error)) throw error;
+        if (isRetryable(error)) {
+          throw new MigrationError(
+            'REPLAY_STREAM_FAILED',
+            `The replay could not reconnect for ${formatDuration(retryForMs)}: ${(error as Error).message}`,
+            'Check that both servers are up and reachable, then run the same command with --resume: it continues from the position recorded on the target.',
+            { cause: error },
+          );
+        }
+        throw error;
+      }
+      log(
+        `Replay connection lost (${ctx.redactor.redact((error as Error).message)}); reconnecting in ${formatDuration(delayMs)} from the position recorded on the target.`,
+        'warn',
+      );
+      await new Promise((r) => setTimeout(r, delayMs));
+      delayMs = Math.min(delayMs * 2, 15_000);
+    }
+  }
+}
+
+/** One connected session: from the recorded position until stopped, finished, or a connection fails. */
+async function runSession(
+  ctx: WorkflowContext,
+  endpoints: Endpoints,
+  options: ReplayOptions,
+  shared: Shared,
+): Promise<ReplayOutcome> {
+  const id = options.migrationId;
+  const log = (message: string, level: 'info' | 'warn' = 'info') => ctx.emit({ type: 'log', level, message });
+  const batchChanges = options.batchChanges ?? 2000;
+  const groupChanges = options.groupChanges ?? 20_000;
+  const groupMs = options.groupMs ?? 500;
+  const clients: pg.Client[] = [];
+  let stream: ChangeStream | undefined;
+  try {
+    const control = await openClient(endpoints.target);
+    clients.push(control);
+    const apply = await openClient(endpoints.target);
+    clients.push(apply);
+    const sourceStatus = await openClient(endpoints.source);
+    clients.push(sourceStatus);
+
+    let triggerMode: TriggerMode | undefined;
+    if (options.mode === 'apply') {
+      triggerMode = await prepareApplySession(apply);
+      if (triggerMode === 'disabled_user_triggers') {
+        const tables = (await listTables(sourceStatus, shared.migration.schemas)).filter(isReplicated);
+        const n = await disableUserTriggers(apply, id, tables);
+        log(
+          `session_replication_role is not permitted on the target: disabled ${n} user triggers for the replay (restored at cutover). Foreign keys stay checked.`,
+          'warn',
+        );
+      }
+      await control.query(`UPDATE ${S}.replay SET trigger_mode = $2 WHERE migration_id = $1`, [
+        id,
+        triggerMode,
+      ]);
+      await drainSpool(ctx, apply, id, options);
+    }
+    const position = (
+      await control.query(
+        `SELECT applied_lsn::text AS a, spooled_lsn::text AS s FROM ${S}.replay WHERE migration_id = $1`,
+        [id],
+      )
+    ).rows[0];
+    const applied = parseLsn(position.a);
+    const spooled = position.s ? parseLsn(position.s) : applied;
+    /** What is durable on the target: the last applied (or spooled) commit end. */
+    let durable: Lsn = (spooled > applied ? spooled : applied) as Lsn;
+    let spoolSeq =
+      options.mode === 'spool'
+        ? Number(
+            (
+              await control.query(
+                `SELECT coalesce(max(seq), 0)::bigint AS n FROM ${S}.spool WHERE migration_id = $1`,
+                [id],
+              )
+            ).rows[0].n,
+          ) + 1
+        : 0;
+
+    // Per-session state of the stream and the open group.
+    let skipping = false;
+    let inTxn = false;
+    let groupOpen = false;
+    let groupCount = 0;
+    let groupStartedMs = 0;
+    let groupEnd: Lsn | undefined;
+    let groupCommitTime: Date | null = null;
+    let buffer: Change[] = [];
+    let lastCommitTimeMs: number | null = null;
+    const targets = new Map<string, TargetColumns>();
+    const relations = new Map<string, RelationDef>();
+    /** Holds the stream before a transaction at or past a position (cutover end, validation point). */
+    let hold: { at: Lsn; reached: boolean; release: () => void; released: Promise<void> } | undefined;
+
+    // All target work goes through one queue: handlers and the periodic tick never interleave.
+    let lock: Promise<unknown> = Promise.resolve();
+    const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+      const next = lock.then(fn);
+      lock = next.catch(() => undefined);
+      return next;
+    };
+
+    const targetOf = async (rel: RelationRef): Promise<TargetColumns> => {
+      const key = relKey(rel);
+      let table = targets.get(key);
+      if (!table) {
+        table = await readTargetColumns(apply, rel);
+        if (!table)
+          throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, durable);
+        targets.set(key, table);
+      }
+      return table;
+    };
+
+    const flush = async () => {
+      if (buffer.length === 0) return;
+      const changes = buffer;
+      buffer = [];
+      if (options.mode === 'spool') {
+        const values: string[] = [];
+        const params: unknown[] = [id];
+        for (const change of changes) {
+          params.push(spoolSeq++, (change as { endLsn?: string }).endLsn ?? null, JSON.stringify(change));
+          const n = params.length;
+          values.push(`($1, $${n - 2}, $${n - 1}::pg_lsn, $${n}::jsonb)`);
+        }
+        await apply.query(
+          `INSERT INTO ${S}.spool (migration_id, seq, end_lsn, change) VALUES ${values.join(', ')}`,
+          params,
+        );
+        return;
+      }
+      for (const change of changes) {
+        if (change.kind === 'truncate') for (const rel of change.rels) await targetOf(rel);
+        else await targetOf(change.rel);
+      }
+      const statements = buildApplySql(changes, (rel) => targets.get(relKey(rel)) as TargetColumns);
+      await applyStatements(apply, statements);
+    };
+
+    const commitNow = async () => {
+      if (!groupOpen || groupEnd === undefined) return;
+      await flush();
+      await commitGroup(apply, id, {
+        endLsn: formatLsn(groupEnd),
+        commitTime: groupCommitTime,
+        column: options.mode === 'spool' ? 'spooled_lsn' : 'applied_lsn',
+      });
+      groupOpen = false;
+      groupCount = 0;
+      durable = groupEnd;
+      shared.lastProgressMs = ctx.clock.nowMs();
+      await stream?.acknowledge(durable);
+      options.onGroupCommitted?.(durable);
+    };
+
+    const beginGroup = async () => {
+      if (groupOpen) return;
+      await apply.query('BEGIN');
+      groupOpen = true;
+      groupStartedMs = ctx.clock.nowMs();
+    };
+
+    const holdIfNeeded = async (commitLsn: Lsn) => {
+      if (!hold || commitLsn < hold.at) return;
+      await serial(commitNow);
+      hold.reached = true;
+      await hold.released;
+    };
+
+    const handlers = {
+      begin: async (frame: { commitLsn: Lsn; commitTimeUs: bigint }) => {
+        if (frame.commitLsn < durable) {
+          skipping = true;
+          return;
+        }
+        await holdIfNeeded(frame.commitLsn);
+        await serial(async () => {
+          inTxn = true;
+          await beginGroup();
+        });
+      },
+      relation: (rel: RelationDef) =>
+        serial(async () => {
+          relations.set(relKey(rel), rel);
+          if (options.mode === 'spool') {
+            if (!skipping && groupOpen) buffer.push({ kind: 'relation', rel } as unknown as Change);
+            return;
+          }
+          targets.delete(relKey(rel));
+          const mismatch = describeRelationMismatch(rel, await readTargetColumns(apply, rel));
+          if (mismatch) throw schemaChanged(mismatch, durable);
+        }),
+      change: (change: Change) =>
+        serial(async () => {
+          if (skipping) return;
+          buffer.push(change);
+          groupCount += 1;
+          if (buffer.length >= batchChanges) await flush();
+        }),
+      commit: (frame: { endLsn: Lsn; commitTimeUs: bigint }) =>
+        serial(async () => {
+          if (skipping) {
+            skipping = false;
+            return;
+          }
+          inTxn = false;
+          groupEnd = frame.endLsn;
+          groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
+          lastCommitTimeMs = groupCommitTime.getTime();
+          if (options.mode === 'spool')
+            buffer.push({ kind: 'commit', endLsn: formatLsn(frame.endLsn) } as unknown as Change);
+          // pending() counts this commit message too: more than one means more is already queued.
+          const queued = stream ? pendingMessages() - 1 : 0;
+          if (queued <= 0 || groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs)
+            await commitNow();
+        }),
+    };
+    let receivedProbe: () => number = () => 0;
+    const pendingMessages = () => receivedProbe();
+
+    stream = await openChangeStream(endpoints.source, {
+      slotName: shared.migration.slotName,
+      publications: shared.migration.publications,
+      startLsn: durable,
+      handlers,
+    });
+    receivedProbe = () => stream?.pending() ?? 0;
+    log(
+      `Replay (${options.mode}) streaming from ${formatLsn(durable)}${triggerMode ? `; target triggers: ${triggerMode}` : ''}.`,
+    );
+
+    // The periodic tick: idle acknowledgement, lag, requests, cutover drain.
+    let previous: LagSample | undefined;
+    let lastLagMs = 0;
+    let caughtUpSaid = false;
+    let stopped = false;
+    const streamEnded = stream.ended.then(
+      () => undefined,
+      (error: Error) => {
+        throw new MigrationError(
+          'REPLAY_STREAM_FAILED',
+          `The replication stream ended: ${error.message}`,
+          'The replay reconnects by itself; if it keeps failing, check the source.',
+          { cause: error },
+        );
+      },
+    );
+    streamEnded.catch(() => undefined);
+    const until = options.until?.then(() => 'until' as const);
+
+    const tick = async (): Promise<ReplayOutcome | undefined> => {
+      const now = ctx.clock.nowMs();
+      // With nothing pending, the keepalive's WAL end is safe to confirm: the slot advances on an idle source.
+      const idleEnd = stream?.idleWalEnd();
+      const idle = !inTxn && !groupOpen && buffer.length === 0 && (stream?.pending() ?? 0) === 0;
+      if (idle && idleEnd !== undefined && idleEnd > durable) {
+        await apply.query(
+          `UPDATE ${S}.replay SET ${options.mode === 'spool' ? 'spooled_lsn' : 'applied_lsn'} = $2::pg_lsn WHERE migration_id = $1`,
+          [id, formatLsn(idleEnd)],
+        );
+        durable = idleEnd;
+        await stream?.acknowledge(durable);
+      }
+      // Ask the server for a fresh keepalive so the idle check above has a current WAL end.
+      await stream?.ping(durable);
+
+      if (now - lastLagMs >= options.lagIntervalMs || shared.cutover || shared.pause) {
+        const sourceLsn = parseLsn(
+          (await sourceStatus.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l,
+        );
+        const sample: LagSample = { atMs: now, sourceLsn, appliedLsn: durable };
+        if (now - lastLagMs >= options.lagIntervalMs) {
+          const facts = computeLag(previous, sample);
+          previous = sample;
+          lastLagMs = now;
+          const slot = await readSlot(sourceStatus, shared.migration.slotName);
+          const caughtIdle = idle && (idleEnd ?? 0n) >= durable;
+          const lagSeconds =
+            facts.caughtUp && caughtIdle
+              ? 0
+              : lastCommitTimeMs !== null && facts.lagBytes > 0
+                ? Math.max(0, (now - lastCommitTimeMs) / 1000)
+                : 0;
+          ctx.emit({
+            type: 'replay:lag',
+            lagBytes: facts.lagBytes,
+            lagSeconds,
+            sourceLsn: formatLsn(sourceLsn),
+            appliedLsn: formatLsn(durable),
+            sourceWalRate: facts.sourceWalRate,
+            replayRate: facts.replayRate,
+            etaSeconds: facts.etaSeconds,
+            caughtUp: facts.caughtUp,
+            retainedBytes: slot?.retainedBytes ?? null,
+          });
+          if (options.mode === 'apply') {
+            if (facts.caughtUp) {
+              if (!caughtUpSaid)
+                log(`Target has caught up with source (replay_lag: ${formatBytes(facts.lagBytes)})`);
+              caughtUpSaid = true;
+            } else {
+              caughtUpSaid = false;
+              log(
+                facts.etaSeconds === null
+                  ? `Replay is not keeping up with the source (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`
+                  : `Live-replay will complete in ${formatDuration(facts.etaSeconds * 1000)} (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`,
+                facts.etaSeconds === null && previous ? 'warn' : 'info',
+              );
+            }
+          }
+          await control.query(
+            `UPDATE ${S}.replay SET source_lsn = $2::pg_lsn, lag_bytes = $3, lag_seconds = $4, source_wal_rate = $5, replay_rate = $6,
+                    retained_bytes = $7, heartbeat_at = now(), process = $8 WHERE migration_id = $1`,
+            [
+              id,
+              formatLsn(sourceLsn),
+              facts.lagBytes,
+              lagSeconds,
+              facts.sourceWalRate,
+              facts.replayRate,
+              slot?.retainedBytes ?? null,
+              `pid ${process.pid}`,
+            ],
+          );
+        }
+      } else {
+        await control.query(
+          `UPDATE ${S}.replay SET heartbeat_at = now(), process = $2 WHERE migration_id = $1`,
+          [id, `pid ${process.pid}`],
+        );
+      }
+      if (options.mode === 'apply' && now - lastNewTableCheckMs >= options.lagIntervalMs) {
+        lastNewTableCheckMs = now;
+        await checkNewTables(sourceStatus, shared.migration, durable);
+      }
+      if (options.mode !== 'apply') return undefined;
+      return await handleRequests(now, idle, idleEnd);
+    };
+    let lastNewTableCheckMs = 0;
+
+    const handleRequests = async (
+      now: number,
+      idle: boolean,
+      idleEnd: Lsn | undefined,
+    ): Promise<ReplayOutcome | undefined> => {
+      const drainedTo = (at: Lsn) =>
+        (hold?.reached ?? false) || durable >= at || (idle && (idleEnd ?? 0n) >= at);
+      // A cutover in progress: wait for the drain, then finish.
+      if (shared.cutover) {
+        const c = shared.cutover;
+        if (drainedTo(c.endLsn)) {
+          const afterEnd = hold?.reached ?? false;
+          ctx.emit({
+            type: 'cutover:step',
+            step: 'drained',
+            detail: `applied up to ${formatLsn(c.endLsn)}`,
+            seconds: (now - c.startedMs) / 1000,
+          });
+          if (afterEnd) {
+            log(
+              `WARNING: the source received writes after the cutover end position ${formatLsn(c.endLsn)}; they are NOT on the target. Fence every writer (--fence-roles) or stop the application before cutover.`,
+              'warn',
+            );
+          }
+          await stream?.stop();
+          const result = await runCutoverFinish(ctx, endpoints, {
+            migrationId: id,
+            request: c.request,
+            endLsn: formatLsn(c.endLsn),
+            writesAfterEnd: afterEnd,
+            startedMs: c.startedMs,
+          });
+          hold?.release();
+          return { kind: 'cutover-done', endLsn: result.endLsn };
+        }
+        if (now - c.startedMs > c.request.timeoutMs) {
+          await unfenceRoles(sourceStatus, c.fenced);
+          await finishRequest(control, c.request.id, 'failed', {
+            code: 'CUTOVER_TIMEOUT',
+            message: `The drain to ${formatLsn(c.endLsn)} did not finish within ${formatDuration(c.request.timeoutMs)} (applied ${formatLsn(durable)}).`,
+          });
+          log(`Cutover timed out; the source was unfenced and the replay goes on.`, 'warn');
+          shared.cutover = undefined;
+          hold?.release();
+          hold = undefined;
+        }
+        return undefined;
+      }
+      if (shared.pause) {
+        const p = shared.pause;
+        if (drainedTo(p.at)) {
+          await control.query(`UPDATE ${S}.replay SET paused_at = $2::pg_lsn WHERE migration_id = $1`, [
+            id,
+            formatLsn(p.at),
+          ]);
+          const { rows } = await control.query(`SELECT state FROM ${S}.request WHERE id = $1`, [p.requestId]);
+          if (rows[0]?.state !== 'pending' && rows[0]?.state !== 'running') {
+            await control.query(`UPDATE ${S}.replay SET paused_at = NULL WHERE migration_id = $1`, [id]);
+            shared.pause = undefined;
+            hold?.release();
+            hold = undefined;
+          }
+        }
+        return undefined;
+      }
+      const { rows } = await control.query(
+        `UPDATE ${S}.request SET state = 'running', updated_at = now()
+          WHERE id = (SELECT id FROM ${S}.request WHERE migration_id = $1 AND state = 'pending' ORDER BY id LIMIT 1)
+          RETURNING id, kind, params`,
+        [id],
+      );
+      const request = rows[0];
+      if (!request) return undefined;
+      if (request.kind === 'pause') {
+        const at = parseLsn(request.params.at);
+        shared.pause = { requestId: request.id, at };
+        hold = makeHold(at);
+        log(`Pausing the replay at ${formatLsn(at)} for an aligned validation.`);
+        return undefined;
+      }
+      if (request.kind === 'cutover') {
+        const params = request.params as Omit<CutoverRequest, 'id'>;
+        const lagBytes = previous
+          ? Number(previous.sourceLsn > durable ? previous.sourceLsn - durable : 0n)
+          : Number.POSITIVE_INFINITY;
+        if (!params.force && params.maxLagBytes !== undefined && lagBytes > params.maxLagBytes) {
+          await finishRequest(control, request.id, 'failed', {
+            code: 'CUTOVER_LAG_TOO_HIGH',
+            message: `Replay lag is ${formatBytes(lagBytes)}, above --max-lag ${formatBytes(params.maxLagBytes)}.`,
+          });
+          return undefined;
+        }
+        const fenced = await fenceRoles(sourceStatus, params.fenceRoles ?? []);
+        if (fenced.length) log(`Fenced roles ${fenced.join(', ')}: read-only, sessions ended.`);
+        const endLsn = parseLsn(
+          (await sourceStatus.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l,
+        );
+        shared.cutover = { request: { ...params, id: request.id }, endLsn, startedMs: now, fenced };
+        hold = makeHold(endLsn);
+        await updateMigration(control, id, { phase: Phase.cutover });
+        ctx.emit({ type: 'cutover:step', step: 'requested', detail: `end position ${formatLsn(endLsn)}` });
+        log(`Cutover: draining to ${formatLsn(endLsn)} …`);
+        return undefined;
+      }
+      await finishRequest(control, request.id, 'failed', {
+        code: 'CONFIG_INVALID_OPTION',
+        message: `unknown request '${request.kind}'`,
+      });
+      return undefined;
+    };
+
+    const makeHold = (at: Lsn) => {
+      let release: () => void = () => undefined;
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      return { at, reached: false, release, released };
+    };
+
+    // Resume a cutover that a previous session started (the request row says running).
+    if (options.mode === 'apply' && shared.cutover) hold = makeHold(shared.cutover.endLsn);
+
+    for (;;) {
+      const interval = shared.cutover || shared.pause ? 200 : 1000;
+      const sleep = new Promise<'tick'>((r) => setTimeout(() => r('tick'), interval));
+      const next = await Promise.race([
+        sleep,
+        streamEnded.then(() => 'ended' as const),
+        ...(until ? [until] : []),
+      ]);
+      if (ctx.stopSignal.aborted || stopped) {
+        await serial(commitNow).catch(() => undefined);
+        return { kind: 'stopped' };
+      }
+      if (next === 'ended')
+        throw new MigrationError(
+          'REPLAY_STREAM_FAILED',
+          'The replication stream ended unexpectedly.',
+          'The replay reconnects by itself.',
+        );
+      if (next === 'until') {
+        // Spooling stops once the copy is done: make what was received durable, then hand over.
+        await serial(async () => {
+          if (!inTxn) await commitNow();
+        });
+        if (!inTxn) {
+          stopped = true;
+          return { kind: 'stopped' };
+        }
+        continue;
+      }
+      const outcome = await serial(tick);
+      if (outcome) {
+        shared.outcome = outcome;
+        return outcome;
+      }
+    }
+  } finally {
+    await stream?.stop().catch(() => undefined);
+    for (const client of clients) await client.end().catch(() => undefined);
+  }
+}
+
+function schemaChanged(what: string, durable: Lsn): MigrationError {
+  return new MigrationError(
+    'REPLAY_SCHEMA_CHANGED',
+    `The source's schema changed during replay: ${what}.`,
+    `Apply the same change on the target (e.g. the same ALTER TABLE), then run 'pg-live-migrate replay --resume': nothing after ${formatLsn(durable)} was applied and nothing is lost (the slot keeps it).`,
+  );
+}
+
+/** Tables created on the source in a migrated schema after the snapshot are not published: stop and say so. */
+async function checkNewTables(source: pg.Client, migration: MigrationRow, durable: Lsn): Promise<void> {
+  const tables = (await listTables(source, migration.schemas)).filter(isReplicated);
+  const { rows } = await source.query(
+    'SELECT schemaname AS schema, tablename AS name FROM pg_publication_tables WHERE pubname = ANY($1)',
+    [migration.publications],
+  );
+  const published = new Set(rows.map((r) => tableKey({ schema: r.schema, name: r.name })));
+  const fresh = tables.filter((t) => !published.has(tableKey(t)));
+  if (fresh.length === 0) return;
+  const names = fresh.map((t) => `${t.schema}.${t.name}`).join(', ');
+  throw new MigrationError(
+    'REPLAY_NEW_TABLE',
+    `Table(s) ${names} were created on the source during the migration; their rows are not replicated.`,
+    `Create them on the target (pg_dump --schema-only -t …), add them to the publication (ALTER PUBLICATION ${migration.publications[0]} ADD TABLE …), copy their current rows, then run 'pg-live-migrate replay --resume' (applied up to ${formatLsn(durable)}).`,
+  );
+}
+
+async function finishRequest(
+  control: pg.Client,
+  requestId: number,
+  state: 'done' | 'failed',
+  result: Record<string, unknown>,
+): Promise<void> {
+  await control.query(`UPDATE ${S}.request SET state = $2, result = $3, updated_at = now() WHERE id = $1`, [
+    requestId,
+    state,
+    JSON.stringify(result),
+  ]);
+}
+
+/** Applies what was spooled during the copy, in order, each source transaction exactly once. */
+async function drainSpool(
+  ctx: WorkflowContext,
+  apply: pg.Client,
+  id: string,
+  options: ReplayOptions,
+): Promise<void> {
+  const targets = new Map<string, TargetColumns>();
+  let total = 0;
+  let open = false;
+  let buffer: Change[] = [];
+  let lastSeq = 0;
+  let txns = 0;
+  const flush = async () => {
+    if (buffer.length === 0) return;
+    for (const change of buffer) {
+      const rels = change.kind === 'truncate' ? change.rels : [change.rel];
+      for (const rel of rels) {
+        if (!targets.has(relKey(rel))) {
+          const table = await readTargetColumns(apply, rel);
+          if (!table)
+            throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, 0n as Lsn);
+          targets.set(relKey(rel), table);
+        }
+      }
+    }
+    await applyStatements(
+      apply,
+      buildApplySql(buffer, (rel) => targets.get(relKey(rel)) as TargetColumns),
+    );
+    total += buffer.length;
+    buffer = [];
+  };
+  for (;;) {
+    const { rows } = await apply.query(
+      `SELECT seq, end_lsn::text AS end_lsn, change FROM ${S}.spool WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`,
+      [id, lastSeq],
+    );
+    if (rows.length === 0) break;
+    if (!open) {
+      await apply.query('BEGIN');
+      open = true;
+    }
+    for (const [i, row] of rows.entries()) {
+      lastSeq = Number(row.seq);
+      const change = row.change as
+        | Change
+        | { kind: 'commit'; endLsn: string }
+        | { kind: 'relation'; rel: RelationDef };
+      if (change.kind === 'relation') {
+        const mismatch = describeRelationMismatch(change.rel, await readTargetColumns(apply, change.rel));
+        if (mismatch) throw schemaChanged(mismatch, 0n as Lsn);
+        targets.delete(relKey(change.rel));
+        continue;
+      }
+      if (change.kind === 'commit') {
+        await flush();
+        txns += 1;
+        // Commit at a transaction end when enough are grouped or this chunk has nothing after it; the
+        // spool rows go in the same commit as their changes and the applied position.
+        if (txns >= 200 || i === rows.length - 1) {
+          await apply.query(`DELETE FROM ${S}.spool WHERE migration_id = $1 AND seq <= $2`, [id, lastSeq]);
+          await commitGroup(apply, id, { endLsn: change.endLsn, commitTime: null, column: 'applied_lsn' });
+          txns = 0;
+          open = false;
+          await apply.query('BEGIN');
+          open = true;
+        }
+        continue;
+      }
+      buffer.push(change);
+      if (buffer.length >= (options.batchChanges ?? 2000)) await flush();
+    }
+  }
+  if (open) await apply.query('ROLLBACK');
+  if (total)
+    ctx.emit({ type: 'log', level: 'info', message: `Applied ${total} changes spooled during the copy.` });
+}
