@@ -31309,6 +31309,127 @@ async function dropControlState(client, migrationId) {
   return { rows, schemaDropped: false };
 }
 
+// src/adapters/postgres/apply-session.ts
+var S2 = `"${CONTROL_SCHEMA}"`;
+async function prepareApplySession(client) {
+  await setCanonicalSession(client);
+  await client.query(
+    "SET synchronous_commit = on; SET standard_conforming_strings = on; SET statement_timeout = 0"
+  );
+  try {
+    await client.query("SET session_replication_role = replica");
+    return "session_replication_role";
+  } catch (error62) {
+    if (sqlState(error62) !== "42501") throw error62;
+    return "disabled_user_triggers";
+  }
+}
+async function disableUserTriggers(client, migrationId, tables) {
+  let count = 0;
+  for (const table of tables) {
+    const { rows } = await client.query(
+      `SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = $1 AND c.relname = $2 AND NOT t.tgisinternal AND t.tgenabled <> 'D'`,
+      [table.schema, table.name]
+    );
+    if (rows.length === 0) continue;
+    await client.query("BEGIN");
+    await client.query(`ALTER TABLE ${quoteQualified(table)} DISABLE TRIGGER USER`);
+    for (const r of rows) {
+      await client.query(
+        `INSERT INTO ${S2}.altered (migration_id, kind, table_schema, table_name, detail) VALUES ($1, 'trigger', $2, $3, $4)
+         ON CONFLICT DO NOTHING`,
+        [migrationId, table.schema, table.name, r.tgname]
+      );
+    }
+    await client.query("COMMIT");
+    count += rows.length;
+  }
+  return count;
+}
+async function restoreAltered(client, migrationId) {
+  const { rows } = await client.query(
+    `SELECT kind, table_schema, table_name, detail FROM ${S2}.altered WHERE migration_id = $1 ORDER BY 1, 2, 3, 4`,
+    [migrationId]
+  );
+  for (const r of rows) {
+    const table = quoteQualified({ schema: r.table_schema, name: r.table_name });
+    if (r.kind === "trigger")
+      await client.query(`ALTER TABLE ${table} ENABLE TRIGGER "${String(r.detail).replaceAll('"', '""')}"`);
+  }
+  await client.query(`DELETE FROM ${S2}.altered WHERE migration_id = $1`, [migrationId]);
+  return rows.length;
+}
+async function readTargetColumns(client, rel) {
+  const { rows } = await client.query(
+    `SELECT a.attname::text AS name, a.atttypid::int AS type, a.attgenerated <> '' AS generated,
+            coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
+            coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
+       LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident
+      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+      ORDER BY a.attnum`,
+    [rel.schema, rel.name]
+  );
+  if (rows.length === 0) return void 0;
+  const writable = rows.filter((r) => !r.generated);
+  const ordered = (flag, order) => {
+    const keyRows = rows.filter((r) => r[flag]);
+    const positions = keyRows[0]?.[order] ?? [];
+    return [...keyRows].sort((a, b) => positions.indexOf(a.attnum) - positions.indexOf(b.attnum)).map((r) => r.name);
+  };
+  const pk = ordered("in_pk", "pk_order");
+  return {
+    writable: new Set(writable.map((r) => r.name)),
+    key: pk.length ? pk : ordered("in_ri", "ri_order"),
+    types: new Map(writable.map((r) => [r.name, r.type]))
+  };
+}
+function describeRelationMismatch(rel, target) {
+  const name = `${rel.schema}.${rel.name}`;
+  if (!target) return `table ${name} does not exist on the target`;
+  const sourceColumns = new Set(rel.columns.map((c) => c.name));
+  const added = rel.columns.filter((c) => !target.writable.has(c.name)).map((c) => c.name);
+  if (added.length)
+    return `table ${name} has column(s) ${added.join(", ")} on the source but not on the target`;
+  const dropped = [...target.writable].filter((c) => !sourceColumns.has(c));
+  if (dropped.length) return `table ${name} no longer has column(s) ${dropped.join(", ")} on the source`;
+  for (const column of rel.columns) {
+    const targetType = target.types.get(column.name);
+    if (column.typeOid < 16384 && targetType !== void 0 && targetType < 16384 && targetType !== column.typeOid) {
+      return `column ${name}.${column.name} changed type on the source (type oid ${column.typeOid}, target ${targetType})`;
+    }
+  }
+  return void 0;
+}
+async function applyStatements(client, statements) {
+  if (statements.length === 0) return 0;
+  const result = await client.query(statements.map((s) => s.sql).join(";\n"));
+  const results = Array.isArray(result) ? result : [result];
+  let rows = 0;
+  statements.forEach((statement, i) => {
+    const count = results[i]?.rowCount ?? 0;
+    rows += count;
+    if (statement.expectOneRow && count !== 1) {
+      throw new MigrationError(
+        "REPLAY_ROW_NOT_FOUND",
+        `A replayed change found ${count} rows on the target for ${statement.expectOneRow.table} (${statement.expectOneRow.key}); source and target have diverged.`,
+        "Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target row, then resume."
+      );
+    }
+  });
+  return rows;
+}
+async function commitGroup(client, migrationId, position) {
+  await client.query(
+    `UPDATE ${S2}.replay SET ${position.column} = $2::pg_lsn, last_commit_time = coalesce($3, last_commit_time) WHERE migration_id = $1`,
+    [migrationId, position.endLsn, position.commitTime]
+  );
+  await client.query("COMMIT");
+}
+
 // src/core/plan.ts
 function isCopied(table) {
   return table.kind === "table";
@@ -31564,7 +31685,15 @@ async function runClean(ctx, endpoints, options) {
   say(
     publicationsDropped.length ? `Dropped publications ${publicationsDropped.join(", ")}.` : "No publications of this migration on the source."
   );
-  const target = await withClient(endpoints.target, (c) => dropControlState(c, options.migrationId));
+  const target = await withClient(endpoints.target, async (c) => {
+    if (await controlSchemaExists(c)) {
+      await ensureControlSchema(c);
+      const restored = await restoreAltered(c, options.migrationId);
+      if (restored)
+        say(`Restored ${restored} target objects the replay had changed (triggers, identity columns).`);
+    }
+    return dropControlState(c, options.migrationId);
+  });
   say(
     target.rows ? `Deleted ${target.rows} state rows of '${options.migrationId}' on the target${target.schemaDropped ? " and dropped schema _pg_live_migrate" : ""}.` : `No state of '${options.migrationId}' on the target${target.schemaDropped ? "; dropped the empty schema _pg_live_migrate" : ""}.`
   );
@@ -33394,7 +33523,7 @@ async function copyParts(ctx, endpoints, input2) {
 }
 
 // src/workflows/cutover.ts
-var S2 = quoteIdent(CONTROL_SCHEMA);
+var S3 = quoteIdent(CONTROL_SCHEMA);
 var REPLAY_ALIVE_MS = 3e4;
 function buildCutoverParams(o) {
   return {
@@ -33407,7 +33536,7 @@ function buildCutoverParams(o) {
 }
 async function insertCutoverRequest(client, migrationId, params) {
   const { rows } = await client.query(
-    `INSERT INTO ${S2}.request (migration_id, kind, params) VALUES ($1, 'cutover', $2) RETURNING id`,
+    `INSERT INTO ${S3}.request (migration_id, kind, params) VALUES ($1, 'cutover', $2) RETURNING id`,
     [migrationId, JSON.stringify(params)]
   );
   return Number(rows[0].id);
@@ -33429,7 +33558,7 @@ async function runCutover(ctx, endpoints, o) {
       return { endLsn: "", seconds: 0 };
     }
     const { rows } = await c.query(
-      `SELECT lag_bytes, lag_seconds, extract(epoch FROM now() - heartbeat_at) * 1000 AS age_ms FROM ${S2}.replay WHERE migration_id = $1`,
+      `SELECT lag_bytes, lag_seconds, extract(epoch FROM now() - heartbeat_at) * 1000 AS age_ms FROM ${S3}.replay WHERE migration_id = $1`,
       [o.migrationId]
     );
     const status = rows[0];
@@ -33457,7 +33586,7 @@ async function runCutover(ctx, endpoints, o) {
     const deadline = ctx.clock.nowMs() + o.timeoutMs + 6e4;
     for (; ; ) {
       await new Promise((r2) => setTimeout(r2, o.pollMs ?? 500));
-      const { rows: r } = await c.query(`SELECT state, result FROM ${S2}.request WHERE id = $1`, [requestId]);
+      const { rows: r } = await c.query(`SELECT state, result FROM ${S3}.request WHERE id = $1`, [requestId]);
       const state = r[0]?.state;
       const result = r[0]?.result ?? {};
       if (state === "done") {
@@ -33475,7 +33604,7 @@ async function runCutover(ctx, endpoints, o) {
       }
       if (ctx.clock.nowMs() > deadline || ctx.stopSignal.aborted) {
         await c.query(
-          `UPDATE ${S2}.request SET state = 'failed', result = $2 WHERE id = $1 AND state = 'pending'`,
+          `UPDATE ${S3}.request SET state = 'failed', result = $2 WHERE id = $1 AND state = 'pending'`,
           [
             requestId,
             JSON.stringify({ code: "CUTOVER_TIMEOUT", message: "the cutover command gave up waiting" })
@@ -34343,127 +34472,6 @@ async function runDemo(ctx, options) {
   }
 }
 
-// src/adapters/postgres/apply-session.ts
-var S3 = `"${CONTROL_SCHEMA}"`;
-async function prepareApplySession(client) {
-  await setCanonicalSession(client);
-  await client.query(
-    "SET synchronous_commit = on; SET standard_conforming_strings = on; SET statement_timeout = 0"
-  );
-  try {
-    await client.query("SET session_replication_role = replica");
-    return "session_replication_role";
-  } catch (error62) {
-    if (sqlState(error62) !== "42501") throw error62;
-    return "disabled_user_triggers";
-  }
-}
-async function disableUserTriggers(client, migrationId, tables) {
-  let count = 0;
-  for (const table of tables) {
-    const { rows } = await client.query(
-      `SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = $1 AND c.relname = $2 AND NOT t.tgisinternal AND t.tgenabled <> 'D'`,
-      [table.schema, table.name]
-    );
-    if (rows.length === 0) continue;
-    await client.query("BEGIN");
-    await client.query(`ALTER TABLE ${quoteQualified(table)} DISABLE TRIGGER USER`);
-    for (const r of rows) {
-      await client.query(
-        `INSERT INTO ${S3}.altered (migration_id, kind, table_schema, table_name, detail) VALUES ($1, 'trigger', $2, $3, $4)
-         ON CONFLICT DO NOTHING`,
-        [migrationId, table.schema, table.name, r.tgname]
-      );
-    }
-    await client.query("COMMIT");
-    count += rows.length;
-  }
-  return count;
-}
-async function restoreAltered(client, migrationId) {
-  const { rows } = await client.query(
-    `SELECT kind, table_schema, table_name, detail FROM ${S3}.altered WHERE migration_id = $1 ORDER BY 1, 2, 3, 4`,
-    [migrationId]
-  );
-  for (const r of rows) {
-    const table = quoteQualified({ schema: r.table_schema, name: r.table_name });
-    if (r.kind === "trigger")
-      await client.query(`ALTER TABLE ${table} ENABLE TRIGGER "${String(r.detail).replaceAll('"', '""')}"`);
-  }
-  await client.query(`DELETE FROM ${S3}.altered WHERE migration_id = $1`, [migrationId]);
-  return rows.length;
-}
-async function readTargetColumns(client, rel) {
-  const { rows } = await client.query(
-    `SELECT a.attname::text AS name, a.atttypid::int AS type, a.attgenerated <> '' AS generated,
-            coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
-            coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum
-       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-       LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
-       LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident
-      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
-      ORDER BY a.attnum`,
-    [rel.schema, rel.name]
-  );
-  if (rows.length === 0) return void 0;
-  const writable = rows.filter((r) => !r.generated);
-  const ordered = (flag, order) => {
-    const keyRows = rows.filter((r) => r[flag]);
-    const positions = keyRows[0]?.[order] ?? [];
-    return [...keyRows].sort((a, b) => positions.indexOf(a.attnum) - positions.indexOf(b.attnum)).map((r) => r.name);
-  };
-  const pk = ordered("in_pk", "pk_order");
-  return {
-    writable: new Set(writable.map((r) => r.name)),
-    key: pk.length ? pk : ordered("in_ri", "ri_order"),
-    types: new Map(writable.map((r) => [r.name, r.type]))
-  };
-}
-function describeRelationMismatch(rel, target) {
-  const name = `${rel.schema}.${rel.name}`;
-  if (!target) return `table ${name} does not exist on the target`;
-  const sourceColumns = new Set(rel.columns.map((c) => c.name));
-  const added = rel.columns.filter((c) => !target.writable.has(c.name)).map((c) => c.name);
-  if (added.length)
-    return `table ${name} has column(s) ${added.join(", ")} on the source but not on the target`;
-  const dropped = [...target.writable].filter((c) => !sourceColumns.has(c));
-  if (dropped.length) return `table ${name} no longer has column(s) ${dropped.join(", ")} on the source`;
-  for (const column of rel.columns) {
-    const targetType = target.types.get(column.name);
-    if (column.typeOid < 16384 && targetType !== void 0 && targetType < 16384 && targetType !== column.typeOid) {
-      return `column ${name}.${column.name} changed type on the source (type oid ${column.typeOid}, target ${targetType})`;
-    }
-  }
-  return void 0;
-}
-async function applyStatements(client, statements) {
-  if (statements.length === 0) return 0;
-  const result = await client.query(statements.map((s) => s.sql).join(";\n"));
-  const results = Array.isArray(result) ? result : [result];
-  let rows = 0;
-  statements.forEach((statement, i) => {
-    const count = results[i]?.rowCount ?? 0;
-    rows += count;
-    if (statement.expectOneRow && count !== 1) {
-      throw new MigrationError(
-        "REPLAY_ROW_NOT_FOUND",
-        `A replayed change found ${count} rows on the target for ${statement.expectOneRow.table} (${statement.expectOneRow.key}); source and target have diverged.`,
-        "Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target row, then resume."
-      );
-    }
-  });
-  return rows;
-}
-async function commitGroup(client, migrationId, position) {
-  await client.query(
-    `UPDATE ${S3}.replay SET ${position.column} = $2::pg_lsn, last_commit_time = coalesce($3, last_commit_time) WHERE migration_id = $1`,
-    [migrationId, position.endLsn, position.commitTime]
-  );
-  await client.query("COMMIT");
-}
-
 // src/adapters/replication/change-stream.ts
 var import_pg_logical_replication = __toESM(require_dist2(), 1);
 
@@ -35110,7 +35118,6 @@ async function runSession(ctx, endpoints, options, shared) {
     );
     let previous;
     let lastLagMs = 0;
-    let caughtUpSaid = false;
     let stopped = false;
     const streamEnded = stream.ended.then(
       () => void 0,
@@ -35145,6 +35152,7 @@ async function runSession(ctx, endpoints, options, shared) {
         const sample = { atMs: now, sourceLsn, appliedLsn: durable };
         if (now - lastLagMs >= options.lagIntervalMs) {
           const facts = computeLag(previous, sample);
+          const firstSample = previous === void 0;
           previous = sample;
           lastLagMs = now;
           const slot = await readSlot(sourceStatus, shared.migration.slotName);
@@ -35164,14 +35172,11 @@ async function runSession(ctx, endpoints, options, shared) {
           });
           if (options.mode === "apply") {
             if (facts.caughtUp) {
-              if (!caughtUpSaid)
-                log(`Target has caught up with source (replay_lag: ${formatBytes(facts.lagBytes)})`);
-              caughtUpSaid = true;
+              log(`Target has caught up with source (replay_lag: ${formatBytes(facts.lagBytes)})`);
             } else {
-              caughtUpSaid = false;
               log(
-                facts.etaSeconds === null ? `Replay is not keeping up with the source (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})` : `Live-replay will complete in ${formatDuration(facts.etaSeconds * 1e3)} (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`,
-                facts.etaSeconds === null && previous ? "warn" : "info"
+                facts.etaSeconds === null && !firstSample ? `Replay is not keeping up with the source (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})` : `Live-replay will complete in ${facts.etaSeconds === null ? "unknown (measuring)" : formatDuration(facts.etaSeconds * 1e3)} (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`,
+                facts.etaSeconds === null && !firstSample ? "warn" : "info"
               );
             }
           }
@@ -35544,7 +35549,7 @@ async function readStatus(endpoints, options) {
       sourceLsn: replay.source_lsn,
       sourceWalRate: replay.source_wal_rate,
       replayRate: replay.replay_rate,
-      etaSeconds: replay.lag_bytes > 0 && replay.replay_rate > replay.source_wal_rate ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate) : replay.lag_bytes > 0 ? null : 0,
+      etaSeconds: replay.lag_bytes <= CAUGHT_UP_BYTES ? 0 : replay.replay_rate > replay.source_wal_rate ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate) : null,
       triggerMode: replay.trigger_mode,
       spooledLsn: replay.spooled_lsn,
       spooledChanges: Number(replay.spooled ?? 0),

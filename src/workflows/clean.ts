@@ -2,8 +2,14 @@
 // with --prune, its work folder except logs. Idempotent; never touches user data.
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { restoreAltered } from '../adapters/postgres/apply-session';
 import { withClient } from '../adapters/postgres/client';
-import { dropControlState, readMigration } from '../adapters/postgres/control-schema';
+import {
+  controlSchemaExists,
+  dropControlState,
+  ensureControlSchema,
+  readMigration,
+} from '../adapters/postgres/control-schema';
 import { dropPublications, dropSlot, readSlot, slotNameFor } from '../adapters/postgres/replication-slot';
 import type { CleanOptions } from '../config/options';
 import { MigrationError } from '../core/errors';
@@ -59,7 +65,16 @@ export async function runClean(
       ? `Dropped publications ${publicationsDropped.join(', ')}.`
       : 'No publications of this migration on the source.',
   );
-  const target = await withClient(endpoints.target, (c) => dropControlState(c, options.migrationId));
+  const target = await withClient(endpoints.target, async (c) => {
+    // An abandoned replay may have disabled triggers or relaxed identity columns: put them back first.
+    if (await controlSchemaExists(c)) {
+      await ensureControlSchema(c);
+      const restored = await restoreAltered(c, options.migrationId);
+      if (restored)
+        say(`Restored ${restored} target objects the replay had changed (triggers, identity columns).`);
+    }
+    return dropControlState(c, options.migrationId);
+  });
   say(
     target.rows
       ? `Deleted ${target.rows} state rows of '${options.migrationId}' on the target${target.schemaDropped ? ' and dropped schema _pg_live_migrate' : ''}.`

@@ -15,6 +15,7 @@ import {
   disableUserTriggers,
   prepareApplySession,
   readTargetColumns,
+  relaxIdentityColumns,
   type TargetColumns,
   type TriggerMode,
 } from '../adapters/postgres/apply-session';
@@ -386,7 +387,6 @@ async function runSession(
     // The periodic tick: idle acknowledgement, lag, requests, cutover drain.
     let previous: LagSample | undefined;
     let lastLagMs = 0;
-    let caughtUpSaid = false;
     let stopped = false;
     const streamEnded = stream.ended.then(
       () => undefined,
@@ -425,6 +425,7 @@ async function runSession(
         const sample: LagSample = { atMs: now, sourceLsn, appliedLsn: durable };
         if (now - lastLagMs >= options.lagIntervalMs) {
           const facts = computeLag(previous, sample);
+          const firstSample = previous === undefined;
           previous = sample;
           lastLagMs = now;
           const slot = await readSlot(sourceStatus, shared.migration.slotName);
@@ -449,16 +450,13 @@ async function runSession(
           });
           if (options.mode === 'apply') {
             if (facts.caughtUp) {
-              if (!caughtUpSaid)
-                log(`Target has caught up with source (replay_lag: ${formatBytes(facts.lagBytes)})`);
-              caughtUpSaid = true;
+              log(`Target has caught up with source (replay_lag: ${formatBytes(facts.lagBytes)})`);
             } else {
-              caughtUpSaid = false;
               log(
-                facts.etaSeconds === null
+                facts.etaSeconds === null && !firstSample
                   ? `Replay is not keeping up with the source (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`
-                  : `Live-replay will complete in ${formatDuration(facts.etaSeconds * 1000)} (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`,
-                facts.etaSeconds === null && previous ? 'warn' : 'info',
+                  : `Live-replay will complete in ${facts.etaSeconds === null ? 'unknown (measuring)' : formatDuration(facts.etaSeconds * 1000)} (source_wal_rate: ${formatBytes(facts.sourceWalRate)}/s, target_replay_rate: ${formatBytes(facts.replayRate)}/s, replay_lag: ${formatBytes(facts.lagBytes)})`,
+                facts.etaSeconds === null && !firstSample ? 'warn' : 'info',
               );
             }
           }

@@ -12,6 +12,7 @@ import {
 import { isBackendAlive, readSlot, slotNameFor } from '../adapters/postgres/replication-slot';
 import type { CommonOptions } from '../config/options';
 import { formatBytes, formatCount, formatDuration } from '../core/format';
+import { CAUGHT_UP_BYTES } from '../core/lag';
 import { tableKey } from '../core/plan';
 import type { Endpoints } from './connections';
 
@@ -97,11 +98,11 @@ export async function readStatus(
           sourceWalRate: replay.source_wal_rate,
           replayRate: replay.replay_rate,
           etaSeconds:
-            replay.lag_bytes > 0 && replay.replay_rate > replay.source_wal_rate
-              ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate)
-              : replay.lag_bytes > 0
-                ? null
-                : 0,
+            replay.lag_bytes <= CAUGHT_UP_BYTES
+              ? 0
+              : replay.replay_rate > replay.source_wal_rate
+                ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate)
+                : null,
           triggerMode: replay.trigger_mode,
           spooledLsn: replay.spooled_lsn,
           spooledChanges: Number(replay.spooled ?? 0),
