@@ -31145,6 +31145,17 @@ async function ensureControlSchema(client) {
       created_at timestamptz NOT NULL DEFAULT now(),
       updated_at timestamptz NOT NULL DEFAULT now()
     );
+    -- Tables (re)copied from a fresh snapshot after the first one was lost: changes committed before
+    -- lsn are skipped for them (mode skip: the whole table is at lsn) or applied idempotently (mode
+    -- idempotent: keyed tables mixing parts copied at both points).
+    CREATE TABLE IF NOT EXISTS ${S}.refresh (
+      migration_id text NOT NULL,
+      table_schema text NOT NULL,
+      table_name text NOT NULL,
+      lsn pg_lsn NOT NULL,
+      mode text NOT NULL,
+      PRIMARY KEY (migration_id, table_schema, table_name)
+    );
     -- Target objects changed for the replay and restored at cutover (triggers, identity columns).
     CREATE TABLE IF NOT EXISTS ${S}.altered (
       migration_id text NOT NULL,
@@ -31297,7 +31308,16 @@ async function dropControlState(client, migrationId) {
   if (!await controlSchemaExists(client)) return { rows: 0, schemaDropped: false };
   await ensureControlSchema(client);
   let rows = 0;
-  for (const table of ["copy_part", "step", "replay", "spool", "request", "altered", "migration"]) {
+  for (const table of [
+    "copy_part",
+    "step",
+    "replay",
+    "spool",
+    "request",
+    "altered",
+    "refresh",
+    "migration"
+  ]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);
     rows += result.rowCount ?? 0;
   }
@@ -31642,6 +31662,36 @@ async function createSlotWithSnapshot(info, slotName) {
         { cause: error62 }
       );
     }
+    throw translatePgError(error62, info);
+  }
+}
+async function createTemporarySnapshot(info, slotName) {
+  const client = await openClient(info, { replication: "database" });
+  let endedResolve = () => void 0;
+  const ended = new Promise((resolve2) => {
+    endedResolve = resolve2;
+  });
+  client.on("end", () => endedResolve());
+  try {
+    const meta3 = await client.query(
+      "SELECT pg_backend_pid() AS pid, current_setting('server_version_num')::int AS v"
+    );
+    const options = Number(meta3.rows[0].v) >= 15e4 ? `(SNAPSHOT 'export')` : "EXPORT_SNAPSHOT";
+    const result = await client.query(
+      `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} TEMPORARY LOGICAL pgoutput ${options}`
+    );
+    return {
+      slotName,
+      snapshotName: result.rows[0].snapshot_name,
+      consistentLsn: result.rows[0].consistent_point,
+      backendPid: Number(meta3.rows[0].pid),
+      ended,
+      close: async () => {
+        await client.end().catch(() => void 0);
+      }
+    };
+  } catch (error62) {
+    await client.end().catch(() => void 0);
     throw translatePgError(error62, info);
   }
 }
@@ -33179,6 +33229,7 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
     await ensureControlSchema(control);
     let migration = await readMigration(control, id);
     let snapshotName;
+    let refreshLsn;
     if (migration?.copyFinishedAt) {
       throw new MigrationError(
         "SLOT_ALREADY_EXISTS",
@@ -33192,17 +33243,30 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
     } else if (migration?.snapshotName && await sourceBackendAlive(endpoints, migration)) {
       snapshotName = migration.snapshotName;
       log(`Using snapshot ${snapshotName} held by source backend ${migration.snapshotHolderPid}.`);
-    } else if (migration && (migration.copyStartedAt || options.resume)) {
-      throw new MigrationError(
-        "SNAPSHOT_EXPIRED",
-        `Migration '${id}' started its copy in snapshot ${migration.snapshotName ?? "(none)"}, whose holder has ended.`,
-        `The rest of the copy cannot be read at the same point. Either run 'pg-live-migrate clean --migration-id ${id}', empty the target and start again (keep 'pg-live-migrate snapshot' running in its own process to survive a copy crash), or wait for 'migrate --resume' with a fresh snapshot (next release).`
+    } else if (migration?.copyStartedAt) {
+      if (!options.resume) {
+        throw new MigrationError(
+          "SNAPSHOT_EXPIRED",
+          `Migration '${id}' started its copy in snapshot ${migration.snapshotName ?? "(none)"}, whose holder has ended.`,
+          `Run the same command with --resume: it copies the unfinished parts from a fresh snapshot and the replay reconciles the difference. Or start over: 'pg-live-migrate clean --migration-id ${id}' and an empty target.`
+        );
+      }
+      holder = await createTemporarySnapshot(endpoints.source, `${slotNameFor(id)}_resume`);
+      snapshotName = holder.snapshotName;
+      refreshLsn = holder.consistentLsn;
+      await updateMigration(control, id, { snapshotName, snapshotHolderPid: holder.backendPid, error: null });
+      log(
+        `The snapshot the copy started in (${migration.snapshotName}) is gone: continuing from a fresh snapshot ${snapshotName} at ${refreshLsn}. Parts copied from now on are at that point; the replay reconciles the changes in between (see docs/decisions.md).`,
+        "warn"
       );
     } else {
       if (options.resume && !migration) throw notFound(id);
       if (!options.skipSchema) await assertTargetEmpty(control, options.schemas);
       if (migration) {
         log(`The recorded snapshot of '${id}' is gone and no copy had started: creating a new one.`, "warn");
+        await withClient(endpoints.source, (c) => dropSlot(c, migration?.slotName ?? slotNameFor(id)));
+        await control.query(`DELETE FROM "${CONTROL_SCHEMA}".spool WHERE migration_id = $1`, [id]);
+        await control.query(`DELETE FROM "${CONTROL_SCHEMA}".replay WHERE migration_id = $1`, [id]);
       }
       ({ holder } = await startSnapshot(endpoints, {
         migrationId: id,
@@ -33262,6 +33326,7 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
         await insertParts(control, id, plan);
         parts = await readParts(control, id);
       }
+      if (refreshLsn) parts = await planRefresh(ctx, control, id, tables, parts, refreshLsn);
       const sequences = await readSequences(catalog, migration.schemas);
       const postDataDue = needSchema && !await isStepDone(control, id, "post-data");
       const postData = postDataDue ? await planPostData(ctx, tools, endpoints, {
@@ -33348,6 +33413,48 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
     await holder?.close();
     await control.end().catch(() => void 0);
   }
+}
+async function planRefresh(ctx, control, id, tables, parts, lsn) {
+  const byTable = /* @__PURE__ */ new Map();
+  for (const part of parts) byTable.set(tableKey(part), [...byTable.get(tableKey(part)) ?? [], part]);
+  const info = new Map(tables.map((t) => [tableKey(t), t]));
+  let reset = 0;
+  let idempotent = 0;
+  for (const [key, tableParts] of byTable) {
+    const done = tableParts.filter((p) => p.done).length;
+    if (done === tableParts.length) continue;
+    const table = info.get(key);
+    const keyed = Boolean(table?.primaryKey?.length) || table?.replicaIdentity === "index";
+    const mixed = done > 0;
+    const mustReset = mixed && (!keyed || tableParts.some((p) => p.rangeKind === "ctid"));
+    const mode = mixed && !mustReset ? "idempotent" : "skip";
+    const first = tableParts[0];
+    if (!first) continue;
+    await control.query("BEGIN");
+    if (mustReset) {
+      await control.query(`TRUNCATE ONLY ${quoteQualified(first)}`);
+      await control.query(
+        `UPDATE "${CONTROL_SCHEMA}".copy_part SET done_at = NULL, rows = NULL, bytes = NULL, seconds = NULL
+          WHERE migration_id = $1 AND table_schema = $2 AND table_name = $3`,
+        [id, first.schema, first.name]
+      );
+      reset += 1;
+    }
+    if (mode === "idempotent") idempotent += 1;
+    await control.query(
+      `INSERT INTO "${CONTROL_SCHEMA}".refresh (migration_id, table_schema, table_name, lsn, mode) VALUES ($1, $2, $3, $4::pg_lsn, $5)
+       ON CONFLICT (migration_id, table_schema, table_name) DO UPDATE SET lsn = EXCLUDED.lsn,
+         mode = CASE WHEN EXCLUDED.mode = 'skip' AND refresh.mode = 'idempotent' AND $6 THEN 'idempotent' ELSE EXCLUDED.mode END`,
+      [id, first.schema, first.name, lsn, mode, !mustReset]
+    );
+    await control.query("COMMIT");
+  }
+  ctx.emit({
+    type: "log",
+    level: "info",
+    message: `Fresh snapshot at ${lsn}: ${idempotent} tables mix parts from both snapshots (changes before ${lsn} applied idempotently), ${reset} tables are copied again whole.`
+  });
+  return readParts(control, id);
 }
 function notFound(id) {
   return new MigrationError(
@@ -34681,6 +34788,18 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       const table = catalog(change.rel);
       const sets = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
       if (sets.length === 0) continue;
+      if (mode.idempotent && change.key && table.key.length) {
+        const oldKey = whereClause(change.rel, table, change.key, null, null);
+        const newKey = whereClause(change.rel, table, null, null, change.values);
+        const target = quoteQualified(change.rel);
+        out.push({
+          sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`
+        });
+        out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(", ")}${oldKey}` });
+        const nonKey = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c) && !table.key.includes(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
+        if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(", ")}${newKey}` });
+        continue;
+      }
       const statement = {
         sql: `UPDATE ONLY ${quoteQualified(change.rel)} SET ${sets.join(", ")}${whereClause(change.rel, table, change.key, change.old, change.values)}`
       };
@@ -34987,6 +35106,12 @@ async function runSession(ctx, endpoints, options, shared) {
     let groupEnd;
     let groupCommitTime = null;
     let buffer = [];
+    let commitLsn = 0n;
+    const rules = options.mode === "apply" ? await readRefreshRules(control, id) : /* @__PURE__ */ new Map();
+    if (rules.size)
+      log(
+        `${rules.size} tables were copied from a fresh snapshot: their earlier changes are skipped or applied idempotently.`
+      );
     let lastCommitTimeMs = null;
     const targets = /* @__PURE__ */ new Map();
     const relations = /* @__PURE__ */ new Map();
@@ -35015,8 +35140,8 @@ async function runSession(ctx, endpoints, options, shared) {
       if (options.mode === "spool") {
         const values = [];
         const params = [id];
-        for (const change of changes) {
-          params.push(spoolSeq++, change.endLsn ?? null, JSON.stringify(change));
+        for (const item of changes) {
+          params.push(spoolSeq++, item.endLsn ?? null, JSON.stringify(item));
           const n = params.length;
           values.push(`($1, $${n - 2}, $${n - 1}::pg_lsn, $${n}::jsonb)`);
         }
@@ -35026,12 +35151,7 @@ async function runSession(ctx, endpoints, options, shared) {
         );
         return;
       }
-      for (const change of changes) {
-        if (change.kind === "truncate") for (const rel of change.rels) await targetOf(rel);
-        else await targetOf(change.rel);
-      }
-      const statements = buildApplySql(changes, (rel) => targets.get(relKey(rel)));
-      await applyStatements(apply, statements);
+      await applyReconciled(apply, changes, targetOf);
     };
     const commitNow = async () => {
       if (!groupOpen || groupEnd === void 0) return;
@@ -35054,8 +35174,8 @@ async function runSession(ctx, endpoints, options, shared) {
       groupOpen = true;
       groupStartedMs = ctx.clock.nowMs();
     };
-    const holdIfNeeded = async (commitLsn) => {
-      if (!hold || commitLsn < hold.at) return;
+    const holdIfNeeded = async (commitLsn2) => {
+      if (!hold || commitLsn2 < hold.at) return;
       await serial(commitNow);
       hold.reached = true;
       await hold.released;
@@ -35069,7 +35189,9 @@ async function runSession(ctx, endpoints, options, shared) {
         await holdIfNeeded(frame.commitLsn);
         await serial(async () => {
           inTxn = true;
+          commitLsn = frame.commitLsn;
           await beginGroup();
+          if (options.mode === "spool") buffer.push({ kind: "begin", commitLsn: formatLsn(frame.commitLsn) });
         });
       },
       relation: (rel) => serial(async () => {
@@ -35084,7 +35206,11 @@ async function runSession(ctx, endpoints, options, shared) {
       }),
       change: (change) => serial(async () => {
         if (skipping) return;
-        buffer.push(change);
+        if (options.mode === "spool") buffer.push(change);
+        else {
+          const item = reconcile(change, commitLsn, rules);
+          if (item) buffer.push(item);
+        }
         groupCount += 1;
         if (buffer.length >= batchChanges) await flush();
       }),
@@ -35097,8 +35223,7 @@ async function runSession(ctx, endpoints, options, shared) {
         groupEnd = frame.endLsn;
         groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
         lastCommitTimeMs = groupCommitTime.getTime();
-        if (options.mode === "spool")
-          buffer.push({ kind: "commit", endLsn: formatLsn(frame.endLsn) });
+        if (options.mode === "spool") buffer.push({ kind: "commit", endLsn: formatLsn(frame.endLsn) });
         const queued = stream ? pendingMessages() - 1 : 0;
         if (queued <= 0 || groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs)
           await commitNow();
@@ -35388,36 +35513,85 @@ async function finishRequest(control, requestId, state, result) {
     JSON.stringify(result)
   ]);
 }
+async function readRefreshRules(client, id) {
+  const { rows } = await client.query(
+    `SELECT table_schema, table_name, lsn::text AS lsn, mode FROM ${S5}.refresh WHERE migration_id = $1`,
+    [id]
+  );
+  return new Map(
+    rows.map((r) => [
+      relKey({ schema: r.table_schema, name: r.table_name }),
+      { lsn: parseLsn(r.lsn), mode: r.mode }
+    ])
+  );
+}
+function reconcile(change, commitLsn, rules) {
+  if (rules.size === 0) return { change, idempotent: false };
+  const rule = (rel) => {
+    const r = rules.get(relKey(rel));
+    return r && commitLsn < r.lsn ? r.mode : void 0;
+  };
+  if (change.kind === "truncate") {
+    const rels = change.rels.filter((rel) => rule(rel) !== "skip");
+    if (rels.length === 0) return void 0;
+    return { change: { ...change, rels }, idempotent: rels.some((rel) => rule(rel) === "idempotent") };
+  }
+  const mode = rule(change.rel);
+  if (mode === "skip") return void 0;
+  return { change, idempotent: mode === "idempotent" };
+}
+async function applyReconciled(apply, items, targetOf) {
+  const known = /* @__PURE__ */ new Map();
+  for (const { change } of items) {
+    for (const rel of change.kind === "truncate" ? change.rels : [change.rel]) {
+      if (!known.has(relKey(rel))) known.set(relKey(rel), await targetOf(rel));
+    }
+  }
+  const catalog = (rel) => known.get(relKey(rel));
+  let start = 0;
+  while (start < items.length) {
+    const idempotent = items[start]?.idempotent ?? false;
+    let end = start;
+    while (end < items.length && items[end]?.idempotent === idempotent) end += 1;
+    await applyStatements(
+      apply,
+      buildApplySql(
+        items.slice(start, end).map((i) => i.change),
+        catalog,
+        { idempotent }
+      )
+    );
+    start = end;
+  }
+}
 async function drainSpool(ctx, apply, id, options) {
+  const rules = await readRefreshRules(apply, id);
   const targets = /* @__PURE__ */ new Map();
+  const targetOf = async (rel) => {
+    let table = targets.get(relKey(rel));
+    if (!table) {
+      table = await readTargetColumns(apply, rel);
+      if (!table)
+        throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, 0n);
+      targets.set(relKey(rel), table);
+    }
+    return table;
+  };
   let total = 0;
   let open2 = false;
   let buffer = [];
   let lastSeq = 0;
   let txns = 0;
+  let commitLsn = 0n;
   const flush = async () => {
     if (buffer.length === 0) return;
-    for (const change of buffer) {
-      const rels = change.kind === "truncate" ? change.rels : [change.rel];
-      for (const rel of rels) {
-        if (!targets.has(relKey(rel))) {
-          const table = await readTargetColumns(apply, rel);
-          if (!table)
-            throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, 0n);
-          targets.set(relKey(rel), table);
-        }
-      }
-    }
-    await applyStatements(
-      apply,
-      buildApplySql(buffer, (rel) => targets.get(relKey(rel)))
-    );
+    await applyReconciled(apply, buffer, targetOf);
     total += buffer.length;
     buffer = [];
   };
   for (; ; ) {
     const { rows } = await apply.query(
-      `SELECT seq, end_lsn::text AS end_lsn, change FROM ${S5}.spool WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`,
+      `SELECT seq, change FROM ${S5}.spool WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`,
       [id, lastSeq]
     );
     if (rows.length === 0) break;
@@ -35427,19 +35601,23 @@ async function drainSpool(ctx, apply, id, options) {
     }
     for (const [i, row2] of rows.entries()) {
       lastSeq = Number(row2.seq);
-      const change = row2.change;
-      if (change.kind === "relation") {
-        const mismatch = describeRelationMismatch(change.rel, await readTargetColumns(apply, change.rel));
-        if (mismatch) throw schemaChanged(mismatch, 0n);
-        targets.delete(relKey(change.rel));
+      const item = row2.change;
+      if (item.kind === "begin") {
+        commitLsn = parseLsn(item.commitLsn);
         continue;
       }
-      if (change.kind === "commit") {
+      if (item.kind === "relation") {
+        const mismatch = describeRelationMismatch(item.rel, await readTargetColumns(apply, item.rel));
+        if (mismatch) throw schemaChanged(mismatch, 0n);
+        targets.delete(relKey(item.rel));
+        continue;
+      }
+      if (item.kind === "commit") {
         await flush();
         txns += 1;
         if (txns >= 200 || i === rows.length - 1) {
           await apply.query(`DELETE FROM ${S5}.spool WHERE migration_id = $1 AND seq <= $2`, [id, lastSeq]);
-          await commitGroup(apply, id, { endLsn: change.endLsn, commitTime: null, column: "applied_lsn" });
+          await commitGroup(apply, id, { endLsn: item.endLsn, commitTime: null, column: "applied_lsn" });
           txns = 0;
           open2 = false;
           await apply.query("BEGIN");
@@ -35447,7 +35625,8 @@ async function drainSpool(ctx, apply, id, options) {
         }
         continue;
       }
-      buffer.push(change);
+      const reconciled = reconcile(item, commitLsn, rules);
+      if (reconciled) buffer.push(reconciled);
       if (buffer.length >= (options.batchChanges ?? 2e3)) await flush();
     }
   }

@@ -127,6 +127,23 @@ export function buildApplySql(
         .filter(([c, v]) => v !== undefined && table.writable.has(c))
         .map(([c, v]) => `${quoteIdent(c)} = ${literal(v)}`);
       if (sets.length === 0) continue;
+      if (mode.idempotent && change.key && table.key.length) {
+        // A key change replayed onto rows copied from a later snapshot: the row may already sit under its
+        // new key. Drop the stale old-key row in that case, move it if it is still under the old key, and
+        // set the non-key columns under the new key either way: each step is harmless when it finds nothing.
+        const oldKey = whereClause(change.rel, table, change.key, null, null);
+        const newKey = whereClause(change.rel, table, null, null, change.values);
+        const target = quoteQualified(change.rel);
+        out.push({
+          sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`,
+        });
+        out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(', ')}${oldKey}` });
+        const nonKey = Object.entries(change.values)
+          .filter(([c, v]) => v !== undefined && table.writable.has(c) && !table.key.includes(c))
+          .map(([c, v]) => `${quoteIdent(c)} = ${literal(v)}`);
+        if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(', ')}${newKey}` });
+        continue;
+      }
       const statement: ApplyStatement = {
         sql: `UPDATE ONLY ${quoteQualified(change.rel)} SET ${sets.join(', ')}${whereClause(change.rel, table, change.key, change.old, change.values)}`,
       };

@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { openClient, setCanonicalSession, withClient } from '../adapters/postgres/client';
 import { withDatabase } from '../adapters/postgres/connection';
 import {
+  CONTROL_SCHEMA,
   ensureControlSchema,
   insertParts,
   isStepDone,
@@ -28,7 +29,13 @@ import {
   restoreParallel,
   type ToolContext,
 } from '../adapters/postgres/pg-tools';
-import { isBackendAlive, type SnapshotHolder } from '../adapters/postgres/replication-slot';
+import {
+  createTemporarySnapshot,
+  dropSlot,
+  isBackendAlive,
+  type SnapshotHolder,
+  slotNameFor,
+} from '../adapters/postgres/replication-slot';
 import { listMaterializedViews, listTables, readSequences } from '../adapters/postgres/source-catalog';
 import type { CopyOptions } from '../config/options';
 import { MigrationError } from '../core/errors';
@@ -79,6 +86,8 @@ export async function runCopy(
 
     // 1. The snapshot: named by the user, recorded by a running `snapshot`, or created here.
     let snapshotName: string;
+    /** Set when the copy resumes from a fresh snapshot: its exact LSN. */
+    let refreshLsn: string | undefined;
     if (migration?.copyFinishedAt) {
       throw new MigrationError(
         'SLOT_ALREADY_EXISTS',
@@ -92,18 +101,33 @@ export async function runCopy(
     } else if (migration?.snapshotName && (await sourceBackendAlive(endpoints, migration))) {
       snapshotName = migration.snapshotName;
       log(`Using snapshot ${snapshotName} held by source backend ${migration.snapshotHolderPid}.`);
-    } else if (migration && (migration.copyStartedAt || options.resume)) {
-      throw new MigrationError(
-        'SNAPSHOT_EXPIRED',
-        `Migration '${id}' started its copy in snapshot ${migration.snapshotName ?? '(none)'}, whose holder has ended.`,
-        `The rest of the copy cannot be read at the same point. Either run 'pg-live-migrate clean --migration-id ${id}', empty the target and start again (keep 'pg-live-migrate snapshot' running in its own process to survive a copy crash), or wait for 'migrate --resume' with a fresh snapshot (next release).`,
+    } else if (migration?.copyStartedAt) {
+      if (!options.resume) {
+        throw new MigrationError(
+          'SNAPSHOT_EXPIRED',
+          `Migration '${id}' started its copy in snapshot ${migration.snapshotName ?? '(none)'}, whose holder has ended.`,
+          `Run the same command with --resume: it copies the unfinished parts from a fresh snapshot and the replay reconciles the difference. Or start over: 'pg-live-migrate clean --migration-id ${id}' and an empty target.`,
+        );
+      }
+      // The first snapshot is gone: a temporary slot exports a fresh one at an exact LSN (L2). Unfinished
+      // parts are copied at L2; the replay later skips or idempotently applies changes before L2 for them.
+      holder = await createTemporarySnapshot(endpoints.source, `${slotNameFor(id)}_resume`);
+      snapshotName = holder.snapshotName;
+      refreshLsn = holder.consistentLsn;
+      await updateMigration(control, id, { snapshotName, snapshotHolderPid: holder.backendPid, error: null });
+      log(
+        `The snapshot the copy started in (${migration.snapshotName}) is gone: continuing from a fresh snapshot ${snapshotName} at ${refreshLsn}. Parts copied from now on are at that point; the replay reconciles the changes in between (see docs/decisions.md).`,
+        'warn',
       );
     } else {
       if (options.resume && !migration) throw notFound(id);
       if (!options.skipSchema) await assertTargetEmpty(control, options.schemas);
       if (migration) {
-        // A `snapshot` run was stopped before any copy began: take a new snapshot under the same id.
+        // A `snapshot` run ended before any copy began: nothing depends on its slot yet, so start afresh.
         log(`The recorded snapshot of '${id}' is gone and no copy had started: creating a new one.`, 'warn');
+        await withClient(endpoints.source, (c) => dropSlot(c, migration?.slotName ?? slotNameFor(id)));
+        await control.query(`DELETE FROM "${CONTROL_SCHEMA}".spool WHERE migration_id = $1`, [id]);
+        await control.query(`DELETE FROM "${CONTROL_SCHEMA}".replay WHERE migration_id = $1`, [id]);
       }
       ({ holder } = await startSnapshot(endpoints, {
         migrationId: id,
@@ -171,6 +195,7 @@ export async function runCopy(
         await insertParts(control, id, plan);
         parts = await readParts(control, id);
       }
+      if (refreshLsn) parts = await planRefresh(ctx, control, id, tables, parts, refreshLsn);
       const sequences = await readSequences(catalog, migration.schemas);
       const postDataDue = needSchema && !(await isStepDone(control, id, 'post-data'));
       const postData = postDataDue
@@ -263,6 +288,62 @@ export async function runCopy(
     await holder?.close();
     await control.end().catch(() => undefined);
   }
+}
+
+/**
+ * Decides, per table with unfinished parts, how the replay treats its changes from before the fresh
+ * snapshot at L2: a table copied entirely at L2 skips them; a keyed table mixing parts from both points
+ * gets them idempotently (upserts, deletes that may find nothing), which converges; a table that cannot
+ * (no key, or split by ctid ranges, which differ between snapshots) is emptied and copied again whole.
+ */
+async function planRefresh(
+  ctx: WorkflowContext,
+  control: pg.Client,
+  id: string,
+  tables: TableInfo[],
+  parts: PartRow[],
+  lsn: string,
+): Promise<PartRow[]> {
+  const byTable = new Map<string, PartRow[]>();
+  for (const part of parts) byTable.set(tableKey(part), [...(byTable.get(tableKey(part)) ?? []), part]);
+  const info = new Map(tables.map((t) => [tableKey(t), t]));
+  let reset = 0;
+  let idempotent = 0;
+  for (const [key, tableParts] of byTable) {
+    const done = tableParts.filter((p) => p.done).length;
+    if (done === tableParts.length) continue;
+    const table = info.get(key);
+    const keyed = Boolean(table?.primaryKey?.length) || table?.replicaIdentity === 'index';
+    const mixed = done > 0;
+    const mustReset = mixed && (!keyed || tableParts.some((p) => p.rangeKind === 'ctid'));
+    const mode = mixed && !mustReset ? 'idempotent' : 'skip';
+    const first = tableParts[0];
+    if (!first) continue;
+    await control.query('BEGIN');
+    if (mustReset) {
+      await control.query(`TRUNCATE ONLY ${quoteQualified(first)}`);
+      await control.query(
+        `UPDATE "${CONTROL_SCHEMA}".copy_part SET done_at = NULL, rows = NULL, bytes = NULL, seconds = NULL
+          WHERE migration_id = $1 AND table_schema = $2 AND table_name = $3`,
+        [id, first.schema, first.name],
+      );
+      reset += 1;
+    }
+    if (mode === 'idempotent') idempotent += 1;
+    await control.query(
+      `INSERT INTO "${CONTROL_SCHEMA}".refresh (migration_id, table_schema, table_name, lsn, mode) VALUES ($1, $2, $3, $4::pg_lsn, $5)
+       ON CONFLICT (migration_id, table_schema, table_name) DO UPDATE SET lsn = EXCLUDED.lsn,
+         mode = CASE WHEN EXCLUDED.mode = 'skip' AND refresh.mode = 'idempotent' AND $6 THEN 'idempotent' ELSE EXCLUDED.mode END`,
+      [id, first.schema, first.name, lsn, mode, !mustReset],
+    );
+    await control.query('COMMIT');
+  }
+  ctx.emit({
+    type: 'log',
+    level: 'info',
+    message: `Fresh snapshot at ${lsn}: ${idempotent} tables mix parts from both snapshots (changes before ${lsn} applied idempotently), ${reset} tables are copied again whole.`,
+  });
+  return readParts(control, id);
 }
 
 function notFound(id: string): MigrationError {

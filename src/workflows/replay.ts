@@ -239,7 +239,14 @@ async function runSession(
     let groupStartedMs = 0;
     let groupEnd: Lsn | undefined;
     let groupCommitTime: Date | null = null;
-    let buffer: Change[] = [];
+    /** Apply mode: reconciled changes; spool mode: changes and begin/commit/relation markers as JSON. */
+    let buffer: (Reconciled | Record<string, unknown>)[] = [];
+    let commitLsn: Lsn = 0n as Lsn;
+    const rules = options.mode === 'apply' ? await readRefreshRules(control, id) : new Map();
+    if (rules.size)
+      log(
+        `${rules.size} tables were copied from a fresh snapshot: their earlier changes are skipped or applied idempotently.`,
+      );
     let lastCommitTimeMs: number | null = null;
     const targets = new Map<string, TargetColumns>();
     const relations = new Map<string, RelationDef>();
@@ -273,8 +280,8 @@ async function runSession(
       if (options.mode === 'spool') {
         const values: string[] = [];
         const params: unknown[] = [id];
-        for (const change of changes) {
-          params.push(spoolSeq++, (change as { endLsn?: string }).endLsn ?? null, JSON.stringify(change));
+        for (const item of changes) {
+          params.push(spoolSeq++, (item as { endLsn?: string }).endLsn ?? null, JSON.stringify(item));
           const n = params.length;
           values.push(`($1, $${n - 2}, $${n - 1}::pg_lsn, $${n}::jsonb)`);
         }
@@ -284,12 +291,7 @@ async function runSession(
         );
         return;
       }
-      for (const change of changes) {
-        if (change.kind === 'truncate') for (const rel of change.rels) await targetOf(rel);
-        else await targetOf(change.rel);
-      }
-      const statements = buildApplySql(changes, (rel) => targets.get(relKey(rel)) as TargetColumns);
-      await applyStatements(apply, statements);
+      await applyReconciled(apply, changes as Reconciled[], targetOf);
     };
 
     const commitNow = async () => {
@@ -331,14 +333,17 @@ async function runSession(
         await holdIfNeeded(frame.commitLsn);
         await serial(async () => {
           inTxn = true;
+          commitLsn = frame.commitLsn;
           await beginGroup();
+          // The spool keeps each transaction's commit position: the drain needs it for the refresh rules.
+          if (options.mode === 'spool') buffer.push({ kind: 'begin', commitLsn: formatLsn(frame.commitLsn) });
         });
       },
       relation: (rel: RelationDef) =>
         serial(async () => {
           relations.set(relKey(rel), rel);
           if (options.mode === 'spool') {
-            if (!skipping && groupOpen) buffer.push({ kind: 'relation', rel } as unknown as Change);
+            if (!skipping && groupOpen) buffer.push({ kind: 'relation', rel });
             return;
           }
           targets.delete(relKey(rel));
@@ -348,7 +353,11 @@ async function runSession(
       change: (change: Change) =>
         serial(async () => {
           if (skipping) return;
-          buffer.push(change);
+          if (options.mode === 'spool') buffer.push(change as unknown as Record<string, unknown>);
+          else {
+            const item = reconcile(change, commitLsn, rules);
+            if (item) buffer.push(item);
+          }
           groupCount += 1;
           if (buffer.length >= batchChanges) await flush();
         }),
@@ -362,8 +371,7 @@ async function runSession(
           groupEnd = frame.endLsn;
           groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
           lastCommitTimeMs = groupCommitTime.getTime();
-          if (options.mode === 'spool')
-            buffer.push({ kind: 'commit', endLsn: formatLsn(frame.endLsn) } as unknown as Change);
+          if (options.mode === 'spool') buffer.push({ kind: 'commit', endLsn: formatLsn(frame.endLsn) });
           // pending() counts this commit message too: more than one means more is already queued.
           const queued = stream ? pendingMessages() - 1 : 0;
           if (queued <= 0 || groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs)
@@ -692,6 +700,74 @@ async function finishRequest(
   ]);
 }
 
+type RefreshRules = Map<string, { lsn: Lsn; mode: 'skip' | 'idempotent' }>;
+
+/** Tables copied from a fresh snapshot (see copy.ts planRefresh) and how their earlier changes are treated. */
+async function readRefreshRules(client: pg.Client, id: string): Promise<RefreshRules> {
+  const { rows } = await client.query(
+    `SELECT table_schema, table_name, lsn::text AS lsn, mode FROM ${S}.refresh WHERE migration_id = $1`,
+    [id],
+  );
+  return new Map(
+    rows.map((r) => [
+      relKey({ schema: r.table_schema, name: r.table_name }),
+      { lsn: parseLsn(r.lsn), mode: r.mode },
+    ]),
+  );
+}
+
+interface Reconciled {
+  change: Change;
+  idempotent: boolean;
+}
+
+/** A change of a transaction committed at commitLsn, as the refresh rules want it applied (or dropped). */
+function reconcile(change: Change, commitLsn: Lsn, rules: RefreshRules): Reconciled | undefined {
+  if (rules.size === 0) return { change, idempotent: false };
+  const rule = (rel: RelationRef) => {
+    const r = rules.get(relKey(rel));
+    return r && commitLsn < r.lsn ? r.mode : undefined;
+  };
+  if (change.kind === 'truncate') {
+    const rels = change.rels.filter((rel) => rule(rel) !== 'skip');
+    if (rels.length === 0) return undefined;
+    return { change: { ...change, rels }, idempotent: rels.some((rel) => rule(rel) === 'idempotent') };
+  }
+  const mode = rule(change.rel);
+  if (mode === 'skip') return undefined;
+  return { change, idempotent: mode === 'idempotent' };
+}
+
+/** Applies reconciled changes in order, in runs that share the idempotent flag. */
+async function applyReconciled(
+  apply: pg.Client,
+  items: Reconciled[],
+  targetOf: (rel: RelationRef) => Promise<TargetColumns>,
+): Promise<void> {
+  const known = new Map<string, TargetColumns>();
+  for (const { change } of items) {
+    for (const rel of change.kind === 'truncate' ? change.rels : [change.rel]) {
+      if (!known.has(relKey(rel))) known.set(relKey(rel), await targetOf(rel));
+    }
+  }
+  const catalog = (rel: RelationRef) => known.get(relKey(rel)) as TargetColumns;
+  let start = 0;
+  while (start < items.length) {
+    const idempotent = items[start]?.idempotent ?? false;
+    let end = start;
+    while (end < items.length && items[end]?.idempotent === idempotent) end += 1;
+    await applyStatements(
+      apply,
+      buildApplySql(
+        items.slice(start, end).map((i) => i.change),
+        catalog,
+        { idempotent },
+      ),
+    );
+    start = end;
+  }
+}
+
 /** Applies what was spooled during the copy, in order, each source transaction exactly once. */
 async function drainSpool(
   ctx: WorkflowContext,
@@ -699,35 +775,33 @@ async function drainSpool(
   id: string,
   options: ReplayOptions,
 ): Promise<void> {
+  const rules = await readRefreshRules(apply, id);
   const targets = new Map<string, TargetColumns>();
+  const targetOf = async (rel: RelationRef) => {
+    let table = targets.get(relKey(rel));
+    if (!table) {
+      table = await readTargetColumns(apply, rel);
+      if (!table)
+        throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, 0n as Lsn);
+      targets.set(relKey(rel), table);
+    }
+    return table;
+  };
   let total = 0;
   let open = false;
-  let buffer: Change[] = [];
+  let buffer: Reconciled[] = [];
   let lastSeq = 0;
   let txns = 0;
+  let commitLsn = 0n as Lsn;
   const flush = async () => {
     if (buffer.length === 0) return;
-    for (const change of buffer) {
-      const rels = change.kind === 'truncate' ? change.rels : [change.rel];
-      for (const rel of rels) {
-        if (!targets.has(relKey(rel))) {
-          const table = await readTargetColumns(apply, rel);
-          if (!table)
-            throw schemaChanged(`table ${rel.schema}.${rel.name} does not exist on the target`, 0n as Lsn);
-          targets.set(relKey(rel), table);
-        }
-      }
-    }
-    await applyStatements(
-      apply,
-      buildApplySql(buffer, (rel) => targets.get(relKey(rel)) as TargetColumns),
-    );
+    await applyReconciled(apply, buffer, targetOf);
     total += buffer.length;
     buffer = [];
   };
   for (;;) {
     const { rows } = await apply.query(
-      `SELECT seq, end_lsn::text AS end_lsn, change FROM ${S}.spool WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`,
+      `SELECT seq, change FROM ${S}.spool WHERE migration_id = $1 AND seq > $2 ORDER BY seq LIMIT 5000`,
       [id, lastSeq],
     );
     if (rows.length === 0) break;
@@ -737,24 +811,29 @@ async function drainSpool(
     }
     for (const [i, row] of rows.entries()) {
       lastSeq = Number(row.seq);
-      const change = row.change as
+      const item = row.change as
         | Change
+        | { kind: 'begin'; commitLsn: string }
         | { kind: 'commit'; endLsn: string }
         | { kind: 'relation'; rel: RelationDef };
-      if (change.kind === 'relation') {
-        const mismatch = describeRelationMismatch(change.rel, await readTargetColumns(apply, change.rel));
-        if (mismatch) throw schemaChanged(mismatch, 0n as Lsn);
-        targets.delete(relKey(change.rel));
+      if (item.kind === 'begin') {
+        commitLsn = parseLsn(item.commitLsn);
         continue;
       }
-      if (change.kind === 'commit') {
+      if (item.kind === 'relation') {
+        const mismatch = describeRelationMismatch(item.rel, await readTargetColumns(apply, item.rel));
+        if (mismatch) throw schemaChanged(mismatch, 0n as Lsn);
+        targets.delete(relKey(item.rel));
+        continue;
+      }
+      if (item.kind === 'commit') {
         await flush();
         txns += 1;
         // Commit at a transaction end when enough are grouped or this chunk has nothing after it; the
         // spool rows go in the same commit as their changes and the applied position.
         if (txns >= 200 || i === rows.length - 1) {
           await apply.query(`DELETE FROM ${S}.spool WHERE migration_id = $1 AND seq <= $2`, [id, lastSeq]);
-          await commitGroup(apply, id, { endLsn: change.endLsn, commitTime: null, column: 'applied_lsn' });
+          await commitGroup(apply, id, { endLsn: item.endLsn, commitTime: null, column: 'applied_lsn' });
           txns = 0;
           open = false;
           await apply.query('BEGIN');
@@ -762,7 +841,8 @@ async function drainSpool(
         }
         continue;
       }
-      buffer.push(change);
+      const reconciled = reconcile(item, commitLsn, rules);
+      if (reconciled) buffer.push(reconciled);
       if (buffer.length >= (options.batchChanges ?? 2000)) await flush();
     }
   }

@@ -121,6 +121,17 @@ export async function ensureControlSchema(client: pg.Client): Promise<void> {
       created_at timestamptz NOT NULL DEFAULT now(),
       updated_at timestamptz NOT NULL DEFAULT now()
     );
+    -- Tables (re)copied from a fresh snapshot after the first one was lost: changes committed before
+    -- lsn are skipped for them (mode skip: the whole table is at lsn) or applied idempotently (mode
+    -- idempotent: keyed tables mixing parts copied at both points).
+    CREATE TABLE IF NOT EXISTS ${S}.refresh (
+      migration_id text NOT NULL,
+      table_schema text NOT NULL,
+      table_name text NOT NULL,
+      lsn pg_lsn NOT NULL,
+      mode text NOT NULL,
+      PRIMARY KEY (migration_id, table_schema, table_name)
+    );
     -- Target objects changed for the replay and restored at cutover (triggers, identity columns).
     CREATE TABLE IF NOT EXISTS ${S}.altered (
       migration_id text NOT NULL,
@@ -321,7 +332,16 @@ export async function dropControlState(
   // A control schema from an older release may lack the newer tables.
   await ensureControlSchema(client);
   let rows = 0;
-  for (const table of ['copy_part', 'step', 'replay', 'spool', 'request', 'altered', 'migration']) {
+  for (const table of [
+    'copy_part',
+    'step',
+    'replay',
+    'spool',
+    'request',
+    'altered',
+    'refresh',
+    'migration',
+  ]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);
     rows += result.rowCount ?? 0;
   }

@@ -178,6 +178,41 @@ export async function createSlotWithSnapshot(info: ConnInfo, slotName: string): 
   }
 }
 
+/**
+ * A fresh exported snapshot with an exact LSN (the consistent point of a temporary slot, dropped by the
+ * server when this connection ends): used to resume a copy whose first snapshot was lost.
+ */
+export async function createTemporarySnapshot(info: ConnInfo, slotName: string): Promise<SnapshotHolder> {
+  const client = await openClient(info, { replication: 'database' } as pg.ClientConfig);
+  let endedResolve: () => void = () => undefined;
+  const ended = new Promise<void>((resolve) => {
+    endedResolve = resolve;
+  });
+  client.on('end', () => endedResolve());
+  try {
+    const meta = await client.query(
+      "SELECT pg_backend_pid() AS pid, current_setting('server_version_num')::int AS v",
+    );
+    const options = Number(meta.rows[0].v) >= 150000 ? `(SNAPSHOT 'export')` : 'EXPORT_SNAPSHOT';
+    const result = await client.query(
+      `CREATE_REPLICATION_SLOT ${quoteIdent(slotName)} TEMPORARY LOGICAL pgoutput ${options}`,
+    );
+    return {
+      slotName,
+      snapshotName: result.rows[0].snapshot_name,
+      consistentLsn: result.rows[0].consistent_point,
+      backendPid: Number(meta.rows[0].pid),
+      ended,
+      close: async () => {
+        await client.end().catch(() => undefined);
+      },
+    };
+  } catch (error) {
+    await client.end().catch(() => undefined);
+    throw translatePgError(error, info);
+  }
+}
+
 /** True while the source backend holding an exported snapshot is alive. */
 export async function isBackendAlive(client: pg.Client, pid: number | null): Promise<boolean> {
   if (pid === null) return false;
