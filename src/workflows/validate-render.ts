@@ -73,7 +73,11 @@ function verdict(report: ValidationReport): string {
   const differing = report.tables.filter((t) => !t.ok).length;
   const what = report.checksum ? 'row counts and checksums' : 'row counts only';
   const mode =
-    report.sourceMode === 'snapshot' ? "source read in the migration's snapshot" : 'source read live';
+    report.sourceMode === 'snapshot'
+      ? "source read in the migration's snapshot"
+      : report.sourceMode === 'aligned'
+        ? 'source read at the position where the replay paused'
+        : 'source read live';
   return report.ok
     ? `Validation passed: ${report.tables.length} of ${report.tables.length} tables match (${what}; ${mode}).`
     : `Validation failed: ${differing} of ${report.tables.length} tables differ (${what}; ${mode}).`;

@@ -43,6 +43,10 @@ export interface ValidateTuning {
   maxDifferences?: number;
   /** How often a progress line is emitted. */
   progressEveryMs?: number;
+  /** Read the source in this exported snapshot (the replay is paused at its LSN, so both sides match). */
+  alignedSnapshot?: { name: string; lsn: string };
+  /** Why the source may be read live without a warning (e.g. after a cutover drain). */
+  liveNote?: string;
 }
 
 export const LIVE_SOURCE_WARNING =
@@ -81,7 +85,20 @@ export async function runValidate(
     const migration = await readMigration(target0, options.migrationId);
     const warnings: string[] = [];
     let sourceMode: ValidationReport['sourceMode'] = 'live';
-    if (migration?.snapshotName && (await isBackendAlive(source0, migration.snapshotHolderPid))) {
+    if (options.alignedSnapshot) {
+      for (const client of sources) await beginInSnapshot(client, options.alignedSnapshot.name);
+      sourceMode = 'aligned';
+      ctx.emit({
+        type: 'log',
+        level: 'info',
+        message: `Reading the source at ${options.alignedSnapshot.lsn}, where the replay is paused.`,
+      });
+    } else if (
+      migration?.snapshotName &&
+      // Once replay has applied changes the target is past the copy's snapshot: comparing there is wrong.
+      ['preflight', 'snapshot', 'copy'].includes(migration.phase) &&
+      (await isBackendAlive(source0, migration.snapshotHolderPid))
+    ) {
       try {
         for (const client of sources) await beginInSnapshot(client, migration.snapshotName);
         sourceMode = 'snapshot';
@@ -98,8 +115,12 @@ export async function runValidate(
     }
     if (sourceMode === 'live') {
       await alignOnOneSnapshot(sources);
-      warnings.push(LIVE_SOURCE_WARNING);
-      ctx.emit({ type: 'log', level: 'warn', message: LIVE_SOURCE_WARNING });
+      if (options.liveNote) {
+        ctx.emit({ type: 'log', level: 'info', message: options.liveNote });
+      } else {
+        warnings.push(LIVE_SOURCE_WARNING);
+        ctx.emit({ type: 'log', level: 'warn', message: LIVE_SOURCE_WARNING });
+      }
     }
     await alignOnOneSnapshot(targets);
 
