@@ -51,6 +51,7 @@ export const ERROR_CODES = {
   REPLAY_NEW_TABLE: ['runtime', 'A table was created on the source in a migrated schema during replay.'],
   REPLAY_ROW_NOT_FOUND: ['runtime', 'A replayed UPDATE or DELETE did not find its row on the target.'],
   REPLAY_STREAM_FAILED: ['runtime', 'The replication stream from the source ended with an error.'],
+  REPLAY_APPLY_FAILED: ['runtime', 'The target refused a replayed change (constraint, type, permission …).'],
   REPLAY_NOT_RUNNING: ['runtime', 'No replay process is running for this migration.'],
   CUTOVER_LAG_TOO_HIGH: ['runtime', 'Cutover was refused because the replay lag is above --max-lag.'],
   CUTOVER_TIMEOUT: ['runtime', 'Cutover did not complete within --timeout.'],

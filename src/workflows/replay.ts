@@ -403,10 +403,23 @@ async function runSession(
     const streamEnded = stream.ended.then(
       () => undefined,
       (error: Error) => {
+        // Our own errors (a schema change, a row not found) keep their code; a lost connection is retried;
+        // anything else is the target refusing a change: stop and say which.
+        if (isMigrationError(error)) throw error;
+        if (isRetryable(error)) {
+          throw new MigrationError(
+            'REPLAY_STREAM_FAILED',
+            `The replication stream ended: ${error.message}`,
+            'The replay reconnects by itself; if it keeps failing, check the source.',
+            {
+              cause: error,
+            },
+          );
+        }
         throw new MigrationError(
-          'REPLAY_STREAM_FAILED',
-          `The replication stream ended: ${error.message}`,
-          'The replay reconnects by itself; if it keeps failing, check the source.',
+          'REPLAY_APPLY_FAILED',
+          `Applying a replayed transaction on the target failed: ${error.message}`,
+          `Nothing of that transaction was applied (applied up to ${formatLsn(durable)}). Fix the cause on the target, then run the same command with --resume.`,
           { cause: error },
         );
       },
@@ -685,7 +698,8 @@ async function runSession(
           'The replay reconnects by itself.',
         );
       if (next === 'until') {
-        // Spooling stops once the copy is done: make what was received durable, then hand over.
+        // Spooling stops once the copy is done: make what was received durable, then hand over (after
+        // the transaction being received, if any, has committed).
         await serial(async () => {
           if (!inTxn) await commitNow();
         });
@@ -693,6 +707,7 @@ async function runSession(
           stopped = true;
           return { kind: 'stopped' };
         }
+        await new Promise((r) => setTimeout(r, 50));
         continue;
       }
       const outcome = await serial(tick);
