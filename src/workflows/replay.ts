@@ -38,6 +38,7 @@ import { formatBytes, formatDuration } from '../core/format';
 import { CAUGHT_UP_BYTES, computeLag, type LagSample } from '../core/lag';
 import { formatLsn, type Lsn, parseLsn } from '../core/lsn';
 import { isReplicated, tableKey } from '../core/plan';
+import { type Reconciled, type RefreshRules, reconcile } from '../core/reconcile';
 import { quoteIdent } from '../core/sql';
 import type { WorkflowContext } from '../ports';
 import type { Endpoints } from './connections';
@@ -761,8 +762,6 @@ async function finishRequest(
   ]);
 }
 
-type RefreshRules = Map<string, { lsn: Lsn; mode: 'skip' | 'idempotent' }>;
-
 /** Tables copied from a fresh snapshot (see copy.ts planRefresh) and how their earlier changes are treated. */
 async function readRefreshRules(client: pg.Client, id: string): Promise<RefreshRules> {
   const { rows } = await client.query(
@@ -775,28 +774,6 @@ async function readRefreshRules(client: pg.Client, id: string): Promise<RefreshR
       { lsn: parseLsn(r.lsn), mode: r.mode },
     ]),
   );
-}
-
-interface Reconciled {
-  change: Change;
-  idempotent: boolean;
-}
-
-/** A change of a transaction committed at commitLsn, as the refresh rules want it applied (or dropped). */
-function reconcile(change: Change, commitLsn: Lsn, rules: RefreshRules): Reconciled | undefined {
-  if (rules.size === 0) return { change, idempotent: false };
-  const rule = (rel: RelationRef) => {
-    const r = rules.get(relKey(rel));
-    return r && commitLsn < r.lsn ? r.mode : undefined;
-  };
-  if (change.kind === 'truncate') {
-    const rels = change.rels.filter((rel) => rule(rel) !== 'skip');
-    if (rels.length === 0) return undefined;
-    return { change: { ...change, rels }, idempotent: rels.some((rel) => rule(rel) === 'idempotent') };
-  }
-  const mode = rule(change.rel);
-  if (mode === 'skip') return undefined;
-  return { change, idempotent: mode === 'idempotent' };
 }
 
 /** Applies reconciled changes in order, in runs that share the idempotent flag. */
