@@ -23,6 +23,8 @@ export const copyOptions = commonOptions.extend({
   skipRoles: z.boolean().default(false),
   noOwner: z.boolean().default(false),
   resume: z.boolean().default(false),
+  /** Join a running copy as a helper: copy claimable parts only (no schema steps), then exit. */
+  partsOnly: z.boolean().optional(),
 });
 
 export const validateOptions = commonOptions.extend({

@@ -75,6 +75,10 @@ const OPTIONS = {
   'skip-schema': { type: 'boolean', doc: 'copy: the target schema exists already; copy data only' },
   'skip-roles': { type: 'boolean', doc: 'copy: do not create roles (implies --no-owner)' },
   'no-owner': { type: 'boolean', doc: 'copy: do not restore ownership and grants' },
+  'parts-only': {
+    type: 'boolean',
+    doc: 'copy: help a running copy from another machine (claims parts; no schema steps)',
+  },
   resume: {
     type: 'boolean',
     doc: 'copy, migrate, replay: continue where it stopped (the databases hold the position)',
@@ -238,6 +242,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         skipRoles: bool('skip-roles'),
         noOwner: bool('no-owner'),
         resume: bool('resume'),
+        partsOnly: bool('parts-only'),
       });
     };
     switch (command as Command) {

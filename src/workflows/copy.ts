@@ -9,6 +9,8 @@ import { openClient, setCanonicalSession, withClient } from '../adapters/postgre
 import { withDatabase } from '../adapters/postgres/connection';
 import {
   CONTROL_SCHEMA,
+  claimPart,
+  countPartsLeft,
   ensureControlSchema,
   insertParts,
   isStepDone,
@@ -83,6 +85,7 @@ export async function runCopy(
     );
     await ensureControlSchema(control);
     let migration = await readMigration(control, id);
+    if (options.partsOnly) return await copyAsHelper(ctx, endpoints, control, options, migration, started);
 
     // 1. The snapshot: named by the user, recorded by a running `snapshot`, or created here.
     let snapshotName: string;
@@ -291,6 +294,100 @@ export async function runCopy(
 }
 
 /**
+ * `copy --parts-only`: a helper runner joins the copy that a `migrate` (or `copy`) job coordinates. It
+ * imports the coordinator's snapshot, claims parts until none is left, and exits; the coordinator does
+ * the schema, waits for every part, then builds indexes.
+ */
+async function copyAsHelper(
+  ctx: WorkflowContext,
+  endpoints: Endpoints,
+  control: pg.Client,
+  options: CopyOptions,
+  first: MigrationRow | undefined,
+  started: number,
+): Promise<CopyResult> {
+  const id = options.migrationId;
+  const deadline = ctx.clock.nowMs() + 10 * 60_000;
+  let migration = first;
+  let parts: PartRow[] = [];
+  // The coordinator may still be taking the snapshot or restoring the schema: wait for its plan.
+  for (;;) {
+    migration = await readMigration(control, id);
+    parts = migration ? await readParts(control, id) : [];
+    if (migration?.copyFinishedAt) {
+      ctx.emit({
+        type: 'log',
+        level: 'info',
+        message: `The copy of '${id}' is already finished: nothing to help with.`,
+      });
+      return {
+        tables: 0,
+        parts: parts.length,
+        partsCopied: 0,
+        partsSkipped: parts.length,
+        rows: 0,
+        bytes: 0,
+        seconds: 0,
+        snapshotName: migration.snapshotName ?? '',
+        consistentLsn: migration.consistentLsn,
+      };
+    }
+    if (migration?.snapshotName && parts.length > 0) break;
+    if (ctx.clock.nowMs() > deadline || ctx.stopSignal.aborted) {
+      throw new MigrationError(
+        'MIGRATION_NOT_FOUND',
+        `No copy plan of migration '${id}' appeared on the target within 10 minutes.`,
+        "Start the coordinating job first ('pg-live-migrate migrate' or 'copy'); helpers join it with --parts-only.",
+      );
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const snapshotName = migration.snapshotName as string;
+  if (!(await withClient(endpoints.source, (c) => isBackendAlive(c, migration?.snapshotHolderPid ?? null)))) {
+    throw new MigrationError(
+      'SNAPSHOT_EXPIRED',
+      `The snapshot ${snapshotName} of '${id}' is no longer held, so a helper cannot read at the same point.`,
+      'Helpers only join while the coordinating job holds its snapshot; resume the coordinator (migrate --resume), then start helpers again.',
+    );
+  }
+  const tables = await withClient(endpoints.source, async (c) => {
+    await beginInSnapshot(c, snapshotName);
+    return listTables(c, migration?.schemas ?? null);
+  });
+  ctx.emit({
+    type: 'log',
+    level: 'info',
+    message: `Joining the copy of '${id}' in snapshot ${snapshotName}.`,
+  });
+  const stats = await copyParts(ctx, endpoints, {
+    migrationId: id,
+    snapshotName,
+    parts,
+    columnsByTable: new Map(tables.map((t) => [tableKey(t), t.columns])),
+    jobs: options.tableJobs,
+    skipSchema: options.skipSchema,
+    partsOnly: true,
+  });
+  const seconds = (ctx.clock.nowMs() - started) / 1000;
+  ctx.emit({
+    type: 'log',
+    level: 'info',
+    message: `Helper done: copied ${stats.copied} parts (${stats.rows - parts.filter((p) => p.done).reduce((s, p) => s + (p.rows ?? 0), 0)} rows).`,
+  });
+  return {
+    tables: new Set(parts.map((p) => tableKey(p))).size,
+    parts: parts.length,
+    partsCopied: stats.copied,
+    partsSkipped: stats.skipped,
+    rows: stats.rows,
+    bytes: stats.bytes,
+    seconds,
+    snapshotName,
+    consistentLsn: migration.consistentLsn,
+  };
+}
+
+/**
  * Decides, per table with unfinished parts, how the replay treats its changes from before the fresh
  * snapshot at L2: a table copied entirely at L2 skips them; a keyed table mixing parts from both points
  * gets them idempotently (upserts, deletes that may find nothing), which converges; a table that cannot
@@ -440,14 +537,22 @@ interface CopyPartsInput {
   skipSchema: boolean;
   /** Called with a table's key once every part of it is on the target. */
   onTableCopied?: (table: string) => void;
+  /** A helper runner: copy what can be claimed, then return without waiting for the others. */
+  partsOnly?: boolean;
 }
 
-/** Runs the parts not yet done on `jobs` workers, each with one source and one target connection. */
+/**
+ * Runs the parts not yet done on `jobs` workers, each with one source connection (in the snapshot) and
+ * one target connection. Workers claim parts on the target (see claimPart), so copy runners on other
+ * machines (`copy --parts-only`) share the same plan. Unless `partsOnly`, it returns only when every part
+ * of the plan is done, by whoever copied it.
+ */
 async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: CopyPartsInput) {
   const done = input.parts.filter((p) => p.done);
-  const todo = input.parts.filter((p) => !p.done).sort((a, b) => b.estBytes - a.estBytes);
-  let rows = done.reduce((s, p) => s + (p.rows ?? 0), 0);
-  let bytes = done.reduce((s, p) => s + (p.bytes ?? 0), 0);
+  const rowsBefore = done.reduce((s, p) => s + (p.rows ?? 0), 0);
+  const bytesBefore = done.reduce((s, p) => s + (p.bytes ?? 0), 0);
+  let rows = rowsBefore;
+  let bytes = bytesBefore;
   ctx.emit({
     type: 'copy:plan',
     tables: new Set(input.parts.map((p) => tableKey(p))).size,
@@ -465,15 +570,11 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
     });
   let failure: unknown;
   let copied = 0;
-  const queue = [...todo];
-  const partsLeft = new Map<string, number>();
-  for (const p of todo) partsLeft.set(tableKey(p), (partsLeft.get(tableKey(p)) ?? 0) + 1);
   const worker = async () => {
-    if (queue.length === 0) return;
     const source = await openClient(endpoints.source);
     const target = await openClient(endpoints.target);
     // Ctrl-C must not wait for a multi-gigabyte part: closing both connections aborts the COPY, and the
-    // target rolls the part back, so the resume copies it again from the start.
+    // target rolls the part back (and releases its claim), so the resume copies it again from the start.
     const abort = () => {
       void source.end().catch(() => undefined);
       void target.end().catch(() => undefined);
@@ -493,7 +594,15 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
         });
       }
       await beginInSnapshot(source, input.snapshotName);
-      for (let part = queue.shift(); part && !failure && !ctx.stopSignal.aborted; part = queue.shift()) {
+      while (!failure && !ctx.stopSignal.aborted) {
+        const part = await claimPart(target, input.migrationId);
+        if (!part) {
+          // Nothing to claim: done, unless parts are still being copied elsewhere (wait for them: if
+          // their runner dies, its claim is released and this worker takes the part over).
+          if (input.partsOnly || (await countPartsLeft(target, input.migrationId)) === 0) break;
+          await new Promise((r) => setTimeout(r, 1000));
+          continue;
+        }
         const table = displayName(part);
         ctx.emit({
           type: 'copy:part:start',
@@ -517,16 +626,16 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
           migrationId: input.migrationId,
           part,
           columns,
+          inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: 'copy:part:progress', partId: part.partId, bytes: b }),
         });
         rows += result.rows;
         bytes += result.bytes;
         copied += 1;
-        const left = (partsLeft.get(tableKey(part)) ?? 1) - 1;
-        partsLeft.set(tableKey(part), left);
-        if (left === 0) input.onTableCopied?.(tableKey(part));
         ctx.emit({ type: 'copy:part:done', partId: part.partId, table, ...result });
+        if ((await countPartsLeft(target, input.migrationId, part)) === 0)
+          input.onTableCopied?.(tableKey(part));
       }
     } catch (error) {
       if (!ctx.stopSignal.aborted) failure ??= error;
@@ -536,13 +645,14 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
       await target.end().catch(() => undefined);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(input.jobs, Math.max(todo.length, 1)) }, worker));
+  const todo = input.parts.length - done.length;
+  await Promise.all(Array.from({ length: Math.min(input.jobs, Math.max(todo, 1)) }, worker));
   if (failure) throw failure;
   if (ctx.stopSignal.aborted) {
     throw new MigrationError(
       'COPY_INTERRUPTED',
       `The copy was stopped with ${done.length + copied} of ${input.parts.length} parts on the target.`,
-      "Run the same command again with --resume while the snapshot is still held (a separate 'pg-live-migrate snapshot' process keeps it across restarts).",
+      'Run the same command again with --resume: finished parts are kept (a lost snapshot is replaced by a fresh one).',
     );
   }
   return { rows, bytes, copied, skipped: done.length };

@@ -76,7 +76,7 @@ describe('copy of the pagila database through the CLI', () => {
   });
 
   it('sets every sequence to its value at the snapshot', async () => {
-    const seqs = `SELECT schemaname, sequencename, last_value::text FROM pg_sequences ORDER BY 1, 2`;
+    const seqs = `SELECT schemaname, sequencename, last_value::text FROM pg_sequences WHERE schemaname <> '_pg_live_migrate' ORDER BY 1, 2`;
     const source = await query(uris.source, seqs);
     expect(source.length).toBeGreaterThan(5);
     expect(await query(uris.target, seqs)).toEqual(source);

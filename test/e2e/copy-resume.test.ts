@@ -199,4 +199,56 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
     expect(after).toMatchObject({ copyFinished: true, error: null });
     await runCli(['clean', ...common, '--prune']);
   });
+
+  it('shares one copy plan with a helper runner (--parts-only): each part copied once, by one of them', async () => {
+    const db = await freshDatabases(pair, 'shared');
+    await pair.source.run('pgbench', [
+      '-i',
+      '-q',
+      '-s',
+      '4',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(pair.source.port),
+      '-U',
+      'postgres',
+      'shared',
+    ]);
+    const common = ['--source', db.source, '--target', db.target, '--migration-id', 'shared'];
+    const coordinator = spawnCli([
+      'copy',
+      ...common,
+      '--dir',
+      `${dir}-c`,
+      '--table-jobs',
+      '1',
+      '--split-tables-larger-than',
+      '1MB',
+    ]);
+    // The helper waits for the coordinator's plan, then claims parts next to it.
+    const helper = await runCli([
+      'copy',
+      ...common,
+      '--dir',
+      `${dir}-h`,
+      '--parts-only',
+      '--table-jobs',
+      '1',
+    ]);
+    expect(helper.code, helper.stderr).toBe(0);
+    const helped = Number(/Helper done: copied (\d+) parts/.exec(helper.stderr)?.[1] ?? -1);
+    const finished = await coordinator.result;
+    expect(finished.code, finished.stderr).toBe(0);
+    const [plan] = await query<{ parts: number; done: number }>(
+      db.target,
+      `SELECT count(*)::int AS parts, count(done_at)::int AS done FROM _pg_live_migrate.copy_part WHERE migration_id = 'shared'`,
+    );
+    expect(plan?.done).toBe(plan?.parts);
+    expect(helped).toBeGreaterThan(0);
+    expect(helped).toBeLessThan(plan?.parts ?? 0);
+    const digest = tableDigest('pgbench_accounts', 'aid');
+    expect(await query(db.target, digest)).toEqual(await query(db.source, digest));
+    await runCli(['clean', ...common, '--dir', `${dir}-c`, '--prune']);
+  });
 });

@@ -42,8 +42,17 @@ export interface PartRow extends PartPlan {
 }
 
 export async function ensureControlSchema(client: pg.Client): Promise<void> {
-  // One statement batch; IF NOT EXISTS everywhere so concurrent or repeated runs are harmless.
-  await client.query(`
+  // IF NOT EXISTS is not safe against a concurrent creator (two runners starting together hit a unique
+  // violation in the catalog), so creators take a transaction-level advisory lock first.
+  await client.query(ENSURE_SQL).catch(async (error) => {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  });
+}
+
+const ENSURE_SQL = `
+    BEGIN;
+    SELECT pg_advisory_xact_lock(hashtext('${CONTROL_SCHEMA}'));
     CREATE SCHEMA IF NOT EXISTS ${S};
     CREATE TABLE IF NOT EXISTS ${S}.migration (
       migration_id text PRIMARY KEY,
@@ -141,8 +150,8 @@ export async function ensureControlSchema(client: pg.Client): Promise<void> {
       detail text NOT NULL DEFAULT '',
       PRIMARY KEY (migration_id, kind, table_schema, table_name, detail)
     );
-  `);
-}
+    COMMIT;
+  `;
 
 export async function controlSchemaExists(client: pg.Client): Promise<boolean> {
   const { rows } = await client.query(`SELECT to_regclass($1) IS NOT NULL AS present`, [`${S}.migration`]);
@@ -287,27 +296,67 @@ export async function insertParts(client: pg.Client, migrationId: string, parts:
 export async function readParts(client: pg.Client, migrationId: string): Promise<PartRow[]> {
   if (!(await controlSchemaExists(client))) return [];
   const { rows } = await client.query(
-    `SELECT part_id, table_schema, table_name, part_index, part_count, range_kind, range_column, range_from,
-            range_to, est_bytes, rows, bytes, seconds, done_at IS NOT NULL AS done
-       FROM ${S}.copy_part WHERE migration_id = $1 ORDER BY part_id`,
+    `SELECT ${PART_COLUMNS} FROM ${S}.copy_part WHERE migration_id = $1 ORDER BY part_id`,
     [migrationId],
   );
-  return rows.map((r) => ({
-    partId: r.part_id,
-    schema: r.table_schema,
-    name: r.table_name,
-    partIndex: r.part_index,
-    partCount: r.part_count,
-    rangeKind: r.range_kind,
-    rangeColumn: r.range_column,
-    rangeFrom: r.range_from,
-    rangeTo: r.range_to,
+  return rows.map(toPartRow);
+}
+
+const PART_COLUMNS = `part_id, table_schema, table_name, part_index, part_count, range_kind, range_column, range_from,
+            range_to, est_bytes, rows, bytes, seconds, done_at IS NOT NULL AS done`;
+
+function toPartRow(r: Record<string, unknown>): PartRow {
+  return {
+    partId: r.part_id as number,
+    schema: r.table_schema as string,
+    name: r.table_name as string,
+    partIndex: r.part_index as number,
+    partCount: r.part_count as number,
+    rangeKind: r.range_kind as PartRow['rangeKind'],
+    rangeColumn: r.range_column as string | null,
+    rangeFrom: r.range_from as string | null,
+    rangeTo: r.range_to as string | null,
     estBytes: Number(r.est_bytes),
     rows: r.rows === null ? null : Number(r.rows),
     bytes: r.bytes === null ? null : Number(r.bytes),
-    seconds: r.seconds,
-    done: r.done,
-  }));
+    seconds: r.seconds as number | null,
+    done: r.done as boolean,
+  };
+}
+
+/**
+ * Opens a transaction and claims the biggest part nobody has done or is copying (row lock, SKIP LOCKED):
+ * any number of workers, in this process or on other runners, share one plan without copying a part
+ * twice; a worker that dies releases its claim with its transaction. Undefined (and no transaction)
+ * when nothing is left to claim.
+ */
+export async function claimPart(client: pg.Client, migrationId: string): Promise<PartRow | undefined> {
+  await client.query('BEGIN');
+  const { rows } = await client.query(
+    `SELECT ${PART_COLUMNS} FROM ${S}.copy_part WHERE migration_id = $1 AND done_at IS NULL
+      ORDER BY est_bytes DESC, part_id FOR UPDATE SKIP LOCKED LIMIT 1`,
+    [migrationId],
+  );
+  const row = rows[0];
+  if (!row) {
+    await client.query('ROLLBACK');
+    return undefined;
+  }
+  return toPartRow(row);
+}
+
+/** Parts not done yet, of one table or of the whole plan. */
+export async function countPartsLeft(
+  client: pg.Client,
+  migrationId: string,
+  table?: { schema: string; name: string },
+): Promise<number> {
+  const { rows } = await client.query(
+    `SELECT count(*)::int AS n FROM ${S}.copy_part WHERE migration_id = $1 AND done_at IS NULL
+        AND ($2::text IS NULL OR (table_schema = $2 AND table_name = $3))`,
+    [migrationId, table?.schema ?? null, table?.name ?? null],
+  );
+  return rows[0]?.n ?? 0;
 }
 
 export async function markPartDone(

@@ -43,10 +43,12 @@ export async function copyPart(args: {
   columns: string[];
   onBytes?: (bytes: number) => void;
   nowMs: () => number;
+  /** The caller already opened the target transaction (it holds the part's claim). */
+  inTransaction?: boolean;
 }): Promise<PartResult> {
   const { source, target, part, columns } = args;
   const started = args.nowMs();
-  await target.query('BEGIN');
+  if (!args.inTransaction) await target.query('BEGIN');
   try {
     // Safe without a durable flush: the rows and their done mark are lost or kept together.
     await target.query('SET LOCAL synchronous_commit = off');
