@@ -83,6 +83,10 @@ const OPTIONS = {
     type: 'boolean',
     doc: 'copy, migrate, replay: continue where it stopped (the databases hold the position)',
   },
+  segment: {
+    type: 'string',
+    doc: 'migrate, replay: end cleanly after this long (e.g. 20h) so a CI job can hand over to the next',
+  },
   'lag-interval': { type: 'string', doc: 'migrate, replay: how often to report the lag (default 10s)' },
   'max-lag': {
     type: 'string',
@@ -285,16 +289,21 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         const options = parseCopyOptions();
         const endpoints = resolveEndpoints(options, redactor);
         const lagIntervalMs = parseDuration(str('lag-interval'), 'lag-interval', 10_000);
+        const segmentText = str('segment');
+        const segment =
+          segmentText === undefined ? {} : { segmentMs: parseDuration(segmentText, 'segment', 0) };
         const detach = listenForCutover(endpoints, options.migrationId, (message) => reporter.line(message));
         try {
           const outcome =
             command === 'migrate'
-              ? await runMigrate(ctx, endpoints, { ...options, lagIntervalMs })
+              ? await runMigrate(ctx, endpoints, { ...options, lagIntervalMs, ...segment })
               : await runReplay(ctx, endpoints, {
                   migrationId: options.migrationId,
                   mode: 'apply',
                   lagIntervalMs,
+                  ...segment,
                 });
+          if (json) process.stdout.write(`${JSON.stringify(outcome)}\n`);
           if (outcome.kind === 'stopped') {
             reporter.line('Replay stopped; resume with --resume (the position is recorded on the target).');
             return ExitCode.runtime;

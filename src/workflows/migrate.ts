@@ -12,6 +12,7 @@ import { type ReplayOutcome, runReplay } from './replay';
 
 export interface MigrateOptions extends CopyOptions {
   lagIntervalMs: number;
+  segmentMs?: number;
 }
 
 export async function runMigrate(

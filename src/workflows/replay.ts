@@ -62,9 +62,17 @@ export interface ReplayOptions {
   retryForMs?: number;
   /** Test hook: called after every committed group. */
   onGroupCommitted?: (endLsn: Lsn) => void;
+  /**
+   * End the replay cleanly after this long (a CI job's lifetime): everything received is committed and
+   * acknowledged, and the next run resumes from the target. Not while a cutover or pause is under way.
+   */
+  segmentMs?: number;
 }
 
-export type ReplayOutcome = { kind: 'cutover-done'; endLsn: string } | { kind: 'stopped' };
+export type ReplayOutcome =
+  | { kind: 'cutover-done'; endLsn: string }
+  | { kind: 'stopped' }
+  | { kind: 'segment-ended'; appliedLsn: string };
 
 /** Errors a reconnect can cure: connections lost, servers restarting. Anything else stops the replay. */
 function isRetryable(error: unknown): boolean {
@@ -101,6 +109,7 @@ interface Shared {
   pause?: { requestId: number; at?: Lsn; startedMs: number; timeoutMs: number; held: boolean };
   outcome?: ReplayOutcome;
   lastProgressMs: number;
+  startedMs: number;
 }
 
 export async function runReplay(
@@ -141,7 +150,7 @@ export async function runReplay(
     return row;
   });
   if (migration.phase === Phase.done) return { kind: 'cutover-done', endLsn: 'already done' };
-  const shared: Shared = { migration, lastProgressMs: ctx.clock.nowMs() };
+  const shared: Shared = { migration, lastProgressMs: ctx.clock.nowMs(), startedMs: ctx.clock.nowMs() };
   const retryForMs = options.retryForMs ?? 10 * 60_000;
   let delayMs = 500;
   for (;;) {
@@ -710,6 +719,24 @@ async function runSession(
         }
         await new Promise((r) => setTimeout(r, 50));
         continue;
+      }
+      if (
+        options.segmentMs !== undefined &&
+        !shared.cutover &&
+        !shared.pause &&
+        ctx.clock.nowMs() - shared.startedMs >= options.segmentMs
+      ) {
+        const ended = await serial(async () => {
+          if (inTxn) return false;
+          await commitNow();
+          return true;
+        });
+        if (ended) {
+          log(
+            `Replay segment ended after ${formatDuration(ctx.clock.nowMs() - shared.startedMs)} at ${formatLsn(durable)}; the next run resumes from there.`,
+          );
+          return { kind: 'segment-ended', appliedLsn: formatLsn(durable) };
+        }
       }
       const outcome = await serial(tick);
       if (outcome) {
