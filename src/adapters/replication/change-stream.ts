@@ -65,6 +65,14 @@ class TextPgoutputPlugin extends PgoutputPlugin {
 
 const lsnOf = (text: string | null): Lsn => parseLsn(text ?? '0/0');
 
+/**
+ * pg-logical-replication reports `lsn + 1` as written/flushed/applied. The server then skips every
+ * transaction whose commit record starts before that position, and the next transaction's commit record
+ * can start exactly where the last applied one ended (concurrent transactions commit back to back), so
+ * we hand it `lsn - 1`: the server sees exactly the durable end position.
+ */
+const forLibrary = (lsn: Lsn): string => formatLsn((lsn > 0n ? lsn - 1n : lsn) as Lsn);
+
 export async function openChangeStream(
   info: ConnInfo,
   options: { slotName: string; publications: string[]; startLsn: Lsn; handlers: StreamHandlers },
@@ -170,7 +178,7 @@ export async function openChangeStream(
   let durable: Lsn | undefined;
   const respond = async () => {
     // A status message is also the answer to "reply requested" keepalives (wal_sender_timeout).
-    if (durable !== undefined) await service.acknowledge(formatLsn(durable));
+    if (durable !== undefined) await service.acknowledge(forLibrary(durable));
   };
 
   let endedResolve: () => void = () => undefined;
@@ -200,14 +208,14 @@ export async function openChangeStream(
   return {
     acknowledge: async (lsn) => {
       durable = lsn;
-      await service.acknowledge(formatLsn(lsn));
+      await service.acknowledge(forLibrary(lsn));
     },
     idleWalEnd: () => (keepalive && handled >= keepalive.upTo ? keepalive.walEnd : undefined),
     serverWalEnd: () => lastWalEnd,
     pending: () => plugin.received - handled,
     ping: async (lsn) => {
       durable = lsn;
-      await service.acknowledge(formatLsn(lsn), true);
+      await service.acknowledge(forLibrary(lsn), true);
     },
     stop: async () => {
       stopping = true;
