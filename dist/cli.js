@@ -35829,7 +35829,8 @@ async function runMigrate(ctx, endpoints, options) {
   return runReplay(ctx, endpoints, {
     migrationId: options.migrationId,
     mode: "apply",
-    lagIntervalMs: options.lagIntervalMs
+    lagIntervalMs: options.lagIntervalMs,
+    ...options.segmentMs !== void 0 ? { segmentMs: options.segmentMs } : {}
   });
 }
 

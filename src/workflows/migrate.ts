@@ -65,5 +65,6 @@ export async function runMigrate(
     migrationId: options.migrationId,
     mode: 'apply',
     lagIntervalMs: options.lagIntervalMs,
+    ...(options.segmentMs !== undefined ? { segmentMs: options.segmentMs } : {}),
   });
 }
