@@ -11006,7 +11006,10 @@ var ERROR_CODES = {
   REPLAY_NOT_RUNNING: ["runtime", "No replay process is running for this migration."],
   CUTOVER_LAG_TOO_HIGH: ["runtime", "Cutover was refused because the replay lag is above --max-lag."],
   CUTOVER_TIMEOUT: ["runtime", "Cutover did not complete within --timeout."],
-  CUTOVER_FAILED: ["runtime", "Cutover failed; the source was unfenced and the replay goes on."],
+  CUTOVER_FAILED: [
+    "runtime",
+    "Cutover failed; the source was unfenced. Resume the replay (replay --resume) and ask again."
+  ],
   VALIDATION_MISMATCH: ["validation", "Source and target differ."],
   VALIDATION_INTERRUPTED: ["validation", "Validation was stopped before every table was compared."],
   SOURCE_NOT_QUIET: ["validation", "The source changed while it was validated without a snapshot."],
@@ -33065,6 +33068,13 @@ function listNames(names) {
 }
 
 // src/workflows/preflight.ts
+function applies(f, options) {
+  const tool = f.code.startsWith("PG_TOOL_") ? f.objects?.[0] : void 0;
+  if (options.skipSchema && (f.code === "TARGET_NOT_EMPTY" || tool === "pg_dump" || tool === "pg_restore"))
+    return false;
+  if (options.skipRoles && tool === "pg_dumpall") return false;
+  return true;
+}
 async function runPreflight(ctx, endpoints, options) {
   const tools = { binDir: options.pgBindir, env: ctx.env, redactor: ctx.redactor };
   const scope = { migrationId: options.migrationId, schemas: options.schemas };
@@ -33084,7 +33094,9 @@ async function runPreflight(ctx, endpoints, options) {
     ),
     readToolFacts(tools)
   ]);
-  const findings = computeFindings({ ...scope, source, target, tools: toolFacts });
+  const findings = computeFindings({ ...scope, source, target, tools: toolFacts }).filter(
+    (f) => applies(f, options)
+  );
   const safe = findings.map((f) => ({
     ...f,
     message: ctx.redactor.redact(f.message),
@@ -36551,8 +36563,11 @@ var OPTIONS = {
     type: "string",
     doc: "copy: split bigger tables into parts (default 1GB; 0 = never)"
   },
-  "skip-schema": { type: "boolean", doc: "copy: the target schema exists already; copy data only" },
-  "skip-roles": { type: "boolean", doc: "copy: do not create roles (implies --no-owner)" },
+  "skip-schema": {
+    type: "boolean",
+    doc: "copy (and preflight): the target schema exists already; copy data only"
+  },
+  "skip-roles": { type: "boolean", doc: "copy (and preflight): do not create roles (implies --no-owner)" },
   "no-owner": { type: "boolean", doc: "copy: do not restore ownership and grants" },
   "parts-only": {
     type: "boolean",
@@ -36566,7 +36581,10 @@ var OPTIONS = {
     type: "string",
     doc: "migrate, replay: end cleanly after this long (e.g. 20h) so a CI job can hand over to the next"
   },
-  "lag-interval": { type: "string", doc: "migrate, replay: how often to report the lag (default 10s)" },
+  "lag-interval": {
+    type: "string",
+    doc: "migrate, replay, demo: how often to report the lag (default 10s; demo 2s)"
+  },
   "max-lag": {
     type: "string",
     doc: "cutover: refuse while the lag is above this (bytes like 500KB or a duration like 5s; default 500KB)"
@@ -36720,7 +36738,11 @@ async function main(argv, env) {
     switch (command) {
       case "preflight": {
         const options = commonOptions.parse(common);
-        const report = await runPreflight(ctx, resolveEndpoints(options, redactor), options);
+        const report = await runPreflight(ctx, resolveEndpoints(options, redactor), {
+          ...options,
+          skipSchema: bool("skip-schema"),
+          skipRoles: bool("skip-roles")
+        });
         const markdown = str("markdown");
         if (markdown) {
           mkdirSync2(dirname4(resolve2(markdown)), { recursive: true });

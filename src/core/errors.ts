@@ -55,7 +55,10 @@ export const ERROR_CODES = {
   REPLAY_NOT_RUNNING: ['runtime', 'No replay process is running for this migration.'],
   CUTOVER_LAG_TOO_HIGH: ['runtime', 'Cutover was refused because the replay lag is above --max-lag.'],
   CUTOVER_TIMEOUT: ['runtime', 'Cutover did not complete within --timeout.'],
-  CUTOVER_FAILED: ['runtime', 'Cutover failed; the source was unfenced and the replay goes on.'],
+  CUTOVER_FAILED: [
+    'runtime',
+    'Cutover failed; the source was unfenced. Resume the replay (replay --resume) and ask again.',
+  ],
   VALIDATION_MISMATCH: ['validation', 'Source and target differ.'],
   VALIDATION_INTERRUPTED: ['validation', 'Validation was stopped before every table was compared.'],
   SOURCE_NOT_QUIET: ['validation', 'The source changed while it was validated without a snapshot.'],

@@ -72,8 +72,11 @@ const OPTIONS = {
     type: 'string',
     doc: 'copy: split bigger tables into parts (default 1GB; 0 = never)',
   },
-  'skip-schema': { type: 'boolean', doc: 'copy: the target schema exists already; copy data only' },
-  'skip-roles': { type: 'boolean', doc: 'copy: do not create roles (implies --no-owner)' },
+  'skip-schema': {
+    type: 'boolean',
+    doc: 'copy (and preflight): the target schema exists already; copy data only',
+  },
+  'skip-roles': { type: 'boolean', doc: 'copy (and preflight): do not create roles (implies --no-owner)' },
   'no-owner': { type: 'boolean', doc: 'copy: do not restore ownership and grants' },
   'parts-only': {
     type: 'boolean',
@@ -87,7 +90,10 @@ const OPTIONS = {
     type: 'string',
     doc: 'migrate, replay: end cleanly after this long (e.g. 20h) so a CI job can hand over to the next',
   },
-  'lag-interval': { type: 'string', doc: 'migrate, replay: how often to report the lag (default 10s)' },
+  'lag-interval': {
+    type: 'string',
+    doc: 'migrate, replay, demo: how often to report the lag (default 10s; demo 2s)',
+  },
   'max-lag': {
     type: 'string',
     doc: 'cutover: refuse while the lag is above this (bytes like 500KB or a duration like 5s; default 500KB)',
@@ -252,7 +258,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     switch (command as Command) {
       case 'preflight': {
         const options = commonOptions.parse(common);
-        const report = await runPreflight(ctx, resolveEndpoints(options, redactor), options);
+        const report = await runPreflight(ctx, resolveEndpoints(options, redactor), {
+          ...options,
+          skipSchema: bool('skip-schema'),
+          skipRoles: bool('skip-roles'),
+        });
         const markdown = str('markdown');
         if (markdown) {
           mkdirSync(dirname(resolve(markdown)), { recursive: true });

@@ -30,6 +30,19 @@ import type { Endpoints } from './connections';
 export interface PreflightOptions extends Pick<CommonOptions, 'migrationId' | 'schemas' | 'pgBindir'> {
   /** How long the source's WAL position is sampled for its write rate (default 1 s). */
   walSampleMs?: number;
+  /** The copy will run with --skip-schema (existing target schema; no pg_dump/pg_restore needed). */
+  skipSchema?: boolean;
+  /** The copy will run with --skip-roles (no pg_dumpall needed). */
+  skipRoles?: boolean;
+}
+
+/** Findings that do not apply to how the copy will run. */
+function applies(f: Finding, options: PreflightOptions): boolean {
+  const tool = f.code.startsWith('PG_TOOL_') ? f.objects?.[0] : undefined;
+  if (options.skipSchema && (f.code === 'TARGET_NOT_EMPTY' || tool === 'pg_dump' || tool === 'pg_restore'))
+    return false;
+  if (options.skipRoles && tool === 'pg_dumpall') return false;
+  return true;
 }
 
 export async function runPreflight(
@@ -51,7 +64,9 @@ export async function runPreflight(
     ),
     readToolFacts(tools),
   ]);
-  const findings = computeFindings({ ...scope, source, target, tools: toolFacts });
+  const findings = computeFindings({ ...scope, source, target, tools: toolFacts }).filter((f) =>
+    applies(f, options),
+  );
   // Server messages can quote anything; whatever a finding says passes the redactor once more.
   const safe = findings.map((f) => ({
     ...f,
