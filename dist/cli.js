@@ -33352,6 +33352,7 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
       migration = await readMigration(control, id);
     }
     if (!migration) throw notFound(id);
+    if (migration.error) await updateMigration(control, id, { error: null });
     onSnapshotReady?.();
     if (!migration.copyStartedAt) {
       if (!options.skipSchema && !options.resume && !holder)
@@ -33864,7 +33865,7 @@ async function runCutover(ctx, endpoints, o) {
         throw new MigrationError(
           codesByName[code],
           `Cutover failed: ${result.message ?? "no reason recorded"}`,
-          "The source was unfenced and the replay goes on; fix the cause, then ask for the cutover again."
+          "The source was unfenced. Fix the cause; if the replay process ended, start it again (replay --resume); then ask for the cutover again."
         );
       }
       if (ctx.clock.nowMs() > deadline || ctx.stopSignal.aborted) {
@@ -35117,7 +35118,7 @@ async function runReplay(ctx, endpoints, options) {
       [options.migrationId]
     );
     if (options.mode === "apply" && row2.phase !== Phase.cutover && row2.phase !== Phase.done) {
-      await updateMigration(c, options.migrationId, { phase: Phase.replay });
+      await updateMigration(c, options.migrationId, { phase: Phase.replay, error: null });
     }
     return row2;
   });
@@ -35132,6 +35133,7 @@ async function runReplay(ctx, endpoints, options) {
     } catch (error62) {
       if (ctx.stopSignal.aborted) return { kind: "stopped" };
       if (!isRetryable(error62) || ctx.clock.nowMs() - shared.lastProgressMs > retryForMs) {
+        await recordFailure(endpoints, options.migrationId, error62);
         if (isMigrationError(error62)) throw error62;
         if (isRetryable(error62)) {
           throw new MigrationError(
@@ -35659,6 +35661,16 @@ async function runSession(ctx, endpoints, options, shared) {
     await stream?.stop().catch(() => void 0);
     for (const client of clients) await client.end().catch(() => void 0);
   }
+}
+async function recordFailure(endpoints, migrationId, error62) {
+  const e = isMigrationError(error62) ? { code: error62.code, message: error62.message, hint: error62.hint } : {
+    code: "INTERNAL",
+    message: error62 instanceof Error ? error62.message : String(error62),
+    hint: "See the log."
+  };
+  await withClient(endpoints.target, (c) => updateMigration(c, migrationId, { error: e })).catch(
+    () => void 0
+  );
 }
 function schemaChanged(what, durable) {
   return new MigrationError(
@@ -36366,7 +36378,8 @@ async function readStatus(endpoints, options) {
   return {
     migrationId: id,
     exists: migration !== void 0,
-    phase: migration?.phase ?? "preflight",
+    // A recorded, unresolved error means the last run stopped on it: resumable, but failed for now.
+    phase: migration?.error ? "failed" : migration?.phase ?? "preflight",
     tables: { done: [...byTable.values()].filter(Boolean).length, total: byTable.size },
     parts: { done: done.length, total: parts.length },
     rowsCopied: done.reduce((s, p) => s + (p.rows ?? 0), 0),

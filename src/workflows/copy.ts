@@ -142,6 +142,7 @@ export async function runCopy(
       migration = await readMigration(control, id);
     }
     if (!migration) throw notFound(id);
+    if (migration.error) await updateMigration(control, id, { error: null });
     onSnapshotReady?.();
     if (!migration.copyStartedAt) {
       if (!options.skipSchema && !options.resume && !holder)

@@ -124,7 +124,7 @@ export async function runCutover(
         throw new MigrationError(
           codesByName[code],
           `Cutover failed: ${result.message ?? 'no reason recorded'}`,
-          'The source was unfenced and the replay goes on; fix the cause, then ask for the cutover again.',
+          'The source was unfenced. Fix the cause; if the replay process ended, start it again (replay --resume); then ask for the cutover again.',
         );
       }
       if (ctx.clock.nowMs() > deadline || ctx.stopSignal.aborted) {

@@ -145,7 +145,7 @@ export async function runReplay(
       [options.migrationId],
     );
     if (options.mode === 'apply' && row.phase !== Phase.cutover && row.phase !== Phase.done) {
-      await updateMigration(c, options.migrationId, { phase: Phase.replay });
+      await updateMigration(c, options.migrationId, { phase: Phase.replay, error: null });
     }
     return row;
   });
@@ -160,6 +160,7 @@ export async function runReplay(
     } catch (error) {
       if (ctx.stopSignal.aborted) return { kind: 'stopped' };
       if (!isRetryable(error) || ctx.clock.nowMs() - shared.lastProgressMs > retryForMs) {
+        await recordFailure(endpoints, options.migrationId, error);
         if (isMigrationError(error)) throw error;
         if (isRetryable(error)) {
           throw new MigrationError(
@@ -762,6 +763,20 @@ async function runSession(
     await stream?.stop().catch(() => undefined);
     for (const client of clients) await client.end().catch(() => undefined);
   }
+}
+
+/** Leaves the reason where `status` (from any machine) shows it; best effort. */
+async function recordFailure(endpoints: Endpoints, migrationId: string, error: unknown): Promise<void> {
+  const e = isMigrationError(error)
+    ? { code: error.code, message: error.message, hint: error.hint }
+    : {
+        code: 'INTERNAL',
+        message: error instanceof Error ? error.message : String(error),
+        hint: 'See the log.',
+      };
+  await withClient(endpoints.target, (c) => updateMigration(c, migrationId, { error: e })).catch(
+    () => undefined,
+  );
 }
 
 function schemaChanged(what: string, durable: Lsn): MigrationError {

@@ -75,7 +75,8 @@ export async function readStatus(
   return {
     migrationId: id,
     exists: migration !== undefined,
-    phase: migration?.phase ?? 'preflight',
+    // A recorded, unresolved error means the last run stopped on it: resumable, but failed for now.
+    phase: migration?.error ? 'failed' : (migration?.phase ?? 'preflight'),
     tables: { done: [...byTable.values()].filter(Boolean).length, total: byTable.size },
     parts: { done: done.length, total: parts.length },
     rowsCopied: done.reduce((s, p) => s + (p.rows ?? 0), 0),
