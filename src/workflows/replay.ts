@@ -153,13 +153,24 @@ export async function runReplay(
   const shared: Shared = { migration, lastProgressMs: ctx.clock.nowMs(), startedMs: ctx.clock.nowMs() };
   const retryForMs = options.retryForMs ?? 10 * 60_000;
   let delayMs = 500;
+  /** When the current outage began: retryForMs counts from there, not from the last applied change. */
+  let outageSinceMs: number | undefined;
   for (;;) {
+    const sessionStartedMs = ctx.clock.nowMs();
     try {
       const outcome = await runSession(ctx, endpoints, options, shared);
       return outcome;
     } catch (error) {
       if (ctx.stopSignal.aborted) return { kind: 'stopped' };
-      if (!isRetryable(error) || ctx.clock.nowMs() - shared.lastProgressMs > retryForMs) {
+      const now = ctx.clock.nowMs();
+      // A session that applied something or stayed up a while was a recovery: this failure starts a new
+      // outage, with a short first wait (an idle source must not count as time spent reconnecting).
+      if (shared.lastProgressMs > sessionStartedMs || now - sessionStartedMs >= 30_000) {
+        outageSinceMs = undefined;
+        delayMs = 500;
+      }
+      outageSinceMs ??= now;
+      if (!isRetryable(error) || now - outageSinceMs > retryForMs) {
         await recordFailure(endpoints, options.migrationId, error);
         if (isMigrationError(error)) throw error;
         if (isRetryable(error)) {
@@ -321,7 +332,9 @@ async function runSession(
     };
 
     const commitNow = async () => {
-      if (!groupOpen || groupEnd === undefined) return;
+      // Only at a transaction boundary: a group holding part of a source transaction is never committed
+      // (on a stop it is rolled back with the connection, and the transaction is replayed whole on resume).
+      if (!groupOpen || groupEnd === undefined || inTxn) return;
       await flush();
       await commitGroup(apply, id, {
         endLsn: formatLsn(groupEnd),
@@ -420,6 +433,11 @@ async function runSession(
     log(
       `Replay (${options.mode}) streaming from ${formatLsn(durable)}${triggerMode ? `; target triggers: ${triggerMode}` : ''}.`,
     );
+    // A heartbeat right away: a cutover asked just after a (re)start must not see "not running".
+    await control.query(`UPDATE ${S}.replay SET heartbeat_at = now(), process = $2 WHERE migration_id = $1`, [
+      id,
+      `pid ${process.pid}`,
+    ]);
 
     // The periodic tick: idle acknowledgement, lag, requests, cutover drain.
     let previous: LagSample | undefined;
