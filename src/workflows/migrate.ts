@@ -65,6 +65,8 @@ export async function runMigrate(
     migrationId: options.migrationId,
     mode: 'apply',
     lagIntervalMs: options.lagIntervalMs,
-    ...(options.segmentMs !== undefined ? { segmentMs: options.segmentMs } : {}),
+    ...(options.segmentMs !== undefined
+      ? { segmentMs: Math.max(0, options.segmentMs - (ctx.clock.nowMs() - startedMs)) }
+      : {}),
   });
 }
