@@ -20,6 +20,8 @@ export async function runMigrate(
   endpoints: Endpoints,
   options: MigrateOptions,
 ): Promise<ReplayOutcome> {
+  // The segment counts from here, copy included: a CI job's token and time limit start with the job.
+  const startedMs = ctx.clock.nowMs();
   const log = (message: string, level: 'info' | 'warn' = 'info') => ctx.emit({ type: 'log', level, message });
   const migration = await withClient(endpoints.target, async (c) => {
     await ensureControlSchema(c);
