@@ -53,6 +53,10 @@ export const ERROR_CODES = {
   REPLAY_STREAM_FAILED: ['runtime', 'The replication stream from the source ended with an error.'],
   REPLAY_APPLY_FAILED: ['runtime', 'The target refused a replayed change (constraint, type, permission …).'],
   REPLAY_NOT_RUNNING: ['runtime', 'No replay process is running for this migration.'],
+  ACTION_DISPATCH_FAILED: [
+    'runtime',
+    'The next replay segment could not be dispatched (workflow_dispatch refused).',
+  ],
   CUTOVER_LAG_TOO_HIGH: ['runtime', 'Cutover was refused because the replay lag is above --max-lag.'],
   CUTOVER_TIMEOUT: ['runtime', 'Cutover did not complete within --timeout.'],
   CUTOVER_FAILED: [

@@ -1,4 +1,5 @@
 // Progress as events: the console, the job summary and Slack subscribe; workflows only emit.
+import type { ValidationReport } from './validation';
 
 export type MigrationEvent =
   | { type: 'log'; level: 'info' | 'warn' | 'error'; message: string }
@@ -38,6 +39,7 @@ export type MigrationEvent =
       retainedBytes: number | null;
     }
   | { type: 'cutover:step'; step: string; detail?: string; seconds?: number }
-  | { type: 'cutover:done'; seconds: number; endLsn: string };
+  | { type: 'cutover:done'; seconds: number; endLsn: string }
+  | { type: 'validation:done'; report: ValidationReport };
 
 export type EmitEvent = (event: MigrationEvent) => void;

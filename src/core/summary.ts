@@ -1,7 +1,9 @@
 // The GitHub job summary of one Action step, as pure functions: facts folded from the migration events
 // (copy per table, lag over time, cutover steps, warnings) and their Markdown, kept under GitHub's 1 MiB cap.
+
 import type { MigrationEvent } from './events';
 import { formatBytes, formatCount, formatDuration } from './format';
+import type { ValidationReport } from './validation';
 
 /** GitHub refuses a step summary above 1 MiB; this leaves room for what other steps append. */
 export const SUMMARY_MAX_BYTES = 1_000_000;
@@ -44,6 +46,8 @@ export interface SummaryFacts {
   lastLag: Extract<MigrationEvent, { type: 'replay:lag' }> | undefined;
   cutoverSteps: CutoverStepFact[];
   cutoverDone: { seconds: number; endLsn: string } | undefined;
+  /** The validation a cutover ran (rendered by the entry with the validation renderer). */
+  validation: ValidationReport | undefined;
   snapshot: { name: string; consistentLsn: string; slotName: string } | undefined;
   warnings: string[];
   warningsDropped: number;
@@ -59,6 +63,7 @@ export function createSummaryFacts(): SummaryFacts {
     lastLag: undefined,
     cutoverSteps: [],
     cutoverDone: undefined,
+    validation: undefined,
     snapshot: undefined,
     warnings: [],
     warningsDropped: 0,
@@ -93,6 +98,9 @@ export function recordSummaryEvent(facts: SummaryFacts, event: MigrationEvent, a
       facts.copyTables.set(event.table, fact);
       return;
     }
+    case 'validation:done':
+      facts.validation = event.report;
+      return;
     case 'copy:done':
       facts.copyDone = { rows: event.rows, bytes: event.bytes, seconds: event.seconds };
       return;

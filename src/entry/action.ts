@@ -113,7 +113,8 @@ function readInputs() {
     checksum: bool('checksum'),
     prune: bool('prune'),
     githubToken: text('github-token'),
-    workflow: text('workflow') || 'live-migration.yml',
+    // Empty: the workflow this run belongs to (GITHUB_WORKFLOW_REF names the caller's file); 'none': no dispatch.
+    workflow: text('workflow') || workflowFromRef(process.env.GITHUB_WORKFLOW_REF) || 'live-migration.yml',
     ref: text('ref'),
     dispatchInputs: text('dispatch-inputs'),
     pgBindir: text('pg-bindir'),
@@ -355,14 +356,16 @@ export async function main(env: NodeJS.ProcessEnv): Promise<number> {
     let dispatched = false;
     let dispatchLine: string | undefined;
     let finalExit = exitCode;
-    if (result?.segmentEndedAt !== undefined) {
+    if (result?.segmentEndedAt !== undefined && input.workflow === 'none') {
+      dispatchLine = `⏸️ Segment ended at \`${result.segmentEndedAt}\`; no next run was dispatched (workflow: none). Resume with resume_run_id ${runId ?? ''}.`;
+    } else if (result?.segmentEndedAt !== undefined) {
       const next = await dispatchNextSegment(
         { ...input, ref: input.ref || (env.GITHUB_REF_NAME ?? '') },
         { owner, repo, runId },
       ).catch((error: Error) => error);
       if (next instanceof Error) {
         const error = new MigrationError(
-          'REPLAY_NOT_RUNNING',
+          'ACTION_DISPATCH_FAILED',
           `The replay segment ended at ${result.segmentEndedAt}, but the next run of ${input.workflow} could not be dispatched: ${next.message}`,
           `Run ${input.workflow} by hand with resume_run_id=${runId ?? '<this run id>'} soon: until a replay runs, the source keeps its WAL for the slot.`,
         );
@@ -635,6 +638,7 @@ function sectionsFromFacts(command: Command, facts: SummaryFacts): string[] {
   const out: string[] = [];
   if (command === 'copy' || command === 'migrate') out.push(renderCopySection(facts));
   out.push(renderReplaySection(facts), renderCutoverSection(facts));
+  if (facts.validation) out.push(renderValidationMarkdown(facts.validation, { maxBytes: 200_000 }));
   return out.filter(Boolean);
 }
 
@@ -826,3 +830,9 @@ main(process.env).then(
     process.exitCode = ExitCode.internal;
   },
 );
+
+/** "owner/repo/.github/workflows/live.yml@refs/heads/main" → "live.yml". */
+function workflowFromRef(ref: string | undefined): string | undefined {
+  const match = /\/\.github\/workflows\/([^@/]+)@/.exec(ref ?? '');
+  return match?.[1];
+}

@@ -114,6 +114,7 @@ export async function runCutoverFinish(
         ? 'Validating after the drain; the source received writes after the end position, so differences are expected.'
         : 'Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet).',
     });
+    ctx.emit({ type: 'validation:done', report: validation });
     ctx.emit({ type: 'log', level: 'info', message: `\n${renderValidationText(validation)}` });
     step('validation', validation.ok ? 'source and target match' : 'MISMATCH');
     const seconds = (ctx.clock.nowMs() - input.startedMs) / 1000;
