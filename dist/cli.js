@@ -6552,14 +6552,14 @@ var require_copy_to = __commonJS({
     module.exports = function(txt, options) {
       return new CopyStreamQuery(txt, options);
     };
-    var { Readable } = __require("stream");
+    var { Readable: Readable2 } = __require("stream");
     var assert2 = __require("assert");
     var BufferList = require_obuf();
     var code = require_message_formats();
     var PG_CODE = 0;
     var PG_LENGTH = 1;
     var PG_MESSAGE = 2;
-    var CopyStreamQuery = class extends Readable {
+    var CopyStreamQuery = class extends Readable2 {
       constructor(text, options) {
         super(options);
         this.text = text;
@@ -7068,7 +7068,7 @@ var require_pg_copy_streams = __commonJS({
     exports.to = function copyTo2(txt, options) {
       return new CopyToQueryStream(txt, options);
     };
-    exports.from = function copyFrom2(txt, options) {
+    exports.from = function copyFrom3(txt, options) {
       return new CopyFromQueryStream(txt, options);
     };
     exports.both = function copyBoth(txt, options) {
@@ -15729,6 +15729,10 @@ var ERROR_CODES = {
   REPLAY_STREAM_FAILED: ["runtime", "The replication stream from the source ended with an error."],
   REPLAY_APPLY_FAILED: ["runtime", "The target refused a replayed change (constraint, type, permission \u2026)."],
   REPLAY_NOT_RUNNING: ["runtime", "No replay process is running for this migration."],
+  ACTION_DISPATCH_FAILED: [
+    "runtime",
+    "The next replay segment could not be dispatched (workflow_dispatch refused)."
+  ],
   CUTOVER_LAG_TOO_HIGH: ["runtime", "Cutover was refused because the replay lag is above --max-lag."],
   CUTOVER_TIMEOUT: ["runtime", "Cutover did not complete within --timeout."],
   CUTOVER_FAILED: [
@@ -35770,6 +35774,11 @@ var systemClock = { nowMs: () => Date.now() };
 import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 
+// src/adapters/postgres/apply-session.ts
+var import_pg_copy_streams = __toESM(require_pg_copy_streams(), 1);
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+
 // src/core/sql.ts
 function quoteIdent(name) {
   return `"${name.replaceAll('"', '""')}"`;
@@ -35904,7 +35913,7 @@ var ENSURE_SQL = `
       PRIMARY KEY (migration_id, kind, table_schema, table_name, detail)
     );
     -- Slack: the one live message per migration (kind 'progress', with notes the bot shows) and the
-    -- cutover approval requests (kind 'approval:<ts>', decided at most once).
+    -- cutover approval requests (kind 'approval:<key>', decided at most once).
     CREATE TABLE IF NOT EXISTS ${S}.slack_message (
       migration_id text NOT NULL,
       kind text NOT NULL,
@@ -36226,21 +36235,37 @@ function describeRelationMismatch(rel, target) {
   return void 0;
 }
 async function applyStatements(client, statements) {
-  if (statements.length === 0) return 0;
-  const result = await client.query(statements.map((s) => s.sql).join(";\n"));
-  const results = Array.isArray(result) ? result : [result];
   let rows = 0;
-  statements.forEach((statement, i) => {
-    const count = results[i]?.rowCount ?? 0;
-    rows += count;
-    if (statement.expectOneRow && count !== 1) {
-      throw new MigrationError(
-        "REPLAY_ROW_NOT_FOUND",
-        `A replayed change found ${count} rows on the target for ${statement.expectOneRow.table} (${statement.expectOneRow.key}); source and target have diverged.`,
-        "Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target row, then resume."
-      );
+  let batch = [];
+  const runBatch = async () => {
+    if (batch.length === 0) return;
+    const current = batch;
+    batch = [];
+    const result = await client.query(current.map((s) => s.sql).join(";\n"));
+    const results = Array.isArray(result) ? result : [result];
+    current.forEach((statement, i) => {
+      const count = results[i]?.rowCount ?? 0;
+      rows += count;
+      if (statement.expectOneRow && count !== 1) {
+        throw new MigrationError(
+          "REPLAY_ROW_NOT_FOUND",
+          `A replayed change found ${count} rows on the target for ${statement.expectOneRow.table} (${statement.expectOneRow.key}); source and target have diverged.`,
+          "Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target row, then resume."
+        );
+      }
+    });
+  };
+  for (const statement of statements) {
+    if (!statement.copy) {
+      batch.push(statement);
+      continue;
     }
-  });
+    await runBatch();
+    const writer = client.query((0, import_pg_copy_streams.from)(statement.sql));
+    await pipeline(Readable.from([statement.copy.data]), writer);
+    rows += writer.rowCount;
+  }
+  await runBatch();
   return rows;
 }
 async function commitGroup(client, migrationId, position) {
@@ -36596,8 +36621,8 @@ import { mkdir, rename } from "node:fs/promises";
 import { join as join5 } from "node:path";
 
 // src/adapters/postgres/copy-part.ts
-var import_pg_copy_streams = __toESM(require_pg_copy_streams(), 1);
-import { pipeline } from "node:stream/promises";
+var import_pg_copy_streams2 = __toESM(require_pg_copy_streams(), 1);
+import { pipeline as pipeline2 } from "node:stream/promises";
 async function beginInSnapshot(client, snapshotName) {
   await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
   try {
@@ -36621,8 +36646,8 @@ async function copyPart(args) {
   if (!args.inTransaction) await target.query("BEGIN");
   try {
     await target.query("SET LOCAL synchronous_commit = off");
-    const reader = source.query((0, import_pg_copy_streams.to)(buildCopyOutSql(part, columns)));
-    const writer = target.query((0, import_pg_copy_streams.from)(buildCopyInSql(part, columns)));
+    const reader = source.query((0, import_pg_copy_streams2.to)(buildCopyOutSql(part, columns)));
+    const writer = target.query((0, import_pg_copy_streams2.from)(buildCopyInSql(part, columns)));
     let bytes = 0;
     let lastReport = 0;
     reader.on("data", (chunk) => {
@@ -36632,7 +36657,7 @@ async function copyPart(args) {
         lastReport = bytes;
       }
     });
-    await pipeline(reader, writer);
+    await pipeline2(reader, writer);
     const rows = writer.rowCount;
     const seconds = (args.nowMs() - started) / 1e3;
     await markPartDone(target, args.migrationId, part.partId, { rows, bytes, seconds });
@@ -39013,6 +39038,14 @@ function whereClause(rel, table, key, old, values) {
 function insertColumns(table, values) {
   return Object.keys(values).filter((c) => values[c] !== void 0 && table.writable.has(c));
 }
+var COPY_MIN_ROWS = 8;
+function encodeCopyValue(value) {
+  if (value === null || value === void 0) return "\\N";
+  return value.replace(
+    /[\\\t\n\r]/g,
+    (c) => c === "\\" ? "\\\\" : c === "	" ? "\\t" : c === "\n" ? "\\n" : "\\r"
+  );
+}
 function describeKey(table, key, old, values) {
   const source = key ?? old ?? values ?? {};
   const columns = table.key.length ? table.key : Object.keys(source);
@@ -39025,6 +39058,17 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
     if (!pending) return;
     const table = catalog(pending.rel);
     const cols = pending.columns.map(quoteIdent).join(", ");
+    if (!mode.idempotent && pending.values.length >= COPY_MIN_ROWS) {
+      const columns = pending.columns;
+      const data = pending.values.map((row2) => `${columns.map((c) => encodeCopyValue(row2[c])).join("	")}
+`).join("");
+      out.push({
+        sql: `COPY ${quoteQualified(pending.rel)} (${cols}) FROM STDIN`,
+        copy: { data, rows: pending.values.length }
+      });
+      pending = void 0;
+      return;
+    }
     const conflict = mode.idempotent && table.key.length ? ` ON CONFLICT (${table.key.map(quoteIdent).join(", ")}) DO ${pending.columns.some((c) => !table.key.includes(c)) ? `UPDATE SET ${pending.columns.filter((c) => !table.key.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(", ")}` : "NOTHING"}` : "";
     out.push({
       sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${pending.rows.join(", ")}${conflict}`
@@ -39038,9 +39082,10 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       const row2 = `(${columns.map((c) => literal2(change.values[c])).join(", ")})`;
       if (pending && pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name && pending.columns.length === columns.length && pending.columns.every((c, i) => c === columns[i])) {
         pending.rows.push(row2);
+        pending.values.push(change.values);
       } else {
         flush();
-        pending = { rel: change.rel, columns, rows: [row2] };
+        pending = { rel: change.rel, columns, rows: [row2], values: [change.values] };
       }
       continue;
     }
@@ -39738,6 +39783,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       buckets: 16,
       liveNote: input2.writesAfterEnd ? "Validating after the drain; the source received writes after the end position, so differences are expected." : "Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet)."
     });
+    ctx.emit({ type: "validation:done", report: validation });
     ctx.emit({ type: "log", level: "info", message: `
 ${renderValidationText(validation)}` });
     step("validation", validation.ok ? "source and target match" : "MISMATCH");
@@ -39906,9 +39952,11 @@ async function runSession(ctx, endpoints, options, shared) {
   const log = (message, level = "info") => ctx.emit({ type: "log", level, message });
   const batchChanges = options.batchChanges ?? 2e3;
   const groupChanges = options.groupChanges ?? 2e4;
-  const groupMs = options.groupMs ?? 500;
+  const groupMs = options.groupMs ?? 250;
+  const groupWaitMs = options.groupWaitMs ?? 5;
   const clients = [];
   let stream;
+  const groupTimerRef = { current: void 0 };
   try {
     const control = await openClient(endpoints.target);
     clients.push(control);
@@ -40030,6 +40078,15 @@ async function runSession(ctx, endpoints, options, shared) {
       await stream?.acknowledge(durable);
       options.onGroupCommitted?.(durable);
     };
+    const scheduleGroupCommit = () => {
+      if (groupTimerRef.current) return;
+      groupTimerRef.current = setTimeout(() => {
+        groupTimerRef.current = void 0;
+        void serial(async () => {
+          if (!inTxn) await commitNow();
+        }).catch(() => void 0);
+      }, groupWaitMs);
+    };
     const beginGroup = async () => {
       if (groupOpen) return;
       await apply.query("BEGIN");
@@ -40089,8 +40146,11 @@ async function runSession(ctx, endpoints, options, shared) {
         lastCommitTimeMs = groupCommitTime.getTime();
         if (options.mode === "spool") buffer.push({ kind: "commit", endLsn: formatLsn(frame.endLsn) });
         const queued = stream ? pendingMessages() - 1 : 0;
-        if (queued <= 0 || groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs)
+        if (groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs) {
           await commitNow();
+        } else if (queued <= 0) {
+          scheduleGroupCommit();
+        }
       })
     };
     let receivedProbe = () => 0;
@@ -40409,6 +40469,7 @@ async function runSession(ctx, endpoints, options, shared) {
       }
     }
   } finally {
+    if (groupTimerRef.current) clearTimeout(groupTimerRef.current);
     await stream?.stop().catch(() => void 0);
     for (const client of clients) await client.end().catch(() => void 0);
   }
@@ -40562,6 +40623,7 @@ async function drainSpool(ctx, apply, id, options) {
 
 // src/workflows/migrate.ts
 async function runMigrate(ctx, endpoints, options) {
+  const startedMs = ctx.clock.nowMs();
   const log = (message, level = "info") => ctx.emit({ type: "log", level, message });
   const migration = await withClient(endpoints.target, async (c) => {
     await ensureControlSchema(c);
@@ -40605,7 +40667,7 @@ async function runMigrate(ctx, endpoints, options) {
     migrationId: options.migrationId,
     mode: "apply",
     lagIntervalMs: options.lagIntervalMs,
-    ...options.segmentMs !== void 0 ? { segmentMs: options.segmentMs } : {}
+    ...options.segmentMs !== void 0 ? { segmentMs: Math.max(0, options.segmentMs - (ctx.clock.nowMs() - startedMs)) } : {}
   });
 }
 
@@ -41105,111 +41167,6 @@ INSERT INTO transfers (account_id, amount, note, at)
   SELECT 1 + g % 10000, (g % 500) - 250, 'transfer ' || g, now() - g * interval '1 second'
     FROM generate_series(1, 100000) g;`;
 
-// src/core/slack-pacing.ts
-var DEFAULT_UPDATE_INTERVAL_MS = 1e4;
-var MAX_ATTEMPTS = 4;
-var MAX_RETRY_AFTER_MS = 6e4;
-function computeUpdateDelay(pacing, nowMs, intervalMs) {
-  if (!pacing.dirty) return null;
-  if (pacing.final || pacing.lastSentMs === null) return 0;
-  return Math.max(0, pacing.lastSentMs + intervalMs - nowMs);
-}
-function computeRetry(attempt, failure2) {
-  if (failure2.permanent || attempt >= MAX_ATTEMPTS) return "drop";
-  if (failure2.retryAfterSeconds !== void 0) {
-    const waitMs = Math.max(0, failure2.retryAfterSeconds * 1e3);
-    return waitMs > MAX_RETRY_AFTER_MS ? "drop" : { waitMs };
-  }
-  return { waitMs: Math.min(1e3 * 2 ** (attempt - 1), 8e3) };
-}
-
-// src/config/bot.ts
-var configError = (message, hint) => new MigrationError("CONFIG_INVALID_OPTION", message, hint);
-function parseLagTarget(text) {
-  if (text === void 0 || text === "") return null;
-  const target = parseMaxLag(text);
-  if (!target)
-    throw configError(
-      `--lag-target '${text}' is neither a size nor a duration.`,
-      "Pass e.g. --lag-target 16MB or --lag-target 30s."
-    );
-  return target;
-}
-var notifyConfig = external_exports.object({
-  token: external_exports.string().min(1),
-  channel: external_exports.string().min(1),
-  /** Base URL of the Slack Web API (tests point it at a fake); default https://slack.com/api/. */
-  apiUrl: external_exports.url().optional(),
-  lagTarget: external_exports.union([external_exports.object({ bytes: external_exports.number().min(0) }), external_exports.object({ seconds: external_exports.number().min(0) })]).nullable(),
-  /** At most one edit of the live message per this long. */
-  updateIntervalMs: external_exports.number().int().min(1e3).default(DEFAULT_UPDATE_INTERVAL_MS),
-  runUrl: external_exports.url().nullable()
-});
-function readNotifyConfig(env, lagTargetText) {
-  const lagTarget = parseLagTarget(lagTargetText ?? env.PG_LIVE_MIGRATE_LAG_TARGET);
-  if (!env.SLACK_BOT_TOKEN || !env.SLACK_CHANNEL) return void 0;
-  const runUrl = env.PG_LIVE_MIGRATE_RUN_URL ?? (env.GITHUB_SERVER_URL && env.GITHUB_REPOSITORY && env.GITHUB_RUN_ID ? `${env.GITHUB_SERVER_URL}/${env.GITHUB_REPOSITORY}/actions/runs/${env.GITHUB_RUN_ID}` : null);
-  const interval = env.PG_LIVE_MIGRATE_SLACK_UPDATE_MS;
-  const parsed = notifyConfig.safeParse({
-    token: env.SLACK_BOT_TOKEN,
-    channel: env.SLACK_CHANNEL,
-    apiUrl: env.SLACK_API_URL || void 0,
-    lagTarget,
-    runUrl,
-    ...interval ? { updateIntervalMs: Number(interval) } : {}
-  });
-  if (!parsed.success) throw fromZod(parsed.error, NOTIFY_VARIABLES);
-  return parsed.data;
-}
-var NOTIFY_VARIABLES = {
-  apiUrl: "SLACK_API_URL",
-  updateIntervalMs: "PG_LIVE_MIGRATE_SLACK_UPDATE_MS (milliseconds, at least 1000)",
-  runUrl: "PG_LIVE_MIGRATE_RUN_URL"
-};
-var connection = external_exports.object({ source: external_exports.string().min(1).optional(), target: external_exports.string().min(1) });
-var botConfig = external_exports.object({
-  botToken: external_exports.string().min(1),
-  mode: external_exports.discriminatedUnion("kind", [
-    external_exports.object({ kind: external_exports.literal("socket"), appToken: external_exports.string().startsWith("xapp-") }),
-    external_exports.object({ kind: external_exports.literal("http"), signingSecret: external_exports.string().min(8), port: external_exports.number().int().min(0).max(65535) })
-  ]),
-  apiUrl: external_exports.url().optional(),
-  /** Where new migration messages go when none exists yet; default: the channel the command came from. */
-  channel: external_exports.string().min(1).optional(),
-  approvers: external_exports.array(external_exports.string().regex(/^[UW][A-Z0-9]+$/)),
-  approverGroup: external_exports.string().regex(/^S[A-Z0-9]+$/).optional(),
-  defaultMigrationId: external_exports.string().regex(MIGRATION_ID_PATTERN),
-  migrations: external_exports.record(external_exports.string().regex(MIGRATION_ID_PATTERN), connection),
-  /** The connection every migration id uses when it is not listed in `migrations`. */
-  fallback: connection.optional(),
-  github: external_exports.object({
-    token: external_exports.string().min(1),
-    owner: external_exports.string().min(1),
-    repo: external_exports.string().min(1),
-    apiUrl: external_exports.url(),
-    workflow: external_exports.string().min(1),
-    ref: external_exports.string().min(1),
-    environment: external_exports.string().min(1),
-    webhookSecret: external_exports.string().min(8).optional()
-  }).optional(),
-  cutover: external_exports.object({
-    maxLag: external_exports.union([external_exports.object({ bytes: external_exports.number() }), external_exports.object({ seconds: external_exports.number() })]),
-    timeoutMs: external_exports.number().int().min(1e3),
-    fenceRoles: external_exports.array(external_exports.string().min(1))
-  }),
-  /** Work folder that `clean --prune` prunes when the bot runs the clean itself; none by default. */
-  dir: external_exports.string().min(1).optional()
-});
-function fromZod(error62, variables) {
-  const issue2 = error62.issues[0];
-  const path = (issue2?.path ?? []).map(String);
-  const name = variables[path.join(".")] ?? variables[path.slice(0, 2).join(".")] ?? variables[path[0] ?? ""] ?? path.join(".");
-  return configError(
-    `The setting ${name} is not valid: ${issue2?.message ?? "invalid"}.`,
-    `Fix ${name} in the environment of the process (see the README, Slack bot).`
-  );
-}
-
 // src/core/slack-lag-alert.ts
 var DEFAULT_LAG_ALERT_TIMING = { recoverRatio: 0.8, breachHoldMs: 3e4, recoverHoldMs: 3e4 };
 var INITIAL_LAG_ALERT = {
@@ -41243,23 +41200,31 @@ function computeLagAlert(state, reading, policy) {
   if (state.status === "within") {
     if (!above) return { state: { ...state, pendingSinceMs: null }, alert: null };
     const since2 = state.pendingSinceMs ?? reading.atMs;
-    if (reading.atMs - since2 < policy.breachHoldMs) return { state: { ...state, pendingSinceMs: since2 }, alert: null };
+    if (reading.atMs - since2 < policy.breachHoldMs)
+      return { state: { ...state, pendingSinceMs: since2 }, alert: null };
     return {
       state: { status: "breached", alerted: true, pendingSinceMs: null, breachedAtMs: since2 },
       alert: { kind: "breached" }
     };
   }
   if (!clearlyBelow) return { state: { ...state, pendingSinceMs: null }, alert: null };
+  if (!state.alerted)
+    return {
+      state: { status: "within", alerted: false, pendingSinceMs: null, breachedAtMs: null },
+      alert: null
+    };
   const since = state.pendingSinceMs ?? reading.atMs;
-  if (reading.atMs - since < policy.recoverHoldMs) return { state: { ...state, pendingSinceMs: since }, alert: null };
+  if (reading.atMs - since < policy.recoverHoldMs)
+    return { state: { ...state, pendingSinceMs: since }, alert: null };
   return {
     state: { status: "within", alerted: false, pendingSinceMs: null, breachedAtMs: null },
-    alert: state.alerted ? { kind: "recovered", breachMs: since - (state.breachedAtMs ?? since) } : null
+    alert: { kind: "recovered", breachMs: since - (state.breachedAtMs ?? since) }
   };
 }
 
 // src/core/slack-message.ts
 var SECTION_MAX_CHARS = 2900;
+var TABLE_MAX_ROWS = 40;
 function escapeSlack(text) {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
@@ -41269,7 +41234,10 @@ function escapePre(text) {
 var formatClock = (ms) => `${new Date(ms).toISOString().slice(11, 19)} UTC`;
 var mrkdwn = (text) => ({ type: "mrkdwn", text });
 var plain = (text) => ({ type: "plain_text", text: text.slice(0, 150) });
-var section = (text) => ({ type: "section", text: mrkdwn(text.slice(0, SECTION_MAX_CHARS)) });
+var section = (text) => ({
+  type: "section",
+  text: mrkdwn(text.slice(0, SECTION_MAX_CHARS))
+});
 var context = (text) => ({ type: "context", elements: [mrkdwn(text.slice(0, 2e3))] });
 function formatLagTarget(target) {
   return "bytes" in target ? formatBytes(target.bytes) : formatDuration(target.seconds * 1e3);
@@ -41327,7 +41295,10 @@ ${formatDuration(s.cutover.seconds * 1e3)}`);
     )
   );
   const lagText = s.lag ? `, lag ${formatBytes(s.lag.lagBytes)} (${s.lag.lagSeconds.toFixed(1)} s)` : "";
-  return { text: `Migration ${s.migrationId}: ${PHASE_TEXT[s.phase].replace(/^:[a-z_]+: /, "")}${lagText}`, blocks };
+  return {
+    text: `Migration ${s.migrationId}: ${PHASE_TEXT[s.phase].replace(/^:[a-z_]+: /, "")}${lagText}`,
+    blocks
+  };
 }
 function renderMilestone(m) {
   switch (m.kind) {
@@ -41360,10 +41331,7 @@ function renderMilestone(m) {
       );
     }
     case "validation":
-      return renderPreformatted(
-        m.ok ? ":white_check_mark: *Validation passed*" : ":x: *Validation failed*",
-        m.text
-      );
+      return renderValidationReport(m.report);
     case "error":
       return {
         text: `Error ${m.code}: ${m.message}`,
@@ -41393,8 +41361,48 @@ function renderPreformatted(title, text) {
   if (current) chunks.push(current);
   const kept = chunks.slice(0, 9);
   const blocks = [section(title), ...kept.map((c) => section(`\`\`\`${c}\`\`\``))];
-  if (kept.length < chunks.length) blocks.push(context("The report is longer; run validate --json for all of it."));
+  if (kept.length < chunks.length)
+    blocks.push(context("The report is longer; run validate --json for all of it."));
   return { text: title.replace(/[*:]|[a-z_]+:/g, "").trim(), blocks };
+}
+function renderValidationReport(report) {
+  const ordered = [...report.tables].sort((a, b) => Number(a.ok) - Number(b.ok));
+  const shown = ordered.slice(0, TABLE_MAX_ROWS);
+  const rows = shown.map((t) => [
+    t.table,
+    formatCount(t.sourceRows),
+    t.targetRows === null ? "missing" : formatCount(t.targetRows),
+    t.checksumMatch === null ? "-" : t.checksumMatch ? "match" : "DIFFERS",
+    t.ok ? "ok" : "MISMATCH"
+  ]);
+  const header = ["table", "source rows", "target rows", "checksum", ""];
+  const cut = (s) => s.length > 40 ? `${s.slice(0, 39)}\u2026` : s;
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => cut(r[i] ?? "").length)));
+  const line = (cells) => cells.map((c, i) => i === 0 ? cut(c).padEnd(widths[i] ?? 0) : cut(c).padStart(widths[i] ?? 0)).join("  ").trimEnd();
+  const differing = report.tables.filter((t) => !t.ok).length;
+  const lines = [line(header), ...rows.map(line)];
+  if (ordered.length > shown.length)
+    lines.push(`\u2026 ${formatCount(ordered.length - shown.length)} more tables`);
+  for (const t of report.tables.filter((x) => !x.ok).slice(0, 10)) {
+    if (t.problem) lines.push(`${cut(t.table)}: ${t.problem}`);
+    for (const key of (t.firstDifferingKeys ?? []).slice(0, 3))
+      lines.push(`${cut(t.table)}: key ${cut(key)} differs`);
+  }
+  const mode = report.sourceMode === "aligned" ? "source read where the replay paused" : report.sourceMode === "snapshot" ? "source read in the migration's snapshot" : "source read live";
+  const title = report.ok ? `:white_check_mark: *Validation passed*: ${report.tables.length} of ${report.tables.length} tables match (${report.checksum ? "row counts and checksums" : "row counts only"}; ${mode}).` : `:x: *Validation failed*: ${differing} of ${report.tables.length} tables differ (${report.checksum ? "row counts and checksums" : "row counts only"}; ${mode}).`;
+  const message = renderPreformatted(title, lines.join("\n"));
+  for (const warning of report.warnings.slice(0, 3))
+    message.blocks?.push(context(`:warning: ${escapeSlack(warning)}`));
+  return message;
+}
+function renderCleanResult(migrationId, r) {
+  const removed = [
+    r.slotDropped ? "the replication slot" : "no slot (none was left)",
+    r.publicationsDropped.length ? `publications ${r.publicationsDropped.map(escapeSlack).join(", ")}` : "no publications",
+    `${r.targetRowsDeleted} state rows on the target${r.targetSchemaDropped ? " and the schema _pg_live_migrate" : ""}`,
+    ...r.pruned.length ? [`${r.pruned.length} entries of the work folder`] : []
+  ];
+  return one(`:broom: Cleaned \`${escapeSlack(migrationId)}\`: removed ${removed.join("; ")}.`);
 }
 var USAGE = [
   "*Usage:* `/migrate <command> [migration-id]`",
@@ -41403,6 +41411,24 @@ var USAGE = [
   "\u2022 `/migrate validate [id] [--checksum]`: compares source and target; the table goes to the thread",
   "\u2022 `/migrate clean [id] --prune`: drops the slot, publications and state (asks for confirmation)"
 ].join("\n");
+
+// src/core/slack-pacing.ts
+var DEFAULT_UPDATE_INTERVAL_MS = 1e4;
+var MAX_ATTEMPTS = 4;
+var MAX_RETRY_AFTER_MS = 6e4;
+function computeUpdateDelay(pacing, nowMs, intervalMs) {
+  if (!pacing.dirty) return null;
+  if (pacing.final || pacing.lastSentMs === null) return 0;
+  return Math.max(0, pacing.lastSentMs + intervalMs - nowMs);
+}
+function computeRetry(attempt, failure2) {
+  if (failure2.permanent || attempt >= MAX_ATTEMPTS) return "drop";
+  if (failure2.retryAfterSeconds !== void 0) {
+    const waitMs = Math.max(0, failure2.retryAfterSeconds * 1e3);
+    return waitMs > MAX_RETRY_AFTER_MS ? "drop" : { waitMs };
+  }
+  return { waitMs: Math.min(1e3 * 2 ** (attempt - 1), 8e3) };
+}
 
 // src/core/slack-progress.ts
 var ProgressPhase = {
@@ -41415,8 +41441,9 @@ var ProgressPhase = {
   done: "done",
   failed: "failed"
 };
-function createProgress(migrationId, lagTarget, nowMs) {
+function createProgress(migrationId, lagTarget, nowMs, expectCopy = false) {
   return {
+    expectCopy,
     migrationId,
     phase: ProgressPhase.starting,
     copy: null,
@@ -41432,21 +41459,6 @@ function createProgress(migrationId, lagTarget, nowMs) {
     tableParts: {}
   };
 }
-function parseValidationLog(message) {
-  const verdict2 = /\nValidation (passed|failed): (\d+) of (\d+) tables (?:match|differ) \((row counts and checksums|row counts only)[^\n]*\s*$/.exec(
-    message
-  );
-  if (!verdict2 || !message.startsWith("\n")) return void 0;
-  const ok = verdict2[1] === "passed";
-  const tables = Number(verdict2[3]);
-  return {
-    ok,
-    tables,
-    differing: ok ? 0 : Number(verdict2[2]),
-    checksum: verdict2[4] === "row counts and checksums",
-    text: message.trim()
-  };
-}
 var VISIBLE = /* @__PURE__ */ new Set([
   "snapshot:ready",
   "copy:plan",
@@ -41454,7 +41466,8 @@ var VISIBLE = /* @__PURE__ */ new Set([
   "copy:done",
   "replay:lag",
   "cutover:step",
-  "cutover:done"
+  "cutover:done",
+  "validation:done"
 ]);
 function reduceProgress(state, event, nowMs) {
   const milestones = [];
@@ -41510,6 +41523,7 @@ function reduceProgress(state, event, nowMs) {
     }
     case "copy:done":
       s.phase = ProgressPhase.copied;
+      s.expectCopy = false;
       s.copy = {
         ...s.copy ?? {
           tables: 0,
@@ -41526,7 +41540,12 @@ function reduceProgress(state, event, nowMs) {
       };
       s.copy.tablesDone = s.copy.tables;
       s.copy.partsDone = s.copy.parts;
-      milestones.push({ kind: "copy-finished", rows: event.rows, bytes: event.bytes, seconds: event.seconds });
+      milestones.push({
+        kind: "copy-finished",
+        rows: event.rows,
+        bytes: event.bytes,
+        seconds: event.seconds
+      });
       break;
     case "replay:lag": {
       const lag = {
@@ -41539,7 +41558,7 @@ function reduceProgress(state, event, nowMs) {
         atMs: nowMs
       };
       s.lag = lag;
-      if (s.phase === ProgressPhase.copy || s.phase === ProgressPhase.snapshot) break;
+      if (s.expectCopy || s.phase === ProgressPhase.copy || s.phase === ProgressPhase.snapshot) break;
       if (s.phase !== ProgressPhase.cutover && s.phase !== ProgressPhase.done) s.phase = ProgressPhase.replay;
       if (s.phase !== ProgressPhase.replay) break;
       s.replayStartedAtMs ??= nowMs;
@@ -41572,7 +41591,13 @@ function reduceProgress(state, event, nowMs) {
     case "cutover:step":
       if (event.step === "requested" || !s.cutover) {
         s.phase = ProgressPhase.cutover;
-        s.cutover = { startedAtMs: nowMs, detail: event.detail ?? null, steps: [], seconds: null, endLsn: null };
+        s.cutover = {
+          startedAtMs: nowMs,
+          detail: event.detail ?? null,
+          steps: [],
+          seconds: null,
+          endLsn: null
+        };
         if (event.step === "requested") {
           milestones.push({ kind: "cutover-requested", detail: event.detail ?? null });
           break;
@@ -41600,15 +41625,10 @@ function reduceProgress(state, event, nowMs) {
         steps: s.cutover.steps
       });
       break;
-    case "log": {
-      const validation = event.level === "info" ? parseValidationLog(event.message) : void 0;
-      if (validation) {
-        s.validation = { ok: validation.ok, atMs: nowMs };
-        s.updatedAtMs = nowMs;
-        milestones.push({ kind: "validation", ...validation });
-      }
+    case "validation:done":
+      s.validation = { ok: event.report.ok, atMs: nowMs };
+      milestones.push({ kind: "validation", report: event.report });
       break;
-    }
     default:
       break;
   }
@@ -41630,13 +41650,21 @@ function webClientOptions(o) {
     rejectRateLimitedCalls: true,
     timeout: o.timeoutMs ?? 1e4,
     // The library logs request bodies at debug level only; keep it quiet otherwise.
-    logger: { debug() {
-    }, info() {
-    }, warn() {
-    }, error() {
-    }, setLevel() {
-    }, getLevel: () => "error", setName() {
-    } }
+    logger: {
+      debug() {
+      },
+      info() {
+      },
+      warn() {
+      },
+      error() {
+      },
+      setLevel() {
+      },
+      getLevel: () => "error",
+      setName() {
+      }
+    }
   };
 }
 function createSlackClient(o) {
@@ -41644,10 +41672,17 @@ function createSlackClient(o) {
 }
 function classifySlackError(error62) {
   const e = error62;
-  if (e?.code === import_web_api.ErrorCode.RateLimitedError) return { code: "ratelimited", retryAfterSeconds: e.retryAfter ?? 1, permanent: false };
+  if (e?.code === import_web_api.ErrorCode.RateLimitedError)
+    return { code: "ratelimited", retryAfterSeconds: e.retryAfter ?? 1, permanent: false };
   if (e?.code === import_web_api.ErrorCode.PlatformError) {
     const slackError = e.data?.error ?? "unknown";
-    const transient = ["internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"];
+    const transient = [
+      "internal_error",
+      "fatal_error",
+      "service_unavailable",
+      "request_timeout",
+      "ratelimited"
+    ];
     return { code: slackError, permanent: !transient.includes(slackError) };
   }
   if (e?.code === import_web_api.ErrorCode.HTTPError) return { code: `http_${e.statusCode ?? "?"}`, permanent: false };
@@ -41656,9 +41691,14 @@ function classifySlackError(error62) {
 
 // src/adapters/slack/notifier.ts
 var MAX_QUEUED = 50;
-var MESSAGE_GONE = /* @__PURE__ */ new Set(["message_not_found", "cant_update_message", "channel_not_found", "is_archived"]);
+var MESSAGE_GONE = /* @__PURE__ */ new Set([
+  "message_not_found",
+  "cant_update_message",
+  "channel_not_found",
+  "is_archived"
+]);
 function createSlackNotifier(o) {
-  let state = createProgress(o.migrationId, o.lagTarget, o.nowMs());
+  let state = createProgress(o.migrationId, o.lagTarget, o.nowMs(), o.expectCopy);
   let ref;
   let storeChecked = false;
   let replaceRef = false;
@@ -41712,7 +41752,14 @@ function createSlackNotifier(o) {
       return { ok: false, drop: false };
     }
   };
+  const reportOnly = o.mode === "report";
+  const storedAtStart = reportOnly ? o.store?.get(o.migrationId).catch((error62) => storeFailed(error62)) : void 0;
   const ensureRef = async () => {
+    if (reportOnly) {
+      const stored = await storedAtStart;
+      ref = stored ? { channel: stored.channel, ts: stored.ts } : { channel: o.channel, ts: "" };
+      return;
+    }
     if (!storeChecked && o.store) {
       storeChecked = true;
       const stored = await o.store.get(o.migrationId).catch((error62) => storeFailed(error62));
@@ -41724,6 +41771,7 @@ function createSlackNotifier(o) {
     }
     const message = redactMessage(renderProgressMessage(state, { runUrl: o.runUrl }));
     const sentAt = o.nowMs();
+    pacing.dirty = false;
     const posted = await o.client.chat.postMessage({
       channel: o.channel,
       text: message.text,
@@ -41732,7 +41780,6 @@ function createSlackNotifier(o) {
     });
     let mine = { channel: String(posted.channel), ts: String(posted.ts) };
     pacing.lastSentMs = sentAt;
-    pacing.dirty = state.updatedAtMs > sentAt;
     if (o.store) {
       const recorded = await o.store.put(o.migrationId, mine, { replace: replaceRef }).catch((error62) => {
         storeFailed(error62);
@@ -41758,7 +41805,8 @@ function createSlackNotifier(o) {
           postAttempts += 1;
           const result2 = await attempt("post", ensureRef, postAttempts);
           if (result2.ok) postAttempts = 0;
-          else if (result2.drop) {
+          else if (!reportOnly) pacing.dirty = true;
+          if (!result2.ok && result2.drop) {
             postAttempts = 0;
             blockedUntilMs = o.nowMs() + o.updateIntervalMs;
           }
@@ -41774,7 +41822,7 @@ function createSlackNotifier(o) {
               const message = redactMessage(next.message);
               await o.client.chat.postMessage({
                 channel: target2.channel,
-                thread_ts: target2.ts,
+                ...target2.ts ? { thread_ts: target2.ts } : {},
                 text: message.text,
                 blocks: message.blocks,
                 unfurl_links: false
@@ -41783,7 +41831,8 @@ function createSlackNotifier(o) {
             next.attempts
           );
           if (result2.ok || result2.drop) queue.shift();
-          if (result2.drop) o.log("warn", `Slack: dropped a notification after ${next.attempts} attempts (${result2.code}).`);
+          if (result2.drop)
+            o.log("warn", `Slack: dropped a notification after ${next.attempts} attempts (${result2.code}).`);
           if (result2.ok && o.store)
             await o.store.patchNotes(o.migrationId, { milestone: o.redact(next.note), ...next.notes ?? {} }).catch(storeFailed);
           continue;
@@ -41831,10 +41880,10 @@ function createSlackNotifier(o) {
       ...m.kind === "validation" ? {
         notes: {
           lastValidation: {
-            ok: m.ok,
-            tables: m.tables,
-            differing: m.differing,
-            checksum: m.checksum,
+            ok: m.report.ok,
+            tables: m.report.tables.length,
+            differing: m.report.tables.filter((t) => !t.ok).length,
+            checksum: m.report.checksum,
             atMs: o.nowMs()
           }
         }
@@ -41848,7 +41897,7 @@ function createSlackNotifier(o) {
   };
   return {
     handle(event) {
-      if (closed) return;
+      if (closed || reportOnly) return;
       const result = reduceProgress(state, event, o.nowMs());
       state = result.state;
       if (result.changed) pacing.dirty = true;
@@ -41859,7 +41908,7 @@ function createSlackNotifier(o) {
       if (closed) return;
       const result = reduceFailure(state, error62, o.nowMs());
       state = result.state;
-      pacing.dirty = true;
+      pacing.dirty = !reportOnly;
       pacing.final = true;
       for (const m of result.milestones) enqueue(m);
       kick();
@@ -41882,6 +41931,14 @@ function createSlackNotifier(o) {
           `Slack: ${queue.length} notification(s) and the last edit were not delivered before exit (Slack did not answer in time).`
         );
     },
+    post(message, note, notes) {
+      if (closed) return;
+      queue.push({ message, note, ...notes ? { notes } : {}, attempts: 0 });
+      kick();
+    },
+    copyAlreadyDone() {
+      state = { ...state, expectCopy: false };
+    },
     state: () => state
   };
 }
@@ -41891,6 +41948,97 @@ function mapStrings(value, fn) {
   if (value && typeof value === "object")
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mapStrings(v, fn)]));
   return value;
+}
+
+// src/config/bot.ts
+var configError = (message, hint) => new MigrationError("CONFIG_INVALID_OPTION", message, hint);
+function parseLagTarget(text) {
+  if (text === void 0 || text === "") return null;
+  const target = parseMaxLag(text);
+  if (!target)
+    throw configError(
+      `--lag-target '${text}' is neither a size nor a duration.`,
+      "Pass e.g. --lag-target 16MB or --lag-target 30s."
+    );
+  return target;
+}
+var notifyConfig = external_exports.object({
+  token: external_exports.string().min(1),
+  channel: external_exports.string().min(1),
+  /** Base URL of the Slack Web API (tests point it at a fake); default https://slack.com/api/. */
+  apiUrl: external_exports.url().optional(),
+  lagTarget: external_exports.union([external_exports.object({ bytes: external_exports.number().min(0) }), external_exports.object({ seconds: external_exports.number().min(0) })]).nullable(),
+  /** At most one edit of the live message per this long. */
+  updateIntervalMs: external_exports.number().int().min(1e3).default(DEFAULT_UPDATE_INTERVAL_MS),
+  runUrl: external_exports.url().nullable()
+});
+function readNotifyConfig(env, lagTargetText) {
+  const lagTarget = parseLagTarget(lagTargetText ?? env.PG_LIVE_MIGRATE_LAG_TARGET);
+  if (!env.SLACK_BOT_TOKEN || !env.SLACK_CHANNEL) return void 0;
+  const runUrl = env.PG_LIVE_MIGRATE_RUN_URL ?? (env.GITHUB_SERVER_URL && env.GITHUB_REPOSITORY && env.GITHUB_RUN_ID ? `${env.GITHUB_SERVER_URL}/${env.GITHUB_REPOSITORY}/actions/runs/${env.GITHUB_RUN_ID}` : null);
+  const interval = env.PG_LIVE_MIGRATE_SLACK_UPDATE_MS;
+  const parsed = notifyConfig.safeParse({
+    token: env.SLACK_BOT_TOKEN,
+    channel: env.SLACK_CHANNEL,
+    apiUrl: env.SLACK_API_URL || void 0,
+    lagTarget,
+    runUrl,
+    ...interval ? { updateIntervalMs: Number(interval) } : {}
+  });
+  if (!parsed.success) throw fromZod(parsed.error, NOTIFY_VARIABLES);
+  return parsed.data;
+}
+var NOTIFY_VARIABLES = {
+  apiUrl: "SLACK_API_URL",
+  updateIntervalMs: "PG_LIVE_MIGRATE_SLACK_UPDATE_MS (milliseconds, at least 1000)",
+  runUrl: "PG_LIVE_MIGRATE_RUN_URL"
+};
+var connection = external_exports.object({ source: external_exports.string().min(1).optional(), target: external_exports.string().min(1) });
+var botConfig = external_exports.object({
+  botToken: external_exports.string().min(1),
+  mode: external_exports.discriminatedUnion("kind", [
+    external_exports.object({ kind: external_exports.literal("socket"), appToken: external_exports.string().startsWith("xapp-") }),
+    external_exports.object({
+      kind: external_exports.literal("http"),
+      signingSecret: external_exports.string().min(8),
+      port: external_exports.number().int().min(0).max(65535)
+    })
+  ]),
+  apiUrl: external_exports.url().optional(),
+  /** Where new migration messages go when none exists yet; default: the channel the command came from. */
+  channel: external_exports.string().min(1).optional(),
+  approvers: external_exports.array(external_exports.string().regex(/^[UW][A-Z0-9]+$/)),
+  approverGroup: external_exports.string().regex(/^S[A-Z0-9]+$/).optional(),
+  defaultMigrationId: external_exports.string().regex(MIGRATION_ID_PATTERN),
+  migrations: external_exports.record(external_exports.string().regex(MIGRATION_ID_PATTERN), connection),
+  /** The connection every migration id uses when it is not listed in `migrations`. */
+  fallback: connection.optional(),
+  github: external_exports.object({
+    token: external_exports.string().min(1),
+    owner: external_exports.string().min(1),
+    repo: external_exports.string().min(1),
+    apiUrl: external_exports.url(),
+    workflow: external_exports.string().min(1),
+    ref: external_exports.string().min(1),
+    environment: external_exports.string().min(1),
+    webhookSecret: external_exports.string().min(8).optional()
+  }).optional(),
+  cutover: external_exports.object({
+    maxLag: external_exports.union([external_exports.object({ bytes: external_exports.number() }), external_exports.object({ seconds: external_exports.number() })]),
+    timeoutMs: external_exports.number().int().min(1e3),
+    fenceRoles: external_exports.array(external_exports.string().min(1))
+  }),
+  /** Work folder that `clean --prune` prunes when the bot runs the clean itself; none by default. */
+  dir: external_exports.string().min(1).optional()
+});
+function fromZod(error62, variables) {
+  const issue2 = error62.issues[0];
+  const path = (issue2?.path ?? []).map(String);
+  const name = variables[path.join(".")] ?? variables[path.slice(0, 2).join(".")] ?? variables[path[0] ?? ""] ?? path.join(".");
+  return configError(
+    `The setting ${name} is not valid: ${issue2?.message ?? "invalid"}.`,
+    `Fix ${name} in the environment of the process (see the README, Slack bot).`
+  );
 }
 
 // src/workflows/notify-store.ts
@@ -41938,30 +42086,30 @@ function createTargetSlackStore(target, clock) {
         notes.milestones = [...notes.milestones, { atMs: clock.nowMs(), text: milestone }].slice(
           -MILESTONES_KEPT
         );
-      await c.query(`UPDATE ${T} SET state = $3, updated_at = now() WHERE migration_id = $1 AND kind = $2`, [
-        migrationId,
-        PROGRESS,
-        JSON.stringify(notes)
-      ]);
+      await c.query(
+        `UPDATE ${T} SET state = $3, updated_at = now() WHERE migration_id = $1 AND kind = $2`,
+        [migrationId, PROGRESS, JSON.stringify(notes)]
+      );
     }),
     create: (record2) => withClient(target, async (c) => {
       await ensureControlSchema(c);
       await c.query(
         `INSERT INTO ${T} (migration_id, kind, channel, ts, state) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (migration_id, kind) DO NOTHING`,
-        [record2.migrationId, `approval:${record2.ref.ts}`, record2.ref.channel, record2.ref.ts, toState(record2)]
+        [record2.migrationId, `approval:${record2.key}`, record2.ref.channel, record2.ref.ts, toState(record2)]
       );
     }),
-    read: (migrationId, ts) => withClient(target, async (c) => {
+    read: (migrationId, key) => withClient(target, async (c) => {
       if (!await exists(c)) return void 0;
       const { rows } = await c.query(
         `SELECT channel, ts, state FROM ${T} WHERE migration_id = $1 AND kind = $2`,
-        [migrationId, `approval:${ts}`]
+        [migrationId, `approval:${key}`]
       );
       const r = rows[0];
       if (!r) return void 0;
       return {
         migrationId,
+        key,
         ref: { channel: r.channel, ts: r.ts },
         requestedBy: r.state.requestedBy,
         requestedAtMs: r.state.requestedAtMs,
@@ -41969,12 +42117,12 @@ function createTargetSlackStore(target, clock) {
         decision: r.state.decision ?? null
       };
     }),
-    decide: (migrationId, ts, decision) => withClient(target, async (c) => {
+    decide: (migrationId, key, decision) => withClient(target, async (c) => {
       if (!await exists(c)) return false;
       const { rowCount } = await c.query(
         `UPDATE ${T} SET state = jsonb_set(state, '{decision}', $3::jsonb), updated_at = now()
             WHERE migration_id = $1 AND kind = $2 AND state->>'decision' IS NULL`,
-        [migrationId, `approval:${ts}`, JSON.stringify(decision)]
+        [migrationId, `approval:${key}`, JSON.stringify(decision)]
       );
       return rowCount === 1;
     })
@@ -41990,10 +42138,21 @@ function toState(record2) {
 }
 
 // src/workflows/notify.ts
+var SLACK_OFF = {
+  enabled: false,
+  postValidation: () => void 0,
+  postClean: () => void 0,
+  handle: () => void 0,
+  fail: () => void 0,
+  close: async () => void 0
+};
 var NOTIFIED_COMMANDS = /* @__PURE__ */ new Set(["copy", "migrate", "replay"]);
+var REPORTING_COMMANDS = /* @__PURE__ */ new Set(["validate", "clean"]);
 function startSlackNotifier(input2) {
+  const live = NOTIFIED_COMMANDS.has(input2.command);
+  if (!live && !REPORTING_COMMANDS.has(input2.command)) return SLACK_OFF;
   const config2 = readNotifyConfig(input2.env, input2.lagTarget);
-  if (!config2 || !NOTIFIED_COMMANDS.has(input2.command)) return void 0;
+  if (!config2) return SLACK_OFF;
   input2.redactor.add(config2.token);
   let target;
   try {
@@ -42010,10 +42169,39 @@ function startSlackNotifier(input2) {
     lagTarget: config2.lagTarget,
     updateIntervalMs: config2.updateIntervalMs,
     runUrl: config2.runUrl,
+    expectCopy: input2.command !== "replay",
+    mode: live ? "live" : "report",
     redact: (text) => input2.redactor.redact(text),
     log: (level, message) => input2.log(`${level === "warn" ? "WARN: " : ""}${message}`)
   });
+  if (input2.command === "migrate" && target) {
+    const info = target;
+    void withClient(info, (c) => readMigration(c, input2.migrationId)).then((m) => {
+      if (m?.copyFinishedAt) notifier.copyAlreadyDone();
+    }).catch(() => void 0);
+  }
+  const clock = input2.clock;
   return {
+    enabled: true,
+    postValidation(report) {
+      const differing = report.tables.filter((t) => !t.ok).length;
+      notifier.post(
+        renderValidationReport(report),
+        `Validation ${report.ok ? "passed" : "failed"} (${report.tables.length - differing}/${report.tables.length} tables match)`,
+        {
+          lastValidation: {
+            ok: report.ok,
+            tables: report.tables.length,
+            differing,
+            checksum: report.checksum,
+            atMs: clock.nowMs()
+          }
+        }
+      );
+    },
+    postClean(result) {
+      notifier.post(renderCleanResult(input2.migrationId, result), "Cleaned");
+    },
     handle: (event) => notifier.handle(event),
     fail(error62) {
       notifier.fail(
@@ -42335,8 +42523,7 @@ async function main(argv, env) {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   let reporter = createConsoleReporter({ stream: stderr, redactor, nowMs: () => systemClock.nowMs() });
-  let slack;
-  const closing = [];
+  let slack = SLACK_OFF;
   try {
     const { values, positionals } = parseArgs({
       args: argv,
@@ -42404,13 +42591,12 @@ async function main(argv, env) {
       clock: systemClock,
       log: (line) => reporter.line(line)
     });
-    if (slack) closing.push(() => slack.close());
     const ctx = {
       emit: (event) => {
         if (event.type === "snapshot:ready") process.stdout.write(`${event.snapshotName}
 `);
         reporter.handle(event);
-        slack?.handle(event);
+        slack.handle(event);
       },
       clock: systemClock,
       redactor,
@@ -42542,6 +42728,7 @@ async function main(argv, env) {
         if (json2) process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}
 `);
         stderr.write(redactor.redact(renderValidationText(report)));
+        slack.postValidation(report);
         return report.ok ? ExitCode.ok : ExitCode.validation;
       }
       case "status": {
@@ -42555,6 +42742,7 @@ async function main(argv, env) {
       case "clean": {
         const options = cleanOptions.parse({ ...common, prune: bool("prune") });
         const result = await runClean(ctx, resolveEndpoints(options, redactor), options);
+        slack.postClean(result);
         if (json2) process.stdout.write(`${JSON.stringify(result, null, 2)}
 `);
         return ExitCode.ok;
@@ -42573,7 +42761,7 @@ async function main(argv, env) {
     }
   } catch (raw) {
     const error62 = normalizeError(raw);
-    slack?.fail(error62);
+    slack.fail(error62);
     const code = computeExitCode(error62);
     const text = isMigrationError(error62) ? `error ${error62.code}: ${error62.message}
   hint: ${error62.hint}
@@ -42589,7 +42777,7 @@ async function main(argv, env) {
     }
     return code;
   } finally {
-    await Promise.all(closing.map((close) => close()));
+    await slack.close();
     reporter.stop();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);

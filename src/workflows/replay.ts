@@ -58,6 +58,7 @@ export interface ReplayOptions {
   groupChanges?: number;
   /** Longest a group stays open while more messages are queued. */
   groupMs?: number;
+  groupWaitMs?: number;
   /** Give up reconnecting after this long without progress. */
   retryForMs?: number;
   /** Test hook: called after every committed group. */
@@ -204,9 +205,12 @@ async function runSession(
   const log = (message: string, level: 'info' | 'warn' = 'info') => ctx.emit({ type: 'log', level, message });
   const batchChanges = options.batchChanges ?? 2000;
   const groupChanges = options.groupChanges ?? 20_000;
-  const groupMs = options.groupMs ?? 500;
+  const groupMs = options.groupMs ?? 250;
+  /** How long an idle-looking group waits for the next transaction before it is committed. */
+  const groupWaitMs = options.groupWaitMs ?? 5;
   const clients: pg.Client[] = [];
   let stream: ChangeStream | undefined;
+  const groupTimerRef: { current: NodeJS.Timeout | undefined } = { current: undefined };
   try {
     const control = await openClient(endpoints.target);
     clients.push(control);
@@ -349,6 +353,16 @@ async function runSession(
       options.onGroupCommitted?.(durable);
     };
 
+    const scheduleGroupCommit = () => {
+      if (groupTimerRef.current) return;
+      groupTimerRef.current = setTimeout(() => {
+        groupTimerRef.current = undefined;
+        void serial(async () => {
+          if (!inTxn) await commitNow();
+        }).catch(() => undefined);
+      }, groupWaitMs);
+    };
+
     const beginGroup = async () => {
       if (groupOpen) return;
       await apply.query('BEGIN');
@@ -416,8 +430,13 @@ async function runSession(
           if (options.mode === 'spool') buffer.push({ kind: 'commit', endLsn: formatLsn(frame.endLsn) });
           // pending() counts this commit message too: more than one means more is already queued.
           const queued = stream ? pendingMessages() - 1 : 0;
-          if (queued <= 0 || groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs)
+          if (groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs) {
             await commitNow();
+          } else if (queued <= 0) {
+            // Nothing queued right now, but the next transaction is often a few milliseconds away: commit
+            // soon rather than now, so a stream of small transactions shares one target commit.
+            scheduleGroupCommit();
+          }
         }),
     };
     let receivedProbe: () => number = () => 0;
@@ -778,6 +797,7 @@ async function runSession(
       }
     }
   } finally {
+    if (groupTimerRef.current) clearTimeout(groupTimerRef.current);
     await stream?.stop().catch(() => undefined);
     for (const client of clients) await client.end().catch(() => undefined);
   }

@@ -1,6 +1,9 @@
 // The target session that replays changes: triggers and foreign keys silenced, durable commits, and the
 // applied position written in the same transaction as the changes (the exactly-once point).
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import type { ApplyStatement, TargetTable } from '../../core/apply-sql';
 import type { RelationDef, RelationRef } from '../../core/changes';
 import { MigrationError } from '../../core/errors';
@@ -104,8 +107,11 @@ export async function restoreAltered(client: pg.Client, migrationId: string): Pr
   );
   for (const r of rows) {
     const table = quoteQualified({ schema: r.table_schema, name: r.table_name });
-    if (r.kind === 'trigger')
-      await client.query(`ALTER TABLE ${table} ENABLE TRIGGER "${String(r.detail).replaceAll('"', '""')}"`);
+    const name = `"${String(r.detail).replaceAll('"', '""')}"`;
+    if (r.kind === 'trigger') await client.query(`ALTER TABLE ${table} ENABLE TRIGGER ${name}`);
+    // The target must refuse explicit identity values again, as the source does.
+    if (r.kind === 'identity')
+      await client.query(`ALTER TABLE ${table} ALTER COLUMN ${name} SET GENERATED ALWAYS`);
   }
   await client.query(`DELETE FROM ${S}.altered WHERE migration_id = $1`, [migrationId]);
   return rows.length;
@@ -142,10 +148,12 @@ export async function readTargetColumns(
       .sort((a, b) => positions.indexOf(a.attnum) - positions.indexOf(b.attnum))
       .map((r) => r.name as string);
   };
-  const pk = ordered('in_pk', 'pk_order');
+  // A replica identity index wins over the primary key: the old key the source sends (and the columns that
+  // stay put when it sends none) are the index's, e.g. a key change of an UPDATE arrives as the old index key.
+  const ri = ordered('in_ri', 'ri_order');
   return {
     writable: new Set(writable.map((r) => r.name as string)),
-    key: pk.length ? pk : ordered('in_ri', 'ri_order'),
+    key: ri.length ? ri : ordered('in_pk', 'pk_order'),
     types: new Map(writable.map((r) => [r.name as string, r.type as number])),
   };
 }
@@ -178,23 +186,42 @@ export function describeRelationMismatch(
   return undefined;
 }
 
-/** Runs statements in one round trip and checks that every single-row UPDATE/DELETE found its row. */
+/**
+ * Runs statements in as few round trips as possible (plain SQL batched into one simple query, COPY runs
+ * on their own) and checks that every single-row UPDATE/DELETE found its row.
+ */
 export async function applyStatements(client: pg.Client, statements: ApplyStatement[]): Promise<number> {
-  if (statements.length === 0) return 0;
-  const result = await client.query(statements.map((s) => s.sql).join(';\n'));
-  const results = Array.isArray(result) ? result : [result];
   let rows = 0;
-  statements.forEach((statement, i) => {
-    const count = results[i]?.rowCount ?? 0;
-    rows += count;
-    if (statement.expectOneRow && count !== 1) {
-      throw new MigrationError(
-        'REPLAY_ROW_NOT_FOUND',
-        `A replayed change found ${count} rows on the target for ${statement.expectOneRow.table} (${statement.expectOneRow.key}); source and target have diverged.`,
-        'Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target row, then resume.',
-      );
+  let batch: ApplyStatement[] = [];
+  const runBatch = async () => {
+    if (batch.length === 0) return;
+    const current = batch;
+    batch = [];
+    const result = await client.query(current.map((s) => s.sql).join(';\n'));
+    const results = Array.isArray(result) ? result : [result];
+    current.forEach((statement, i) => {
+      const count = results[i]?.rowCount ?? 0;
+      rows += count;
+      if (statement.expectOneRow && count !== 1) {
+        throw new MigrationError(
+          'REPLAY_ROW_NOT_FOUND',
+          `A replayed change found ${count} rows on the target for ${statement.expectOneRow.table} (${statement.expectOneRow.key}); source and target have diverged.`,
+          'Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target row, then resume.',
+        );
+      }
+    });
+  };
+  for (const statement of statements) {
+    if (!statement.copy) {
+      batch.push(statement);
+      continue;
     }
-  });
+    await runBatch();
+    const writer = client.query(copyFrom(statement.sql));
+    await pipeline(Readable.from([statement.copy.data]), writer);
+    rows += writer.rowCount;
+  }
+  await runBatch();
   return rows;
 }
 
