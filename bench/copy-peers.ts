@@ -135,8 +135,8 @@ async function runPgDumpRestore(context: PeerContext): Promise<PeerRun> {
   return { status: 'ok', seconds, parts, peakRssKiB, commands, notes };
 }
 
-const PUBLICATION = 'plm_bench_pub';
-const SUBSCRIPTION = 'plm_bench_sub';
+export const PUBLICATION = 'plm_bench_pub';
+export const SUBSCRIPTION = 'plm_bench_sub';
 const POLL_MS = 200;
 
 async function runNativeReplication(context: PeerContext): Promise<PeerRun> {
@@ -192,7 +192,7 @@ async function runNativeReplication(context: PeerContext): Promise<PeerRun> {
 }
 
 /** Polls until every table of the subscription is ready; fails fast when a sync or apply worker errors. */
-async function waitForSubscriptionReady(client: pg.Client, timeoutMs: number): Promise<void> {
+export async function waitForSubscriptionReady(client: pg.Client, timeoutMs: number): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     throwIfInterrupted();
@@ -214,7 +214,9 @@ async function waitForSubscriptionReady(client: pg.Client, timeoutMs: number): P
 }
 
 /** Drops the subscription (and with it the slot on the source), then the publication; safe to repeat. */
-async function dropSubscription(context: PeerContext): Promise<void> {
+export async function dropSubscription(
+  context: Pick<PeerContext, 'source' | 'target' | 'log'>,
+): Promise<void> {
   await withPgClient(context.target.uri(BENCH_DATABASE), async (client) => {
     const { rowCount } = await client.query('SELECT 1 FROM pg_subscription WHERE subname = $1', [
       SUBSCRIPTION,
@@ -234,7 +236,7 @@ async function dropSubscription(context: PeerContext): Promise<void> {
   ).catch((error: Error) => context.log(`native: could not drop the publication: ${error.message}`));
 }
 
-async function readServerLogErrors(cluster: LocalCluster): Promise<string> {
+export async function readServerLogErrors(cluster: LocalCluster): Promise<string> {
   const text = await readFile(join(cluster.dataDir, 'server.log'), 'utf8').catch(() => '');
   return text
     .split('\n')

@@ -92,7 +92,7 @@ const BYTES_PER_MB = 1_000_000;
  * Round r (0-based) runs the tools rotated left by r: ours, pgdump, native, pgcopydb, then pgdump, native,
  * pgcopydb, ours, and so on. Each tool takes every place in turn, so none always runs first (cold) or last.
  */
-export function buildRoundOrder(tools: readonly CopyTool[], round: number): CopyTool[] {
+export function buildRoundOrder<Tool>(tools: readonly Tool[], round: number): Tool[] {
   const shift = tools.length === 0 ? 0 : round % tools.length;
   return [...tools.slice(shift), ...tools.slice(0, shift)];
 }
@@ -179,7 +179,7 @@ const formatBytes = (bytes: number) => `${(bytes / BYTES_PER_MB).toFixed(1)} MB`
 const formatLoad = (load: LoadAverages) => load.map((value) => value.toFixed(2)).join(' ');
 const firstLine = (text: string | undefined) => text?.split('\n')[0] ?? '';
 
-interface Table {
+export interface Table {
   header: string[];
   rows: string[][];
   /** Columns right-aligned in the terminal. */
@@ -282,7 +282,7 @@ function buildRunsTable(report: CopyReport): Table {
   };
 }
 
-function renderTextTable(table: Table): string {
+export function renderTextTable(table: Table): string {
   const all = [table.header, ...table.rows];
   const widths = table.header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));
   const line = (row: string[]) =>
@@ -299,7 +299,7 @@ function renderTextTable(table: Table): string {
 
 const escapeCell = (text: string) => text.replaceAll('|', '\\|').replaceAll('\n', '<br>');
 
-function renderMarkdownTable(table: Table): string {
+export function renderMarkdownTable(table: Table): string {
   return [
     `| ${table.header.join(' | ')} |`,
     `| ${table.header.map((_, column) => (table.numeric.has(column) ? '---:' : '---')).join(' | ')} |`,

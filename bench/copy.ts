@@ -290,7 +290,7 @@ async function runTool(
 }
 
 /** Starts a cluster that an interrupt stops too; refuses to leave one running once interrupted. */
-async function startCluster(
+export async function startCluster(
   name: string,
   binDir: string,
   settings: Record<string, string | number>,
@@ -310,7 +310,7 @@ async function startCluster(
   return { cluster, stop };
 }
 
-async function checkFreeDisk(dir: string, scale: number): Promise<void> {
+export async function checkFreeDisk(dir: string, scale: number): Promise<void> {
   const stats = await statfs(dir);
   const freeBytes = stats.bavail * stats.bsize;
   const neededBytes = DISK_BYTES_BASE + scale * DISK_BYTES_PER_SCALE;
@@ -331,7 +331,7 @@ const SLOT_RELEASE_POLL_MS = 200;
  * Slots and publications a tool left on the source would hold WAL and skew the next run (and ours would
  * find its own slot from the previous round): drop them, and report what could not be dropped.
  */
-async function dropLeftoversOnSource(
+export async function dropLeftoversOnSource(
   source: LocalCluster,
 ): Promise<{ dropped: string[]; remaining: string[] }> {
   return withPgClient(source.uri(BENCH_DATABASE), async (client) => {
@@ -366,7 +366,7 @@ async function dropLeftoversOnSource(
   });
 }
 
-function readLoadAverages(): LoadAverages {
+export function readLoadAverages(): LoadAverages {
   const [one = 0, five = 0, fifteen = 0] = loadavg();
   return [one, five, fifteen];
 }

@@ -7,18 +7,28 @@ import { parseArgs } from 'node:util';
 import { runCopyBenchmark } from './copy.js';
 import { COPY_TOOLS, type CopyTool, renderCopyTable } from './copy-report.js';
 import { runInterruptCleanups } from './interrupts.js';
+import { runReplayBenchmark } from './replay.js';
+import { REPLAY_TOOLS, type ReplayTool } from './replay-peers.js';
+import { renderReplayTable } from './replay-report.js';
 
 const USAGE = `usage: npm run bench -- copy [--scale 100] [--jobs 2] [--repeat 3] [--only ours,pgdump,native,pgcopydb] [--tmp-dir DIR]
+       npm run bench -- replay [--jobs 2] [--repeat 2] [--seconds 60] [--scale 10] [--backlog 1000000] [--only ours,native,pgcopydb] [--tmp-dir DIR]
 
 benchmarks:
-  copy   copy one generated dataset (~20 MB per scale unit) with each tool and compare wall-clock time
+  copy    copy one generated dataset (~20 MB per scale unit) with each tool and compare wall-clock time
+  replay  replay a pgbench TPC-B load (lag p50/p99/max) and drain a backlog (rows/s) with each tool
 
 options:
-  --scale N     dataset size: pgbench -s N, plus a TOASTed table and a table without a primary key (default 100)
-  --jobs N      table and index jobs for every tool (default 2)
+  --scale N     copy: dataset size: pgbench -s N, plus a TOASTed table and a table without a primary key (default 100)
+                replay: pgbench -s N of the source (default 10)
+  --jobs N      table and index jobs for every tool (default 2); replay: for the initial copy
   --repeat N    rounds: every tool runs once per round, the order rotated each round; the report gives
-                medians and per-round peer/ours ratios (default 3)
-  --only LIST   comma-separated subset of: ${COPY_TOOLS.join(', ')} (default: all, in that order)
+                medians and per-round peer/ours ratios (default: copy 3, replay 2)
+  --seconds N   replay: length of the keep-up pgbench run (default 60)
+  --backlog N   replay: rows inserted by the backlog, a multiple of 100000; half as many are then updated and
+                as many deleted (default 1000000)
+  --only LIST   comma-separated subset of: copy ${COPY_TOOLS.join(', ')}; replay ${REPLAY_TOOLS.join(', ')}
+                (default: all, in that order)
   --tmp-dir DIR parent folder for clusters and dumps (default: <os tmp>/plm-bench)
 
 exit codes: 0 every run of every tool ok, 1 a run or the harness failed, 2 usage error, 130 interrupted`;
@@ -34,7 +44,18 @@ interface CopyArguments {
   tmpDir?: string;
 }
 
-function parseBenchArguments(argv: string[]): CopyArguments | 'help' {
+interface ReplayArguments {
+  benchmark: 'replay';
+  scale: number;
+  jobs: number;
+  repeat: number;
+  keepUpSeconds: number;
+  backlogInserts: number;
+  tools: ReplayTool[];
+  tmpDir?: string;
+}
+
+function parseBenchArguments(argv: string[]): CopyArguments | ReplayArguments | 'help' {
   let parsed: ReturnType<typeof parseOptions>;
   try {
     parsed = parseOptions(argv);
@@ -44,16 +65,37 @@ function parseBenchArguments(argv: string[]): CopyArguments | 'help' {
   const { values, positionals } = parsed;
   if (values.help) return 'help';
   const [benchmark, ...extra] = positionals;
-  if (benchmark === undefined) throw new UsageError('name a benchmark: copy');
-  if (benchmark !== 'copy') throw new UsageError(`unknown benchmark '${benchmark}'; the only one is copy`);
+  if (benchmark === undefined) throw new UsageError('name a benchmark: copy or replay');
+  if (benchmark !== 'copy' && benchmark !== 'replay')
+    throw new UsageError(`unknown benchmark '${benchmark}'; the benchmarks are copy and replay`);
   if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}'`);
-  const tools = (values.only ?? COPY_TOOLS.join(','))
+  const known: readonly string[] = benchmark === 'copy' ? COPY_TOOLS : REPLAY_TOOLS;
+  const tools = (values.only ?? known.join(','))
     .split(',')
     .map((name) => name.trim())
     .filter(Boolean);
-  const unknown = tools.filter((name) => !(COPY_TOOLS as readonly string[]).includes(name));
+  const unknown = tools.filter((name) => !known.includes(name));
   if (unknown.length > 0 || tools.length === 0) {
-    throw new UsageError(`--only takes a list of ${COPY_TOOLS.join(', ')}; got '${values.only}'`);
+    throw new UsageError(`--only takes a list of ${known.join(', ')}; got '${values.only}'`);
+  }
+  if (benchmark === 'replay') {
+    const backlogInserts = parsePositiveInteger('--backlog', values.backlog ?? '1000000');
+    if (backlogInserts % 100_000 !== 0)
+      throw new UsageError(`--backlog takes a multiple of 100000; got '${values.backlog}'`);
+    return {
+      benchmark,
+      scale: parsePositiveInteger('--scale', values.scale ?? '10'),
+      jobs: parsePositiveInteger('--jobs', values.jobs ?? '2'),
+      repeat: parsePositiveInteger('--repeat', values.repeat ?? '2'),
+      keepUpSeconds: parsePositiveInteger('--seconds', values.seconds ?? '60'),
+      backlogInserts,
+      tools: [...new Set(tools)] as ReplayTool[],
+      tmpDir: values['tmp-dir'],
+    };
+  }
+  for (const flag of ['seconds', 'backlog'] as const) {
+    if (values[flag] !== undefined)
+      throw new UsageError(`--${flag} is an option of the replay benchmark only`);
   }
   return {
     benchmark,
@@ -74,6 +116,8 @@ function parseOptions(argv: string[]) {
       scale: { type: 'string' },
       jobs: { type: 'string' },
       repeat: { type: 'string' },
+      seconds: { type: 'string' },
+      backlog: { type: 'string' },
       only: { type: 'string' },
       'tmp-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -102,7 +146,7 @@ function findRepoRoot(): string {
 }
 
 async function main(): Promise<number> {
-  let args: CopyArguments | 'help';
+  let args: CopyArguments | ReplayArguments | 'help';
   try {
     args = parseBenchArguments(process.argv.slice(2));
   } catch (error) {
@@ -120,6 +164,13 @@ async function main(): Promise<number> {
     process.stderr.write(`[bench ${String(elapsed).padStart(4)}s] ${line}\n`);
   };
   const repoRoot = findRepoRoot();
+  const resultsDir = join(repoRoot, 'bench', 'results');
+  if (args.benchmark === 'replay') {
+    const outcome = await runReplayBenchmark({ ...args, repoRoot, resultsDir, log });
+    process.stdout.write(`\n${renderReplayTable(outcome.report)}\n\n`);
+    process.stdout.write(`wrote ${outcome.jsonPath}\nwrote ${outcome.markdownPath}\n`);
+    return outcome.report.runs.some((run) => run.status === 'failed') ? 1 : 0;
+  }
   const outcome = await runCopyBenchmark({
     scale: args.scale,
     jobs: args.jobs,
@@ -127,7 +178,7 @@ async function main(): Promise<number> {
     tools: args.tools,
     tmpDir: args.tmpDir,
     repoRoot,
-    resultsDir: join(repoRoot, 'bench', 'results'),
+    resultsDir,
     log,
   });
   process.stdout.write(`\n${renderCopyTable(outcome.report)}\n\n`);

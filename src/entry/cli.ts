@@ -19,6 +19,7 @@ import { runCopy } from '../workflows/copy';
 import { buildCutoverParams, insertCutoverRequest, runCutover } from '../workflows/cutover';
 import { runDemo } from '../workflows/demo';
 import { runMigrate } from '../workflows/migrate';
+import { SLACK_OFF, type SlackNotifyHandle, startSlackNotifier } from '../workflows/notify';
 import { runPreflight } from '../workflows/preflight';
 import { renderPreflightMarkdown, renderPreflightText } from '../workflows/preflight-render';
 import { runReplay } from '../workflows/replay';
@@ -98,6 +99,10 @@ const OPTIONS = {
     type: 'string',
     doc: 'cutover: refuse while the lag is above this (bytes like 500KB or a duration like 5s; default 500KB)',
   },
+  'lag-target': {
+    type: 'string',
+    doc: 'copy, migrate, replay: Slack lag alerts above this (e.g. 16MB or 30s; with SLACK_BOT_TOKEN and SLACK_CHANNEL)',
+  },
   timeout: { type: 'string', doc: 'cutover: give up after this long (default 10min)' },
   'fence-roles': {
     type: 'string',
@@ -164,6 +169,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let reporter = createConsoleReporter({ stream: stderr, redactor, nowMs: () => systemClock.nowMs() });
+  let slack: SlackNotifyHandle = SLACK_OFF;
   try {
     const { values, positionals } = parseArgs({
       args: argv,
@@ -221,11 +227,23 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       nowMs: () => systemClock.nowMs(),
       logFile: join(common.dir, 'logs', `${command}.log`),
     });
+    // Slack (SLACK_BOT_TOKEN + SLACK_CHANNEL): one live message per migration; see workflows/notify.ts.
+    slack = startSlackNotifier({
+      command,
+      env,
+      migrationId: common.migrationId,
+      target: common.target,
+      lagTarget: str('lag-target'),
+      redactor,
+      clock: systemClock,
+      log: (line) => reporter.line(line),
+    });
     const ctx: WorkflowContext = {
       emit: (event: MigrationEvent) => {
         // The snapshot name is the one thing scripts read from `snapshot`: stdout, as soon as it exists.
         if (event.type === 'snapshot:ready') process.stdout.write(`${event.snapshotName}\n`);
         reporter.handle(event);
+        slack.handle(event);
       },
       clock: systemClock,
       redactor,
@@ -359,6 +377,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         }
         if (json) process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}\n`);
         stderr.write(redactor.redact(renderValidationText(report)));
+        slack.postValidation(report);
         return report.ok ? ExitCode.ok : ExitCode.validation;
       }
       case 'status': {
@@ -371,6 +390,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       case 'clean': {
         const options = cleanOptions.parse({ ...common, prune: bool('prune') });
         const result = await runClean(ctx, resolveEndpoints(options, redactor), options);
+        slack.postClean(result);
         if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
         return ExitCode.ok;
       }
@@ -388,6 +408,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     }
   } catch (raw) {
     const error = normalizeError(raw);
+    slack.fail(error);
     const code = computeExitCode(error);
     const text = isMigrationError(error)
       ? `error ${error.code}: ${error.message}\n  hint: ${error.hint}\n`
@@ -402,6 +423,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
     }
     return code;
   } finally {
+    await slack.close();
     reporter.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

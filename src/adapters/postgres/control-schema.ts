@@ -150,6 +150,17 @@ const ENSURE_SQL = `
       detail text NOT NULL DEFAULT '',
       PRIMARY KEY (migration_id, kind, table_schema, table_name, detail)
     );
+    -- Slack: the one live message per migration (kind 'progress', with notes the bot shows) and the
+    -- cutover approval requests (kind 'approval:<key>', decided at most once).
+    CREATE TABLE IF NOT EXISTS ${S}.slack_message (
+      migration_id text NOT NULL,
+      kind text NOT NULL,
+      channel text NOT NULL,
+      ts text NOT NULL,
+      state jsonb NOT NULL DEFAULT '{}',
+      updated_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (migration_id, kind)
+    );
     COMMIT;
   `;
 
@@ -389,6 +400,7 @@ export async function dropControlState(
     'request',
     'altered',
     'refresh',
+    'slack_message',
     'migration',
   ]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);
