@@ -47,6 +47,7 @@ import { type Endpoints, resolveEndpoints } from '../workflows/connections';
 import { runCopy } from '../workflows/copy';
 import { runCutover } from '../workflows/cutover';
 import { runMigrate } from '../workflows/migrate';
+import { type SlackNotifyHandle, startSlackNotifier } from '../workflows/notify';
 import { runPreflight } from '../workflows/preflight';
 import { renderPreflightMarkdown, renderPreflightText } from '../workflows/preflight-render';
 import { type ReplayOutcome, runReplay } from '../workflows/replay';
@@ -278,9 +279,23 @@ export async function main(env: NodeJS.ProcessEnv): Promise<number> {
     return saving;
   };
 
+  // Slack (SLACK_BOT_TOKEN + SLACK_CHANNEL in the job's env): the same live message as from the CLI.
+  maskSecret(env.SLACK_BOT_TOKEN);
+  redactor.add(env.SLACK_BOT_TOKEN);
+  const slack: SlackNotifyHandle = startSlackNotifier({
+    command,
+    env,
+    migrationId: input.migrationId,
+    target: input.target,
+    lagTarget: env['INPUT_LAG-TARGET'] || undefined,
+    redactor,
+    clock: systemClock,
+    log: (line) => reporter.line(line),
+  });
   const ctx: WorkflowContext = {
     emit: (event: MigrationEvent) => {
       reporter.handle(event);
+      slack.handle(event);
       const now = systemClock.nowMs();
       recordSummaryEvent(facts, event, now);
       if (event.type === 'copy:done') void save('checkpoint: copy done');
@@ -302,6 +317,7 @@ export async function main(env: NodeJS.ProcessEnv): Promise<number> {
     result = await runCommand(command, input, { ctx, endpoints, dir, facts, env });
   } catch (error) {
     failure = error;
+    slack.fail(error);
   }
   try {
     if (endpoints) status = await readStatus(endpoints, input).catch(() => undefined);
@@ -402,6 +418,7 @@ export async function main(env: NodeJS.ProcessEnv): Promise<number> {
     // Whatever failed above, the state is saved once more (the summary may be lost, the journal is not).
     if (!finalSaveDone) await save('end of step', status);
     await saving.catch(() => undefined);
+    await slack.close().catch(() => undefined);
     reporter.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
