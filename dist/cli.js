@@ -15922,6 +15922,7 @@ async function openClient(info, extra = {}) {
   client.on("error", () => void 0);
   try {
     await client.connect();
+    if (!("replication" in extra)) await client.query("SET DateStyle = 'ISO, MDY'");
   } catch (error62) {
     await client.end().catch(() => void 0);
     throw translatePgError(error62, info);
@@ -36193,6 +36194,7 @@ async function restoreAltered(client, migrationId) {
 async function readTargetColumns(client, rel) {
   const { rows } = await client.query(
     `SELECT a.attname::text AS name, a.atttypid::int AS type, a.attgenerated <> '' AS generated,
+            format_type(a.atttypid, a.atttypmod) AS type_name,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
             coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -36214,7 +36216,8 @@ async function readTargetColumns(client, rel) {
   return {
     writable: new Set(writable.map((r) => r.name)),
     key: ri.length ? ri : ordered("in_pk", "pk_order"),
-    types: new Map(writable.map((r) => [r.name, r.type]))
+    types: new Map(writable.map((r) => [r.name, r.type])),
+    typeNames: new Map(writable.map((r) => [r.name, r.type_name]))
   };
 }
 function describeRelationMismatch(rel, target) {
@@ -36246,6 +36249,13 @@ async function applyStatements(client, statements) {
     current.forEach((statement, i) => {
       const count = results[i]?.rowCount ?? 0;
       rows += count;
+      if (statement.expectRows && count !== statement.expectRows.count) {
+        throw new MigrationError(
+          "REPLAY_ROW_NOT_FOUND",
+          `A replayed batch of ${statement.expectRows.count} changes to ${statement.expectRows.table} found ${count} rows on the target; source and target have diverged.`,
+          "Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target, then resume."
+        );
+      }
       if (statement.expectOneRow && count !== 1) {
         throw new MigrationError(
           "REPLAY_ROW_NOT_FOUND",
@@ -38903,13 +38913,14 @@ async function openChangeStream(info, options) {
   let keepalive;
   let lastWalEnd;
   let stopping = false;
-  service.on("data", async (_lsn, message) => {
+  service.on("data", async (lsn, message) => {
     if (failure2) return;
     try {
       switch (message.tag) {
         case "begin":
           await options.handlers.begin({
             commitLsn: lsnOf(message.commitLsn),
+            firstLsn: lsnOf(lsn),
             commitTimeUs: message.commitTime,
             xid: message.xid
           });
@@ -39038,6 +39049,74 @@ function whereClause(rel, table, key, old, values) {
 function insertColumns(table, values) {
   return Object.keys(values).filter((c) => values[c] !== void 0 && table.writable.has(c));
 }
+var BATCH_MIN_ROWS = 8;
+function batchRunEnd(changes, start, catalog) {
+  const first = changes[start];
+  if (!first || first.kind !== "update" && first.kind !== "delete") return start;
+  const table = catalog(first.rel);
+  if (!table.typeNames || table.key.length === 0) return start;
+  const setColumns = (c) => c.kind === "update" ? Object.keys(c.values).filter((k) => c.values[k] !== void 0 && table.writable.has(k) && !table.key.includes(k)).join("\0") : "";
+  const keyOf = (c) => {
+    if (c.kind === "update") {
+      const old = c.key ?? c.old;
+      if (old && table.key.some((k) => old[k] !== void 0 && old[k] !== c.values[k])) return void 0;
+      const values = table.key.map((k) => c.values[k]);
+      return values.some((v) => v === null || v === void 0) ? void 0 : JSON.stringify(values);
+    }
+    if (c.kind === "delete") {
+      const row2 = c.key ?? c.old;
+      const values = table.key.map((k) => row2?.[k]);
+      return values.some((v) => v === null || v === void 0) ? void 0 : JSON.stringify(values);
+    }
+    return void 0;
+  };
+  const columns = setColumns(first);
+  if (first.kind === "update" && columns === "") return start;
+  const seen = /* @__PURE__ */ new Set();
+  let end = start;
+  for (; end < changes.length; end++) {
+    const c = changes[end];
+    if (c.kind !== first.kind || c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name) break;
+    if (setColumns(c) !== columns) break;
+    const key = keyOf(c);
+    if (key === void 0 || seen.has(key)) break;
+    seen.add(key);
+  }
+  return end;
+}
+function buildBatch(run, table, rel) {
+  const types2 = table.typeNames;
+  const first = run[0];
+  const target = `${quoteQualified(rel)} AS t`;
+  const match = table.key.map((k) => `t.${quoteIdent(k)} = v.${quoteIdent(k)}`).join(" AND ");
+  const typed = (column, value) => `${literal2(value)}::${types2.get(column) ?? "text"}`;
+  const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
+  if (first.kind === "delete") {
+    const rows2 = run.map((c) => {
+      const row2 = c.kind === "delete" ? c.key ?? c.old ?? {} : {};
+      return `(${table.key.map((k) => typed(k, row2[k])).join(", ")})`;
+    });
+    const names = table.key.map(quoteIdent).join(", ");
+    return {
+      sql: `DELETE FROM ONLY ${target} USING (VALUES ${rows2.join(", ")}) AS v(${names}) WHERE ${match}`,
+      expectRows
+    };
+  }
+  const values = first.kind === "update" ? first.values : {};
+  const setColumns = Object.keys(values).filter(
+    (k) => values[k] !== void 0 && table.writable.has(k) && !table.key.includes(k)
+  );
+  const all = [...table.key, ...setColumns];
+  const rows = run.map((c) => {
+    const row2 = c.kind === "update" ? c.values : {};
+    return `(${all.map((k) => typed(k, row2[k])).join(", ")})`;
+  });
+  const sets = setColumns.map((k) => `${quoteIdent(k)} = v.${quoteIdent(k)}`).join(", ");
+  return {
+    sql: `UPDATE ONLY ${target} SET ${sets} FROM (VALUES ${rows.join(", ")}) AS v(${all.map(quoteIdent).join(", ")}) WHERE ${match}`,
+    expectRows
+  };
+}
 var COPY_MIN_ROWS = 8;
 function encodeCopyValue(value) {
   if (value === null || value === void 0) return "\\N";
@@ -39075,12 +39154,22 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
     });
     pending = void 0;
   };
-  for (const change of changes) {
+  for (let i = 0; i < changes.length; i++) {
+    const change = changes[i];
+    if (!mode.idempotent && (change.kind === "update" || change.kind === "delete")) {
+      const end = batchRunEnd(changes, i, catalog);
+      if (end - i >= BATCH_MIN_ROWS) {
+        flush();
+        out.push(buildBatch(changes.slice(i, end), catalog(change.rel), change.rel));
+        i = end - 1;
+        continue;
+      }
+    }
     if (change.kind === "insert") {
       const table = catalog(change.rel);
       const columns = insertColumns(table, change.values);
       const row2 = `(${columns.map((c) => literal2(change.values[c])).join(", ")})`;
-      if (pending && pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name && pending.columns.length === columns.length && pending.columns.every((c, i) => c === columns[i])) {
+      if (pending && pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name && pending.columns.length === columns.length && pending.columns.every((c, i2) => c === columns[i2])) {
         pending.rows.push(row2);
         pending.values.push(change.values);
       } else {
@@ -39809,7 +39898,7 @@ ${renderValidationText(validation)}` });
         );
         return;
       }
-      await updateMigration(c, id, { phase: Phase.done });
+      await updateMigration(c, id, { phase: Phase.done, error: null });
       await c.query(`UPDATE ${S4}.request SET state = 'done', result = $2, updated_at = now() WHERE id = $1`, [
         input2.request.id,
         JSON.stringify(result)
@@ -39902,8 +39991,15 @@ async function runReplay(ctx, endpoints, options) {
       `UPDATE ${S5}.request SET state = 'pending', updated_at = now() WHERE migration_id = $1 AND state = 'running'`,
       [options.migrationId]
     );
-    if (options.mode === "apply" && row2.phase !== Phase.cutover && row2.phase !== Phase.done) {
-      await updateMigration(c, options.migrationId, { phase: Phase.replay, error: null });
+    if (options.mode === "apply" && row2.phase !== Phase.done) {
+      const { rows: again } = await c.query(
+        `SELECT 1 FROM ${S5}.request WHERE migration_id = $1 AND kind = 'cutover' AND state = 'pending'`,
+        [options.migrationId]
+      );
+      await updateMigration(c, options.migrationId, {
+        phase: again.length ? Phase.cutover : Phase.replay,
+        error: null
+      });
     }
     return row2;
   });
@@ -40015,6 +40111,10 @@ async function runSession(ctx, endpoints, options, shared) {
     let groupStartedMs = 0;
     let groupEnd;
     let groupCommitTime = null;
+    let groupTxns = 0;
+    let txnStart = 0;
+    let groupFirstLsn;
+    let txnFirstLsn;
     let buffer = [];
     let commitLsn = 0n;
     const rules = options.mode === "apply" ? await readRefreshRules(control, id) : /* @__PURE__ */ new Map();
@@ -40047,6 +40147,7 @@ async function runSession(ctx, endpoints, options, shared) {
       if (buffer.length === 0) return;
       const changes = buffer;
       buffer = [];
+      txnStart = 0;
       if (options.mode === "spool") {
         const values = [];
         const params = [id];
@@ -40073,6 +40174,8 @@ async function runSession(ctx, endpoints, options, shared) {
       });
       groupOpen = false;
       groupCount = 0;
+      groupTxns = 0;
+      groupFirstLsn = void 0;
       durable = groupEnd;
       shared.lastProgressMs = ctx.clock.nowMs();
       await stream?.acknowledge(durable);
@@ -40093,6 +40196,21 @@ async function runSession(ctx, endpoints, options, shared) {
       groupOpen = true;
       groupStartedMs = ctx.clock.nowMs();
     };
+    const commitCompleted = async () => {
+      if (!inTxn || groupTxns === 0) return;
+      const current = buffer.slice(txnStart);
+      buffer = buffer.slice(0, txnStart);
+      inTxn = false;
+      try {
+        await commitNow();
+      } finally {
+        inTxn = true;
+      }
+      buffer = current;
+      groupCount = current.length;
+      await beginGroup();
+      groupFirstLsn = txnFirstLsn;
+    };
     const holdIfNeeded = async (commitLsn2) => {
       while (hold && commitLsn2 >= hold.at) {
         const current = hold;
@@ -40112,6 +40230,9 @@ async function runSession(ctx, endpoints, options, shared) {
           inTxn = true;
           commitLsn = frame.commitLsn;
           await beginGroup();
+          txnStart = buffer.length;
+          txnFirstLsn = frame.firstLsn;
+          if (groupFirstLsn === void 0 || frame.firstLsn < groupFirstLsn) groupFirstLsn = frame.firstLsn;
           if (options.mode === "spool") buffer.push({ kind: "begin", commitLsn: formatLsn(frame.commitLsn) });
         });
       },
@@ -40123,7 +40244,10 @@ async function runSession(ctx, endpoints, options, shared) {
         }
         targets.delete(relKey(rel));
         const mismatch = describeRelationMismatch(rel, await readTargetColumns(apply, rel));
-        if (mismatch) throw schemaChanged(mismatch, durable);
+        if (mismatch) {
+          await commitCompleted();
+          throw schemaChanged(mismatch, durable);
+        }
       }),
       change: (change) => serial(async () => {
         if (skipping) return;
@@ -40133,7 +40257,10 @@ async function runSession(ctx, endpoints, options, shared) {
           if (item) buffer.push(item);
         }
         groupCount += 1;
-        if (buffer.length >= batchChanges) await flush();
+        if (buffer.length >= batchChanges) {
+          await commitCompleted();
+          await flush();
+        }
       }),
       commit: (frame) => serial(async () => {
         if (skipping) {
@@ -40141,6 +40268,7 @@ async function runSession(ctx, endpoints, options, shared) {
           return;
         }
         inTxn = false;
+        groupTxns += 1;
         groupEnd = frame.endLsn;
         groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
         lastCommitTimeMs = groupCommitTime.getTime();
@@ -40196,6 +40324,7 @@ async function runSession(ctx, endpoints, options, shared) {
     );
     streamEnded.catch(() => void 0);
     const until = options.until?.then(() => "until");
+    const lagBase = () => groupOpen && groupFirstLsn !== void 0 && groupFirstLsn < durable ? groupFirstLsn : durable;
     const tick = async () => {
       const now = ctx.clock.nowMs();
       const idleEnd = stream?.idleWalEnd();
@@ -40211,9 +40340,9 @@ async function runSession(ctx, endpoints, options, shared) {
       await stream?.ping(durable);
       if (now - lastLagMs >= options.lagIntervalMs || shared.cutover || shared.pause) {
         const sourceLsn = parseLsn(
-          (await sourceStatus.query("SELECT pg_current_wal_lsn()::text AS l")).rows[0].l
+          (await sourceStatus.query("SELECT pg_current_wal_insert_lsn()::text AS l")).rows[0].l
         );
-        const sample = { atMs: now, sourceLsn, appliedLsn: durable };
+        const sample = { atMs: now, sourceLsn, appliedLsn: lagBase() };
         if (now - lastLagMs >= options.lagIntervalMs) {
           const facts = computeLag(previous, sample);
           const firstSample = previous === void 0;
@@ -40386,7 +40515,7 @@ async function runSession(ctx, endpoints, options, shared) {
       }
       if (request.kind === "cutover") {
         const params = request.params;
-        const lagBytes = previous ? Number(previous.sourceLsn > durable ? previous.sourceLsn - durable : 0n) : Number.POSITIVE_INFINITY;
+        const lagBytes = previous ? Number(previous.sourceLsn > lagBase() ? previous.sourceLsn - lagBase() : 0n) : Number.POSITIVE_INFINITY;
         if (!params.force && params.maxLagBytes !== void 0 && lagBytes > params.maxLagBytes) {
           await finishRequest(control, request.id, "failed", {
             code: "CUTOVER_LAG_TOO_HIGH",
@@ -40397,7 +40526,7 @@ async function runSession(ctx, endpoints, options, shared) {
         const fenced = await fenceRoles(sourceStatus, params.fenceRoles ?? []);
         if (fenced.length) log(`Fenced roles ${fenced.join(", ")}: read-only, sessions ended.`);
         const endLsn = parseLsn(
-          (await sourceStatus.query("SELECT pg_current_wal_lsn()::text AS l")).rows[0].l
+          (await sourceStatus.query("SELECT pg_current_wal_insert_lsn()::text AS l")).rows[0].l
         );
         shared.cutover = { request: { ...params, id: request.id }, endLsn, startedMs: now, fenced };
         hold = makeHold(endLsn);
@@ -40568,6 +40697,14 @@ async function drainSpool(ctx, apply, id, options) {
   let buffer = [];
   let lastSeq = 0;
   let txns = 0;
+  let lastCommit;
+  const commitCompleted = async () => {
+    if (txns === 0 || !lastCommit) return;
+    await apply.query(`DELETE FROM ${S5}.spool WHERE migration_id = $1 AND seq <= $2`, [id, lastCommit.seq]);
+    await commitGroup(apply, id, { endLsn: lastCommit.endLsn, commitTime: null, column: "applied_lsn" });
+    txns = 0;
+    await apply.query("BEGIN");
+  };
   let commitLsn = 0n;
   const flush = async () => {
     if (buffer.length === 0) return;
@@ -40594,13 +40731,18 @@ async function drainSpool(ctx, apply, id, options) {
       }
       if (item.kind === "relation") {
         const mismatch = describeRelationMismatch(item.rel, await readTargetColumns(apply, item.rel));
-        if (mismatch) throw schemaChanged(mismatch, 0n);
+        if (mismatch) {
+          buffer = [];
+          await commitCompleted();
+          throw schemaChanged(mismatch, parseLsn(lastCommit?.endLsn ?? "0/0"));
+        }
         targets.delete(relKey(item.rel));
         continue;
       }
       if (item.kind === "commit") {
         await flush();
         txns += 1;
+        lastCommit = { seq: lastSeq, endLsn: item.endLsn };
         if (txns >= 200 || i === rows.length - 1) {
           await apply.query(`DELETE FROM ${S5}.spool WHERE migration_id = $1 AND seq <= $2`, [id, lastSeq]);
           await commitGroup(apply, id, { endLsn: item.endLsn, commitTime: null, column: "applied_lsn" });
@@ -40613,7 +40755,10 @@ async function drainSpool(ctx, apply, id, options) {
       }
       const reconciled = reconcile(item, commitLsn, rules);
       if (reconciled) buffer.push(reconciled);
-      if (buffer.length >= (options.batchChanges ?? 2e3)) await flush();
+      if (buffer.length >= (options.batchChanges ?? 2e3)) {
+        await commitCompleted();
+        await flush();
+      }
     }
   }
   if (open2) await apply.query("ROLLBACK");
@@ -40869,7 +41014,7 @@ ANALYZE`));
       say(`${activeLoad.name} stopped: ${written}.`);
       const stopLsn = await withClient(
         endpoints.source,
-        async (c) => parseLsn((await c.query("SELECT pg_current_wal_lsn()::text AS l")).rows[0].l)
+        async (c) => parseLsn((await c.query("SELECT pg_current_wal_insert_lsn()::text AS l")).rows[0].l)
       );
       await lag.next(
         (e) => e.caughtUp && parseLsn(e.appliedLsn) >= stopLsn,

@@ -9,6 +9,8 @@ export interface TargetTable {
   writable: ReadonlySet<string>;
   /** Key columns to find a row by: primary key or replica identity index; empty = whole-row match. */
   key: readonly string[];
+  /** SQL type of each writable column (format_type), for typed VALUES lists; absent = no batching. */
+  typeNames?: ReadonlyMap<string, string>;
 }
 
 export type TargetCatalog = (rel: RelationRef) => TargetTable;
@@ -61,6 +63,92 @@ export interface ApplyStatement {
   expectOneRow?: { table: string; key: string };
   /** A COPY … FROM STDIN statement: its rows in COPY's text format, and how many. */
   copy?: { data: string; rows: number };
+  /** A batched UPDATE/DELETE of distinct keys: it must touch exactly `count` rows. */
+  expectRows?: { table: string; count: number };
+}
+
+/** Runs of at least this many updates or deletes of one table become one statement over a VALUES list. */
+export const BATCH_MIN_ROWS = 8;
+
+/**
+ * The end (exclusive) of the run of updates or deletes starting at `start` that can share one statement:
+ * same table (with a key and known column types), same kind, for updates the same columns and no key
+ * change, and no key twice (one statement can change a row only once).
+ */
+function batchRunEnd(changes: readonly Change[], start: number, catalog: TargetCatalog): number {
+  const first = changes[start];
+  if (!first || (first.kind !== 'update' && first.kind !== 'delete')) return start;
+  const table = catalog(first.rel);
+  if (!table.typeNames || table.key.length === 0) return start;
+  const setColumns = (c: Change) =>
+    c.kind === 'update'
+      ? Object.keys(c.values)
+          .filter((k) => c.values[k] !== undefined && table.writable.has(k) && !table.key.includes(k))
+          .join('\u0000')
+      : '';
+  const keyOf = (c: Change): string | undefined => {
+    if (c.kind === 'update') {
+      const old = c.key ?? c.old;
+      // A key change (or a FULL-identity old row that differs in the key) is not batched.
+      if (old && table.key.some((k) => old[k] !== undefined && old[k] !== c.values[k])) return undefined;
+      const values = table.key.map((k) => c.values[k]);
+      return values.some((v) => v === null || v === undefined) ? undefined : JSON.stringify(values);
+    }
+    if (c.kind === 'delete') {
+      const row = c.key ?? c.old;
+      const values = table.key.map((k) => row?.[k]);
+      return values.some((v) => v === null || v === undefined) ? undefined : JSON.stringify(values);
+    }
+    return undefined;
+  };
+  const columns = setColumns(first);
+  if (first.kind === 'update' && columns === '') return start;
+  const seen = new Set<string>();
+  let end = start;
+  for (; end < changes.length; end++) {
+    const c = changes[end] as Change;
+    if (c.kind !== first.kind || c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name) break;
+    if (setColumns(c) !== columns) break;
+    const key = keyOf(c);
+    if (key === undefined || seen.has(key)) break;
+    seen.add(key);
+  }
+  return end;
+}
+
+/** One UPDATE … FROM (VALUES …) or DELETE … USING (VALUES …) for a run found by batchRunEnd. */
+function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef): ApplyStatement {
+  const types = table.typeNames as ReadonlyMap<string, string>;
+  const first = run[0] as Change;
+  const target = `${quoteQualified(rel)} AS t`;
+  const match = table.key.map((k) => `t.${quoteIdent(k)} = v.${quoteIdent(k)}`).join(' AND ');
+  const typed = (column: string, value: ColumnValue) => `${literal(value)}::${types.get(column) ?? 'text'}`;
+  const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
+  if (first.kind === 'delete') {
+    const rows = run.map((c) => {
+      const row = c.kind === 'delete' ? (c.key ?? c.old ?? {}) : {};
+      return `(${table.key.map((k) => typed(k, row[k])).join(', ')})`;
+    });
+    const names = table.key.map(quoteIdent).join(', ');
+    return {
+      sql: `DELETE FROM ONLY ${target} USING (VALUES ${rows.join(', ')}) AS v(${names}) WHERE ${match}`,
+      expectRows,
+    };
+  }
+  const values = first.kind === 'update' ? first.values : {};
+  const setColumns = Object.keys(values).filter(
+    (k) => values[k] !== undefined && table.writable.has(k) && !table.key.includes(k),
+  );
+  const all = [...table.key, ...setColumns];
+  const rows = run.map((c) => {
+    const row = c.kind === 'update' ? c.values : {};
+    return `(${all.map((k) => typed(k, row[k])).join(', ')})`;
+  });
+  const sets = setColumns.map((k) => `${quoteIdent(k)} = v.${quoteIdent(k)}`).join(', ');
+  return {
+    sql: `UPDATE ONLY ${target} SET ${sets} FROM (VALUES ${rows.join(', ')}) AS v(${all.map(quoteIdent).join(', ')}) WHERE ${match}`,
+    expectRows,
+  };
 }
 
 /** Runs of at least this many inserts into one table go through COPY, which the server parses far faster. */
@@ -128,7 +216,17 @@ export function buildApplySql(
     });
     pending = undefined;
   };
-  for (const change of changes) {
+  for (let i = 0; i < changes.length; i++) {
+    const change = changes[i] as Change;
+    if (!mode.idempotent && (change.kind === 'update' || change.kind === 'delete')) {
+      const end = batchRunEnd(changes, i, catalog);
+      if (end - i >= BATCH_MIN_ROWS) {
+        flush();
+        out.push(buildBatch(changes.slice(i, end), catalog(change.rel), change.rel));
+        i = end - 1;
+        continue;
+      }
+    }
     if (change.kind === 'insert') {
       const table = catalog(change.rel);
       const columns = insertColumns(table, change.values);

@@ -139,7 +139,7 @@ export async function runCutoverFinish(
         );
         return;
       }
-      await updateMigration(c, id, { phase: Phase.done });
+      await updateMigration(c, id, { phase: Phase.done, error: null });
       await c.query(`UPDATE ${S}.request SET state = 'done', result = $2, updated_at = now() WHERE id = $1`, [
         input.request.id,
         JSON.stringify(result),

@@ -210,7 +210,7 @@ export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promi
       load = undefined;
       say(`${activeLoad.name} stopped: ${written}.`);
       const stopLsn = await withClient(endpoints.source, async (c) =>
-        parseLsn((await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l),
+        parseLsn((await c.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l),
       );
       await lag.next(
         (e) => e.caughtUp && parseLsn(e.appliedLsn) >= stopLsn,

@@ -45,6 +45,9 @@ import type { Endpoints } from './connections';
 import { type CutoverRequest, fenceRoles, runCutoverFinish, unfenceRoles } from './cutover-steps';
 
 const S = quoteIdent(CONTROL_SCHEMA);
+// The source position is read with pg_current_wal_insert_lsn(), not pg_current_wal_lsn(): under
+// synchronous_commit = off a committed transaction's commit record can still be beyond the write
+// position, and a cutover ending there would leave that transaction out.
 
 export interface ReplayOptions {
   migrationId: string;
@@ -145,8 +148,17 @@ export async function runReplay(
       `UPDATE ${S}.request SET state = 'pending', updated_at = now() WHERE migration_id = $1 AND state = 'running'`,
       [options.migrationId],
     );
-    if (options.mode === 'apply' && row.phase !== Phase.cutover && row.phase !== Phase.done) {
-      await updateMigration(c, options.migrationId, { phase: Phase.replay, error: null });
+    if (options.mode === 'apply' && row.phase !== Phase.done) {
+      // A resume clears a recorded failure. The phase stays cutover only while a cutover request is to be
+      // run again (its process died during it); after a failed cutover the replay simply goes on.
+      const { rows: again } = await c.query(
+        `SELECT 1 FROM ${S}.request WHERE migration_id = $1 AND kind = 'cutover' AND state = 'pending'`,
+        [options.migrationId],
+      );
+      await updateMigration(c, options.migrationId, {
+        phase: again.length ? Phase.cutover : Phase.replay,
+        error: null,
+      });
     }
     return row;
   });
@@ -280,6 +292,15 @@ async function runSession(
     let groupStartedMs = 0;
     let groupEnd: Lsn | undefined;
     let groupCommitTime: Date | null = null;
+    /** Complete source transactions in the open group, and where the current one's changes start in `buffer`. */
+    let groupTxns = 0;
+    let txnStart = 0;
+    /**
+     * Where the WAL of the open group's first transaction starts: the lag counts from there, not from
+     * `durable`, which an idle acknowledgement moves into the WAL of a transaction the decoder is still reading.
+     */
+    let groupFirstLsn: Lsn | undefined;
+    let txnFirstLsn: Lsn | undefined;
     /** Apply mode: reconciled changes; spool mode: changes and begin/commit/relation markers as JSON. */
     let buffer: (Reconciled | Record<string, unknown>)[] = [];
     let commitLsn: Lsn = 0n as Lsn;
@@ -318,6 +339,7 @@ async function runSession(
       if (buffer.length === 0) return;
       const changes = buffer;
       buffer = [];
+      txnStart = 0;
       if (options.mode === 'spool') {
         const values: string[] = [];
         const params: unknown[] = [id];
@@ -347,6 +369,8 @@ async function runSession(
       });
       groupOpen = false;
       groupCount = 0;
+      groupTxns = 0;
+      groupFirstLsn = undefined;
       durable = groupEnd;
       shared.lastProgressMs = ctx.clock.nowMs();
       await stream?.acknowledge(durable);
@@ -370,6 +394,29 @@ async function runSession(
       groupStartedMs = ctx.clock.nowMs();
     };
 
+    /**
+     * Commits the complete source transactions of the open group and opens a new group for the current one,
+     * keeping its buffered changes. Called before the current transaction sends its first changes while
+     * complete ones share its group, and before a schema error: a failure in one transaction must never take
+     * back the transactions before it (after a schema change they would no longer fit the corrected target,
+     * and the replay could not get past them).
+     */
+    const commitCompleted = async () => {
+      if (!inTxn || groupTxns === 0) return;
+      const current = buffer.slice(txnStart);
+      buffer = buffer.slice(0, txnStart);
+      inTxn = false; // what is left in the group is complete
+      try {
+        await commitNow();
+      } finally {
+        inTxn = true;
+      }
+      buffer = current;
+      groupCount = current.length;
+      await beginGroup();
+      groupFirstLsn = txnFirstLsn;
+    };
+
     const holdIfNeeded = async (commitLsn: Lsn) => {
       // A loop: a released hold may have been replaced by one further on (pause, then pause at X).
       while (hold && commitLsn >= hold.at) {
@@ -381,7 +428,7 @@ async function runSession(
     };
 
     const handlers = {
-      begin: async (frame: { commitLsn: Lsn; commitTimeUs: bigint }) => {
+      begin: async (frame: { commitLsn: Lsn; firstLsn: Lsn; commitTimeUs: bigint }) => {
         if (frame.commitLsn < durable) {
           skipping = true;
           return;
@@ -391,6 +438,9 @@ async function runSession(
           inTxn = true;
           commitLsn = frame.commitLsn;
           await beginGroup();
+          txnStart = buffer.length;
+          txnFirstLsn = frame.firstLsn;
+          if (groupFirstLsn === undefined || frame.firstLsn < groupFirstLsn) groupFirstLsn = frame.firstLsn;
           // The spool keeps each transaction's commit position: the drain needs it for the refresh rules.
           if (options.mode === 'spool') buffer.push({ kind: 'begin', commitLsn: formatLsn(frame.commitLsn) });
         });
@@ -404,7 +454,10 @@ async function runSession(
           }
           targets.delete(relKey(rel));
           const mismatch = describeRelationMismatch(rel, await readTargetColumns(apply, rel));
-          if (mismatch) throw schemaChanged(mismatch, durable);
+          if (mismatch) {
+            await commitCompleted();
+            throw schemaChanged(mismatch, durable);
+          }
         }),
       change: (change: Change) =>
         serial(async () => {
@@ -415,7 +468,10 @@ async function runSession(
             if (item) buffer.push(item);
           }
           groupCount += 1;
-          if (buffer.length >= batchChanges) await flush();
+          if (buffer.length >= batchChanges) {
+            await commitCompleted();
+            await flush();
+          }
         }),
       commit: (frame: { endLsn: Lsn; commitTimeUs: bigint }) =>
         serial(async () => {
@@ -424,6 +480,7 @@ async function runSession(
             return;
           }
           inTxn = false;
+          groupTxns += 1;
           groupEnd = frame.endLsn;
           groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
           lastCommitTimeMs = groupCommitTime.getTime();
@@ -489,6 +546,10 @@ async function runSession(
     streamEnded.catch(() => undefined);
     const until = options.until?.then(() => 'until' as const);
 
+    /** Where the work still to apply begins: the open group's first transaction, else what is durable. */
+    const lagBase = (): Lsn =>
+      groupOpen && groupFirstLsn !== undefined && groupFirstLsn < durable ? groupFirstLsn : durable;
+
     const tick = async (): Promise<ReplayOutcome | undefined> => {
       const now = ctx.clock.nowMs();
       // With nothing pending, the keepalive's WAL end is safe to confirm: the slot advances on an idle source.
@@ -507,9 +568,9 @@ async function runSession(
 
       if (now - lastLagMs >= options.lagIntervalMs || shared.cutover || shared.pause) {
         const sourceLsn = parseLsn(
-          (await sourceStatus.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l,
+          (await sourceStatus.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l,
         );
-        const sample: LagSample = { atMs: now, sourceLsn, appliedLsn: durable };
+        const sample: LagSample = { atMs: now, sourceLsn, appliedLsn: lagBase() };
         if (now - lastLagMs >= options.lagIntervalMs) {
           const facts = computeLag(previous, sample);
           const firstSample = previous === undefined;
@@ -702,7 +763,7 @@ async function runSession(
       if (request.kind === 'cutover') {
         const params = request.params as Omit<CutoverRequest, 'id'>;
         const lagBytes = previous
-          ? Number(previous.sourceLsn > durable ? previous.sourceLsn - durable : 0n)
+          ? Number(previous.sourceLsn > lagBase() ? previous.sourceLsn - lagBase() : 0n)
           : Number.POSITIVE_INFINITY;
         if (!params.force && params.maxLagBytes !== undefined && lagBytes > params.maxLagBytes) {
           await finishRequest(control, request.id, 'failed', {
@@ -714,7 +775,7 @@ async function runSession(
         const fenced = await fenceRoles(sourceStatus, params.fenceRoles ?? []);
         if (fenced.length) log(`Fenced roles ${fenced.join(', ')}: read-only, sessions ended.`);
         const endLsn = parseLsn(
-          (await sourceStatus.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l,
+          (await sourceStatus.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l,
         );
         shared.cutover = { request: { ...params, id: request.id }, endLsn, startedMs: now, fenced };
         hold = makeHold(endLsn);
@@ -924,6 +985,15 @@ async function drainSpool(
   let buffer: Reconciled[] = [];
   let lastSeq = 0;
   let txns = 0;
+  let lastCommit: { seq: number; endLsn: string } | undefined;
+  /** Commits the complete transactions of the open group (never part of the current one, see runSession). */
+  const commitCompleted = async () => {
+    if (txns === 0 || !lastCommit) return;
+    await apply.query(`DELETE FROM ${S}.spool WHERE migration_id = $1 AND seq <= $2`, [id, lastCommit.seq]);
+    await commitGroup(apply, id, { endLsn: lastCommit.endLsn, commitTime: null, column: 'applied_lsn' });
+    txns = 0;
+    await apply.query('BEGIN');
+  };
   let commitLsn = 0n as Lsn;
   const flush = async () => {
     if (buffer.length === 0) return;
@@ -954,13 +1024,18 @@ async function drainSpool(
       }
       if (item.kind === 'relation') {
         const mismatch = describeRelationMismatch(item.rel, await readTargetColumns(apply, item.rel));
-        if (mismatch) throw schemaChanged(mismatch, 0n as Lsn);
+        if (mismatch) {
+          buffer = [];
+          await commitCompleted();
+          throw schemaChanged(mismatch, parseLsn(lastCommit?.endLsn ?? '0/0'));
+        }
         targets.delete(relKey(item.rel));
         continue;
       }
       if (item.kind === 'commit') {
         await flush();
         txns += 1;
+        lastCommit = { seq: lastSeq, endLsn: item.endLsn };
         // Commit at a transaction end when enough are grouped or this chunk has nothing after it; the
         // spool rows go in the same commit as their changes and the applied position.
         if (txns >= 200 || i === rows.length - 1) {
@@ -975,7 +1050,10 @@ async function drainSpool(
       }
       const reconciled = reconcile(item, commitLsn, rules);
       if (reconciled) buffer.push(reconciled);
-      if (buffer.length >= (options.batchChanges ?? 2000)) await flush();
+      if (buffer.length >= (options.batchChanges ?? 2000)) {
+        await commitCompleted();
+        await flush();
+      }
     }
   }
   if (open) await apply.query('ROLLBACK');

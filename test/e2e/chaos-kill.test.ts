@@ -331,7 +331,7 @@ describe(`migrate under kill -9 at random points (seed ${SEED})`, () => {
       );
       const [{ lsn: sourceLsn } = { lsn: '0' }] = await query<{ lsn: string }>(
         uris.source,
-        `SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text AS lsn`,
+        `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text AS lsn`,
       );
       // Caught up, and reporting (the cutover command refuses a replay without a recent heartbeat).
       await waitWhileRunning(proc, 'the replay to catch up and report', (s) =>
@@ -507,7 +507,7 @@ describe(`migrate under kill -9 at random points (seed ${SEED})`, () => {
             await query(
               db.target,
               `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pg-live-migrate'
-                  AND state = 'active' AND query LIKE 'INSERT INTO "public"."bulk"%'`,
+                  AND state = 'active' AND (query LIKE 'INSERT INTO "public"."bulk"%' OR query LIKE 'COPY "public"."bulk"%')`,
             )
           ).length > 0,
         { timeoutMs: 120_000, intervalMs: 20, what: 'the big transaction being applied' },
@@ -531,7 +531,7 @@ describe(`migrate under kill -9 at random points (seed ${SEED})`, () => {
       const resumed = track(spawnCli([...args, '--resume']));
       const [{ lsn } = { lsn: '0' }] = await query<{ lsn: string }>(
         db.source,
-        `SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text AS lsn`,
+        `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text AS lsn`,
       );
       await waitFor(
         async () => {

@@ -351,7 +351,7 @@ describe(`a live replay rides through restarts and dropped connections (writer s
     const stats = writerStats;
     const [{ lsn } = { lsn: '0' }] = await query<{ lsn: string }>(
       uris.source,
-      `SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::text AS lsn`,
+      `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text AS lsn`,
     );
     await waitFor(
       async () => {

@@ -129,6 +129,7 @@ export async function readTargetColumns(
 ): Promise<TargetColumns | undefined> {
   const { rows } = await client.query(
     `SELECT a.attname::text AS name, a.atttypid::int AS type, a.attgenerated <> '' AS generated,
+            format_type(a.atttypid, a.atttypmod) AS type_name,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
             coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -155,6 +156,7 @@ export async function readTargetColumns(
     writable: new Set(writable.map((r) => r.name as string)),
     key: ri.length ? ri : ordered('in_pk', 'pk_order'),
     types: new Map(writable.map((r) => [r.name as string, r.type as number])),
+    typeNames: new Map(writable.map((r) => [r.name as string, r.type_name as string])),
   };
 }
 
@@ -202,6 +204,13 @@ export async function applyStatements(client: pg.Client, statements: ApplyStatem
     current.forEach((statement, i) => {
       const count = results[i]?.rowCount ?? 0;
       rows += count;
+      if (statement.expectRows && count !== statement.expectRows.count) {
+        throw new MigrationError(
+          'REPLAY_ROW_NOT_FOUND',
+          `A replayed batch of ${statement.expectRows.count} changes to ${statement.expectRows.table} found ${count} rows on the target; source and target have diverged.`,
+          'Something changed the target outside the migration, or the copy was incomplete. Nothing of this transaction was applied. Run validate --checksum to find the differences, fix the target, then resume.',
+        );
+      }
       if (statement.expectOneRow && count !== 1) {
         throw new MigrationError(
           'REPLAY_ROW_NOT_FOUND',

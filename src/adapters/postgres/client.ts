@@ -22,6 +22,9 @@ export async function openClient(info: ConnInfo, extra: pg.ClientConfig = {}): P
   client.on('error', () => undefined);
   try {
     await client.connect();
+    // node-postgres parses dates and timestamps in ISO style only: under a server or database default such
+    // as DateStyle = 'German' every timestamptz read back (copy_finished_at …) would become null.
+    if (!('replication' in extra)) await client.query("SET DateStyle = 'ISO, MDY'");
   } catch (error) {
     await client.end().catch(() => undefined);
     throw translatePgError(error, info);

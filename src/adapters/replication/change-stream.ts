@@ -9,6 +9,8 @@ import { type ConnInfo, toPgConfig } from '../postgres/connection';
 
 export interface BeginFrame {
   commitLsn: Lsn;
+  /** Where the transaction's first change is in the WAL (the XLogData start of a Begin message). */
+  firstLsn: Lsn;
   commitTimeUs: bigint;
   xid: number;
 }
@@ -89,13 +91,14 @@ export async function openChangeStream(
   let lastWalEnd: Lsn | undefined;
   let stopping = false;
 
-  service.on('data', async (_lsn: string, message: { tag: string } & Record<string, unknown>) => {
+  service.on('data', async (lsn: string, message: { tag: string } & Record<string, unknown>) => {
     if (failure) return;
     try {
       switch (message.tag) {
         case 'begin':
           await options.handlers.begin({
             commitLsn: lsnOf(message.commitLsn as string),
+            firstLsn: lsnOf(lsn),
             commitTimeUs: message.commitTime as bigint,
             xid: message.xid as number,
           });

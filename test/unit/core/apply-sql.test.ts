@@ -1,0 +1,366 @@
+// SQL generation for replayed changes: grouping (multi-row INSERT, COPY runs), the WHERE of each replica
+// identity, unchanged TOAST, truncate flags, idempotent upserts and quoting. Pure: the catalog is a plain map.
+import { describe, expect, it } from 'vitest';
+import {
+  type ApplyStatement,
+  buildApplySql,
+  COPY_MIN_ROWS,
+  encodeCopyValue,
+  type TargetTable,
+} from '../../../src/core/apply-sql';
+import type { Change, RelationRef } from '../../../src/core/changes';
+
+const orders: RelationRef = { schema: 'public', name: 'orders' };
+const lines: RelationRef = { schema: 'public', name: 'lines' };
+const keyless: RelationRef = { schema: 'select', name: 'no key' };
+const hostile: RelationRef = { schema: 'Mixed "Case"', name: 'Quote"d table' };
+
+const TABLES: Record<string, TargetTable> = {
+  orders: { writable: new Set(['id', 'note', 'body']), key: ['id'] },
+  lines: { writable: new Set(['order_id', 'line', 'qty']), key: ['order_id', 'line'] },
+  // `total` is a stored generated column: not writable.
+  'no key': { writable: new Set(['a', 'b', 'c']), key: [] },
+  'Quote"d table': { writable: new Set(['or"der', 'select']), key: ['or"der'] },
+};
+const catalog = (rel: RelationRef): TargetTable => {
+  const table = TABLES[rel.name];
+  if (!table) throw new Error(`no table ${rel.name}`);
+  return table;
+};
+
+const sqlOf = (changes: Change[], idempotent = false): string[] =>
+  buildApplySql(changes, catalog, { idempotent }).map((s) => s.sql);
+
+const insert = (rel: RelationRef, values: Record<string, string | null>): Change => ({
+  kind: 'insert',
+  rel,
+  values,
+});
+
+describe('buildApplySql: inserts', () => {
+  it('groups consecutive inserts into one table with the same columns into one multi-row INSERT', () => {
+    expect(
+      sqlOf([
+        insert(orders, { id: '1', note: 'a' }),
+        insert(orders, { id: '2', note: null }),
+        insert(orders, { id: '3', note: 'c' }),
+      ]),
+    ).toEqual([
+      `INSERT INTO "public"."orders" ("id", "note") OVERRIDING SYSTEM VALUE VALUES ('1', 'a'), ('2', NULL), ('3', 'c')`,
+    ]);
+  });
+
+  it('starts a new INSERT when the table or the column list changes, and keeps the order of changes', () => {
+    expect(
+      sqlOf([
+        insert(orders, { id: '1', note: 'a' }),
+        insert(lines, { order_id: '1', line: '1', qty: '5' }),
+        insert(orders, { id: '2' }),
+        insert(orders, { id: '3', note: 'c' }),
+        { kind: 'delete', rel: orders, key: { id: '1' }, old: null },
+        insert(orders, { id: '4', note: 'd' }),
+      ]),
+    ).toEqual([
+      `INSERT INTO "public"."orders" ("id", "note") OVERRIDING SYSTEM VALUE VALUES ('1', 'a')`,
+      `INSERT INTO "public"."lines" ("order_id", "line", "qty") OVERRIDING SYSTEM VALUE VALUES ('1', '1', '5')`,
+      `INSERT INTO "public"."orders" ("id") OVERRIDING SYSTEM VALUE VALUES ('2')`,
+      `INSERT INTO "public"."orders" ("id", "note") OVERRIDING SYSTEM VALUE VALUES ('3', 'c')`,
+      `DELETE FROM ONLY "public"."orders" WHERE "id" = '1'`,
+      `INSERT INTO "public"."orders" ("id", "note") OVERRIDING SYSTEM VALUE VALUES ('4', 'd')`,
+    ]);
+  });
+
+  it('leaves out columns the target computes (generated) or does not have', () => {
+    expect(sqlOf([insert(keyless, { a: '1', b: 'x', c: null, total: '42' })])).toEqual([
+      `INSERT INTO "select"."no key" ("a", "b", "c") OVERRIDING SYSTEM VALUE VALUES ('1', 'x', NULL)`,
+    ]);
+  });
+
+  it('writes identity values as given (OVERRIDING SYSTEM VALUE) and expects no row count', () => {
+    const [statement] = buildApplySql([insert(orders, { id: '7', note: 'x' })], catalog);
+    expect(statement?.sql).toContain('OVERRIDING SYSTEM VALUE');
+    expect(statement?.expectOneRow).toBeUndefined();
+  });
+});
+
+describe('buildApplySql: runs of inserts through COPY', () => {
+  const rows = (n: number, first = 1) =>
+    Array.from({ length: n }, (_, i) => insert(orders, { id: String(first + i), note: `n${first + i}` }));
+
+  it(`sends a run of ${COPY_MIN_ROWS} or more inserts into one table as one COPY, rows in order`, () => {
+    const [statement, ...rest] = buildApplySql(rows(COPY_MIN_ROWS), catalog);
+    expect(rest).toEqual([]);
+    expect(statement).toEqual<ApplyStatement>({
+      sql: 'COPY "public"."orders" ("id", "note") FROM STDIN',
+      copy: {
+        rows: COPY_MIN_ROWS,
+        data: Array.from({ length: COPY_MIN_ROWS }, (_, i) => `${i + 1}\tn${i + 1}\n`).join(''),
+      },
+    });
+  });
+
+  it('keeps shorter runs as INSERT and splits runs at other changes', () => {
+    const statements = buildApplySql(
+      [
+        ...rows(COPY_MIN_ROWS - 1),
+        { kind: 'delete', rel: orders, key: { id: '1' }, old: null },
+        ...rows(COPY_MIN_ROWS, 100),
+      ],
+      catalog,
+    );
+    expect(statements.map((s) => s.sql.split(' (')[0])).toEqual([
+      'INSERT INTO "public"."orders"',
+      'DELETE FROM ONLY "public"."orders" WHERE "id" = \'1\'',
+      'COPY "public"."orders"',
+    ]);
+  });
+
+  it('escapes backslashes, tabs, newlines and carriage returns, and writes NULL as \\N', () => {
+    expect(encodeCopyValue(null)).toBe('\\N');
+    expect(encodeCopyValue(undefined)).toBe('\\N');
+    expect(encodeCopyValue('\\N')).toBe('\\\\N');
+    expect(encodeCopyValue('a\tb\nc\rd\\e')).toBe('a\\tb\\nc\\rd\\\\e');
+    expect(encodeCopyValue('\\.')).toBe('\\\\.');
+    expect(encodeCopyValue('')).toBe('');
+  });
+
+  it('keeps idempotent runs as upserts (COPY cannot skip conflicts)', () => {
+    const statements = buildApplySql(rows(COPY_MIN_ROWS + 2), catalog, { idempotent: true });
+    expect(statements).toHaveLength(1);
+    expect(statements[0]?.copy).toBeUndefined();
+    expect(statements[0]?.sql).toMatch(
+      /^INSERT INTO .* ON CONFLICT \("id"\) DO UPDATE SET "note" = EXCLUDED."note"$/,
+    );
+  });
+});
+
+describe('buildApplySql: updates and deletes', () => {
+  it('finds the row by its key from the new values when the key did not change', () => {
+    const [statement] = buildApplySql(
+      [{ kind: 'update', rel: orders, key: null, old: null, values: { id: '5', note: 'new', body: 'b' } }],
+      catalog,
+    );
+    expect(statement).toEqual<ApplyStatement>({
+      sql: `UPDATE ONLY "public"."orders" SET "id" = '5', "note" = 'new', "body" = 'b' WHERE "id" = '5'`,
+      expectOneRow: { table: 'public.orders', key: 'id=5' },
+    });
+  });
+
+  it('uses the old key for the WHERE of a primary-key change (replica identity DEFAULT or USING INDEX)', () => {
+    expect(
+      sqlOf([
+        {
+          kind: 'update',
+          rel: lines,
+          key: { order_id: '1', line: '2' },
+          old: null,
+          values: { order_id: '1', line: '3', qty: '9' },
+        },
+      ]),
+    ).toEqual([
+      `UPDATE ONLY "public"."lines" SET "order_id" = '1', "line" = '3', "qty" = '9' WHERE "order_id" = '1' AND "line" = '2'`,
+    ]);
+  });
+
+  it('uses the key columns of the old row under REPLICA IDENTITY FULL when the table has a key', () => {
+    expect(
+      sqlOf([
+        {
+          kind: 'update',
+          rel: orders,
+          key: null,
+          old: { id: '1', note: 'old', body: 'x' },
+          values: { id: '2', note: 'new', body: 'x' },
+        },
+        { kind: 'delete', rel: orders, key: null, old: { id: '2', note: 'new', body: 'x' } },
+      ]),
+    ).toEqual([
+      `UPDATE ONLY "public"."orders" SET "id" = '2', "note" = 'new', "body" = 'x' WHERE "id" = '1'`,
+      `DELETE FROM ONLY "public"."orders" WHERE "id" = '2'`,
+    ]);
+  });
+
+  it('matches one whole old row by ctid on a keyless REPLICA IDENTITY FULL table, NULLs with IS NULL', () => {
+    const old = { a: '1', b: null, c: '{"x": 1}' };
+    const statements = buildApplySql(
+      [
+        { kind: 'update', rel: keyless, key: null, old, values: { a: '2', b: null, c: '{"x": 1}' } },
+        { kind: 'delete', rel: keyless, key: null, old },
+      ],
+      catalog,
+    );
+    const match = `WHERE ctid = (SELECT ctid FROM ONLY "select"."no key" WHERE "a"::text = '1' AND "b" IS NULL AND "c"::text = '{"x": 1}' LIMIT 1)`;
+    expect(statements.map((s) => s.sql)).toEqual([
+      `UPDATE ONLY "select"."no key" SET "a" = '2', "b" = NULL, "c" = '{"x": 1}' ${match}`,
+      `DELETE FROM ONLY "select"."no key" ${match}`,
+    ]);
+    // Exactly one of the duplicates is changed, and a miss means the copies diverged.
+    for (const statement of statements) expect(statement.expectOneRow?.table).toBe('select.no key');
+  });
+
+  it('leaves a generated column out of the whole-row match', () => {
+    expect(
+      sqlOf([{ kind: 'delete', rel: keyless, key: null, old: { a: '1', b: 'x', c: null, total: '9' } }]),
+    ).toEqual([
+      `DELETE FROM ONLY "select"."no key" WHERE ctid = (SELECT ctid FROM ONLY "select"."no key" WHERE "a"::text = '1' AND "b"::text = 'x' AND "c" IS NULL LIMIT 1)`,
+    ]);
+  });
+
+  it('skips an unchanged TOASTed column in the SET (its value stays as it is on the target)', () => {
+    expect(
+      sqlOf([
+        {
+          kind: 'update',
+          rel: orders,
+          key: null,
+          old: null,
+          values: { id: '1', note: 'n', body: undefined },
+        },
+      ]),
+    ).toEqual([`UPDATE ONLY "public"."orders" SET "id" = '1', "note" = 'n' WHERE "id" = '1'`]);
+  });
+
+  it('writes nothing for an update whose every column is unchanged TOAST or generated', () => {
+    expect(
+      sqlOf([
+        { kind: 'update', rel: keyless, key: null, old: { a: '1' }, values: { total: '1', a: undefined } },
+      ]),
+    ).toEqual([]);
+  });
+
+  it('deletes by the key the source sent', () => {
+    const [statement] = buildApplySql(
+      [{ kind: 'delete', rel: lines, key: { order_id: '4', line: '1' }, old: null }],
+      catalog,
+    );
+    expect(statement).toEqual<ApplyStatement>({
+      sql: `DELETE FROM ONLY "public"."lines" WHERE "order_id" = '4' AND "line" = '1'`,
+      expectOneRow: { table: 'public.lines', key: 'order_id=4, line=1' },
+    });
+  });
+});
+
+describe('buildApplySql: truncate', () => {
+  it('truncates every listed table ONLY, with RESTART IDENTITY and CASCADE as the source did', () => {
+    expect(
+      sqlOf([
+        { kind: 'truncate', rels: [orders, lines], cascade: true, restartIdentity: true },
+        { kind: 'truncate', rels: [keyless], cascade: false, restartIdentity: false },
+        { kind: 'truncate', rels: [orders], cascade: true, restartIdentity: false },
+        { kind: 'truncate', rels: [orders], cascade: false, restartIdentity: true },
+      ]),
+    ).toEqual([
+      'TRUNCATE ONLY "public"."orders", ONLY "public"."lines" RESTART IDENTITY CASCADE',
+      'TRUNCATE ONLY "select"."no key"',
+      'TRUNCATE ONLY "public"."orders" CASCADE',
+      'TRUNCATE ONLY "public"."orders" RESTART IDENTITY',
+    ]);
+  });
+
+  it('flushes pending inserts before a truncate', () => {
+    expect(
+      sqlOf([
+        insert(orders, { id: '1' }),
+        { kind: 'truncate', rels: [orders], cascade: false, restartIdentity: false },
+        insert(orders, { id: '1' }),
+      ]),
+    ).toEqual([
+      `INSERT INTO "public"."orders" ("id") OVERRIDING SYSTEM VALUE VALUES ('1')`,
+      'TRUNCATE ONLY "public"."orders"',
+      `INSERT INTO "public"."orders" ("id") OVERRIDING SYSTEM VALUE VALUES ('1')`,
+    ]);
+  });
+});
+
+describe('buildApplySql: idempotent mode (resume from a fresh snapshot)', () => {
+  it('turns inserts into upserts on the key, and into DO NOTHING when every column is a key column', () => {
+    expect(
+      sqlOf(
+        [
+          insert(orders, { id: '1', note: 'a' }),
+          insert(orders, { id: '2', note: 'b' }),
+          insert(lines, { order_id: '1', line: '1' }),
+        ],
+        true,
+      ),
+    ).toEqual([
+      `INSERT INTO "public"."orders" ("id", "note") OVERRIDING SYSTEM VALUE VALUES ('1', 'a'), ('2', 'b') ON CONFLICT ("id") DO UPDATE SET "note" = EXCLUDED."note"`,
+      `INSERT INTO "public"."lines" ("order_id", "line") OVERRIDING SYSTEM VALUE VALUES ('1', '1') ON CONFLICT ("order_id", "line") DO NOTHING`,
+    ]);
+  });
+
+  it('does not require updates and deletes to find their row', () => {
+    const statements = buildApplySql(
+      [
+        { kind: 'update', rel: orders, key: null, old: null, values: { id: '1', note: 'x' } },
+        { kind: 'delete', rel: orders, key: { id: '1' }, old: null },
+      ],
+      catalog,
+      { idempotent: true },
+    );
+    expect(statements).toHaveLength(2);
+    for (const statement of statements) expect(statement.expectOneRow).toBeUndefined();
+  });
+
+  it('replays a key change so that it converges whether the row sits under its old or its new key', () => {
+    const moved = [
+      `DELETE FROM ONLY "public"."orders" WHERE "id" = '1' AND EXISTS (SELECT 1 FROM ONLY "public"."orders" WHERE "id" = '2')`,
+      `UPDATE ONLY "public"."orders" SET "id" = '2', "note" = 'x' WHERE "id" = '1'`,
+      `UPDATE ONLY "public"."orders" SET "note" = 'x' WHERE "id" = '2'`,
+    ];
+    // The old key as the key tuple (replica identity DEFAULT) …
+    expect(
+      sqlOf(
+        [{ kind: 'update', rel: orders, key: { id: '1' }, old: null, values: { id: '2', note: 'x' } }],
+        true,
+      ),
+    ).toEqual(moved);
+    // … or inside the whole old row (REPLICA IDENTITY FULL on a table with a key).
+    expect(
+      sqlOf(
+        [
+          {
+            kind: 'update',
+            rel: orders,
+            key: null,
+            old: { id: '1', note: 'o' },
+            values: { id: '2', note: 'x' },
+          },
+        ],
+        true,
+      ),
+    ).toEqual(moved);
+  });
+
+  it('never deletes the row of an update whose old key equals its new key', () => {
+    for (const change of [
+      { kind: 'update', rel: orders, key: { id: '1' }, old: null, values: { id: '1', note: 'x' } },
+      { kind: 'update', rel: orders, key: null, old: { id: '1', note: 'o' }, values: { id: '1', note: 'x' } },
+    ] as Change[]) {
+      expect(sqlOf([change], true)).toEqual([
+        `UPDATE ONLY "public"."orders" SET "id" = '1', "note" = 'x' WHERE "id" = '1'`,
+      ]);
+    }
+  });
+
+  it('adds no ON CONFLICT to a keyless table (there is nothing to conflict on)', () => {
+    expect(sqlOf([insert(keyless, { a: '1' })], true)).toEqual([
+      `INSERT INTO "select"."no key" ("a") OVERRIDING SYSTEM VALUE VALUES ('1')`,
+    ]);
+  });
+});
+
+describe('buildApplySql: quoting', () => {
+  it('quotes identifiers with double quotes and values as literals, backslashes and newlines kept verbatim', () => {
+    const value = `it's a "test" \\N back\\slash\nnew line; DROP TABLE x; --`;
+    expect(
+      sqlOf([
+        insert(hostile, { 'or"der': '1', select: value }),
+        { kind: 'update', rel: hostile, key: { 'or"der': "1'" }, old: null, values: { select: null } },
+      ]),
+    ).toEqual([
+      `INSERT INTO "Mixed ""Case"""."Quote""d table" ("or""der", "select") OVERRIDING SYSTEM VALUE VALUES ('1', 'it''s a "test" \\N back\\slash\nnew line; DROP TABLE x; --')`,
+      `UPDATE ONLY "Mixed ""Case"""."Quote""d table" SET "select" = NULL WHERE "or""der" = '1'''`,
+    ]);
+  });
+});
