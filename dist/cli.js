@@ -15449,10 +15449,12 @@ var require_dist6 = __commonJS({
 });
 
 // src/entry/cli.ts
+import { spawn as spawn4 } from "node:child_process";
 import { mkdirSync as mkdirSync2, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname as dirname4, join as join9, resolve as resolve2 } from "node:path";
 import { createInterface } from "node:readline";
+import { fileURLToPath as fileURLToPath2 } from "node:url";
 import { parseArgs } from "node:util";
 
 // src/adapters/console/reporter.ts
@@ -42552,7 +42554,8 @@ var COMMANDS = {
   validate: "Compare row counts (and with --checksum, contents) of every table. Exit 5 on a mismatch.",
   status: "Show the migration's phase and progress from the target's _pg_live_migrate schema.",
   clean: "Drop the slot, publications and the target state of this migration; --prune also deletes --dir.",
-  demo: "Run the whole story between two throwaway local clusters."
+  demo: "Run the whole story between two throwaway local clusters.",
+  bot: "Run the Slack bot (dist/bot.js; configured by environment variables, see the README)."
 };
 var OPTIONS = {
   source: {
@@ -42891,6 +42894,16 @@ async function main(argv, env) {
         if (json2) process.stdout.write(`${JSON.stringify(result, null, 2)}
 `);
         return ExitCode.ok;
+      }
+      case "bot": {
+        const child = spawn4(process.execPath, [join9(dirname4(fileURLToPath2(import.meta.url)), "bot.js")], {
+          stdio: "inherit",
+          env
+        });
+        controller.signal.addEventListener("abort", () => child.kill("SIGTERM"), { once: true });
+        return await new Promise((resolveExit) => {
+          child.on("close", (code) => resolveExit(code ?? ExitCode.internal));
+        });
       }
       case "demo":
         return await runDemo(ctx, {

@@ -1,8 +1,11 @@
 // The command-line entry: the only place that reads argv and env, handles signals and sets the exit code.
+
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createConsoleReporter } from '../adapters/console/reporter';
 import { withClient } from '../adapters/postgres/client';
@@ -41,6 +44,7 @@ const COMMANDS = {
   status: "Show the migration's phase and progress from the target's _pg_live_migrate schema.",
   clean: 'Drop the slot, publications and the target state of this migration; --prune also deletes --dir.',
   demo: 'Run the whole story between two throwaway local clusters.',
+  bot: 'Run the Slack bot (dist/bot.js; configured by environment variables, see the README).',
 } as const;
 type Command = keyof typeof COMMANDS;
 
@@ -393,6 +397,17 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         slack.postClean(result);
         if (json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
         return ExitCode.ok;
+      }
+      case 'bot': {
+        // The bot is its own bundle (the Slack and GitHub clients): run it as a child with this environment.
+        const child = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'bot.js')], {
+          stdio: 'inherit',
+          env,
+        });
+        controller.signal.addEventListener('abort', () => child.kill('SIGTERM'), { once: true });
+        return await new Promise<number>((resolveExit) => {
+          child.on('close', (code) => resolveExit(code ?? ExitCode.internal));
+        });
       }
       case 'demo':
         return await runDemo(ctx, {
