@@ -38297,7 +38297,7 @@ async function copyAsHelper(ctx, endpoints, control, options, first, started) {
         "Start the coordinating job first ('pg-live-migrate migrate' or 'copy'); helpers join it with --parts-only."
       );
     }
-    await new Promise((r) => setTimeout(r, 1e3));
+    await new Promise((r) => setTimeout(r, 250));
   }
   const snapshotName = migration.snapshotName;
   if (!await withClient(endpoints.source, (c) => isBackendAlive(c, migration?.snapshotHolderPid ?? null))) {

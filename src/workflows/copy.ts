@@ -341,7 +341,7 @@ async function copyAsHelper(
         "Start the coordinating job first ('pg-live-migrate migrate' or 'copy'); helpers join it with --parts-only.",
       );
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 250));
   }
   const snapshotName = migration.snapshotName as string;
   if (!(await withClient(endpoints.source, (c) => isBackendAlive(c, migration?.snapshotHolderPid ?? null)))) {

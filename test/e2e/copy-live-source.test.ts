@@ -4,10 +4,12 @@ import {
   assertNoLeaks,
   freshDatabases,
   type Pair,
+  pgbenchInit,
   query,
   runCli,
   spawnCli,
   startPair,
+  tableDigestSql,
   waitFor,
 } from '../helpers/clusters';
 
@@ -19,9 +21,6 @@ const TABLES = [
   ['keyless', 'id, note'],
 ] as const;
 
-const digestSql = (table: string, order: string) =>
-  `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY ${order}), '')) AS h FROM ${table} t`;
-
 describe('a copy while pgbench writes to the source', () => {
   let pair: Pair;
   let uris: { source: string; target: string };
@@ -30,19 +29,7 @@ describe('a copy while pgbench writes to the source', () => {
   beforeAll(async () => {
     pair = await startPair();
     uris = await freshDatabases(pair, 'live');
-    await pair.source.run('pgbench', [
-      '-i',
-      '-q',
-      '-s',
-      '3',
-      '-h',
-      '127.0.0.1',
-      '-p',
-      String(pair.source.port),
-      '-U',
-      'postgres',
-      'live',
-    ]);
+    await pgbenchInit(pair.source, 'live', 3);
     await query(
       uris.source,
       `CREATE TABLE keyless (id int, note text); INSERT INTO keyless SELECT g, 'n' || g FROM generate_series(1, 1000) g`,
@@ -119,8 +106,8 @@ describe('a copy while pgbench writes to the source', () => {
       for (const [table, order] of TABLES) {
         const {
           rows: [atSnapshot],
-        } = await client.query(digestSql(table, order));
-        const [target] = await query(uris.target, digestSql(table, order));
+        } = await client.query(tableDigestSql(table, order));
+        const [target] = await query(uris.target, tableDigestSql(table, order));
         expect({ table, ...target }).toEqual({ table, ...atSnapshot });
       }
       await client.query('COMMIT');

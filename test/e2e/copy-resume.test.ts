@@ -3,15 +3,14 @@ import {
   assertNoLeaks,
   freshDatabases,
   type Pair,
+  pgbenchInit,
   query,
   runCli,
   spawnCli,
   startPair,
+  tableDigestSql,
   waitFor,
 } from '../helpers/clusters';
-
-const tableDigest = (table: string, key: string) =>
-  `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY ${key}), '')) AS h FROM ${table} t`;
 
 describe('a copy killed with SIGKILL and resumed inside the held snapshot', () => {
   let pair: Pair;
@@ -21,19 +20,7 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
   beforeAll(async () => {
     pair = await startPair();
     uris = await freshDatabases(pair, 'bench');
-    await pair.source.run('pgbench', [
-      '-i',
-      '-q',
-      '-s',
-      '4',
-      '-h',
-      '127.0.0.1',
-      '-p',
-      String(pair.source.port),
-      '-U',
-      'postgres',
-      'bench',
-    ]);
+    await pgbenchInit(pair.source, 'bench', 4);
     dir = `${pair.target.dataDir}-work`;
   });
 
@@ -119,8 +106,8 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
       ['pgbench_tellers', 'tid'],
       ['pgbench_history', 'mtime'],
     ] as const) {
-      const [target] = await query(uris.target, tableDigest(table, key));
-      const [source] = await query(uris.source, tableDigest(table, key));
+      const [target] = await query(uris.target, tableDigestSql(table, key));
+      const [source] = await query(uris.source, tableDigestSql(table, key));
       if (table === 'pgbench_accounts' || table === 'pgbench_history') expect(target).not.toEqual(source);
       else expect(target).toEqual(source);
     }
@@ -139,19 +126,7 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
 
   it('stops promptly on SIGINT with COPY_INTERRUPTED (exit 4), records why, and resumes to the end', async () => {
     const db = await freshDatabases(pair, 'interrupted');
-    await pair.source.run('pgbench', [
-      '-i',
-      '-q',
-      '-s',
-      '3',
-      '-h',
-      '127.0.0.1',
-      '-p',
-      String(pair.source.port),
-      '-U',
-      'postgres',
-      'interrupted',
-    ]);
+    await pgbenchInit(pair.source, 'interrupted', 3);
     const workDir = `${dir}-2`;
     const common = [
       '--source',
@@ -193,7 +168,7 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
     const resumed = await runCli([...args, '--resume']);
     expect(resumed.code).toBe(0);
     expect((await holder.result).code).toBe(0);
-    const digest = tableDigest('pgbench_accounts', 'aid');
+    const digest = tableDigestSql('pgbench_accounts', 'aid');
     expect(await query(db.target, digest)).toEqual(await query(db.source, digest));
     const after = JSON.parse((await runCli(['status', '--json', ...common])).stdout);
     expect(after).toMatchObject({ copyFinished: true, error: null });
@@ -202,20 +177,10 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
 
   it('shares one copy plan with a helper runner (--parts-only): each part copied once, by one of them', async () => {
     const db = await freshDatabases(pair, 'shared');
-    await pair.source.run('pgbench', [
-      '-i',
-      '-q',
-      '-s',
-      '4',
-      '-h',
-      '127.0.0.1',
-      '-p',
-      String(pair.source.port),
-      '-U',
-      'postgres',
-      'shared',
-    ]);
+    await pgbenchInit(pair.source, 'shared', 4);
     const common = ['--source', db.source, '--target', db.target, '--migration-id', 'shared'];
+    // The helper starts first: it waits for the coordinator's plan, then claims parts next to it.
+    const helperRun = spawnCli(['copy', ...common, '--dir', `${dir}-h`, '--parts-only', '--table-jobs', '1']);
     const coordinator = spawnCli([
       'copy',
       ...common,
@@ -226,16 +191,7 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
       '--split-tables-larger-than',
       '1MB',
     ]);
-    // The helper waits for the coordinator's plan, then claims parts next to it.
-    const helper = await runCli([
-      'copy',
-      ...common,
-      '--dir',
-      `${dir}-h`,
-      '--parts-only',
-      '--table-jobs',
-      '1',
-    ]);
+    const helper = await helperRun.result;
     expect(helper.code, helper.stderr).toBe(0);
     const helped = Number(/Helper done: copied (\d+) parts/.exec(helper.stderr)?.[1] ?? -1);
     const finished = await coordinator.result;
@@ -247,7 +203,7 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
     expect(plan?.done).toBe(plan?.parts);
     expect(helped).toBeGreaterThan(0);
     expect(helped).toBeLessThan(plan?.parts ?? 0);
-    const digest = tableDigest('pgbench_accounts', 'aid');
+    const digest = tableDigestSql('pgbench_accounts', 'aid');
     expect(await query(db.target, digest)).toEqual(await query(db.source, digest));
     await runCli(['clean', ...common, '--dir', `${dir}-c`, '--prune']);
   });

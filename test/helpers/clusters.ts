@@ -508,3 +508,24 @@ export async function keepServerLogs(pair: Pair, dir: string): Promise<void> {
     ).catch(() => undefined);
   }
 }
+
+/** pgbench's tables at `scale` in `database` (pgbench -i, quietly). */
+export async function pgbenchInit(cluster: LocalCluster, database: string, scale: number): Promise<void> {
+  await cluster.run('pgbench', [
+    '-i',
+    '-q',
+    '-s',
+    String(scale),
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(cluster.port),
+    '-U',
+    'postgres',
+    database,
+  ]);
+}
+
+/** Row count and an order-fixed md5 of a table's rows, to compare one table across servers or snapshots. */
+export const tableDigestSql = (table: string, order: string): string =>
+  `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY ${order}), '')) AS h FROM ${table} t`;
