@@ -30,8 +30,11 @@ describe('clean', () => {
   });
 
   afterAll(async () => {
-    await assertNoLeaks(pair);
-    await pair.stop();
+    try {
+      await assertNoLeaks(pair);
+    } finally {
+      await pair.stop();
+    }
   });
 
   it('ends the process holding the slot, drops slot, publications and state, keeps logs, and is idempotent', async () => {

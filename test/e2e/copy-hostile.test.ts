@@ -52,8 +52,11 @@ describe('copy of hostile names and values through the CLI', () => {
   afterAll(async () => {
     await runCli(['clean', ...common, '--prune']);
     await rm(`${pair.target.dataDir}-work`, { recursive: true, force: true });
-    await assertNoLeaks(pair);
-    await pair.stop();
+    try {
+      await assertNoLeaks(pair);
+    } finally {
+      await pair.stop();
+    }
   });
 
   const both = async (sql: string) =>

@@ -39,8 +39,11 @@ describe('a copy while pgbench writes to the source', () => {
 
   afterAll(async () => {
     await runCli(['clean', '--source', uris.source, '--target', uris.target, '--dir', dir, '--prune']);
-    await assertNoLeaks(pair);
-    await pair.stop();
+    try {
+      await assertNoLeaks(pair);
+    } finally {
+      await pair.stop();
+    }
   });
 
   it('makes the target equal to the source as of the snapshot, and the source keeps accepting every write', async () => {

@@ -38,8 +38,11 @@ describe('copy of the pagila database through the CLI', () => {
 
   afterAll(async () => {
     await runCli(['clean', '--source', uris.source, '--target', uris.target, '--dir', dir, '--prune']);
-    await assertNoLeaks(pair);
-    await pair.stop();
+    try {
+      await assertNoLeaks(pair);
+    } finally {
+      await pair.stop();
+    }
   });
 
   it('copies every table with the same row count', async () => {

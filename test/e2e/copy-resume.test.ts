@@ -26,8 +26,11 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
 
   afterAll(async () => {
     await runCli(['clean', '--source', uris.source, '--target', uris.target, '--dir', dir, '--prune']);
-    await assertNoLeaks(pair);
-    await pair.stop();
+    try {
+      await assertNoLeaks(pair);
+    } finally {
+      await pair.stop();
+    }
   });
 
   it('copies only the unfinished parts and ends equal to the source at the snapshot', async () => {

@@ -26,8 +26,11 @@ describe('validate through the CLI', () => {
   });
 
   afterAll(async () => {
-    await assertNoLeaks(pair);
-    await pair.stop();
+    try {
+      await assertNoLeaks(pair);
+    } finally {
+      await pair.stop();
+    }
   });
 
   async function copiedPagila(database: string, migrationId: string) {
