@@ -42161,7 +42161,15 @@ var botConfig = external_exports.object({
   /** The connection every migration id uses when it is not listed in `migrations`. */
   fallback: connection.optional(),
   github: external_exports.object({
-    token: external_exports.string().min(1),
+    credentials: external_exports.union([
+      external_exports.object({ kind: external_exports.literal("token"), token: external_exports.string().min(1) }),
+      external_exports.object({
+        kind: external_exports.literal("app"),
+        appId: external_exports.string().min(1),
+        privateKey: external_exports.string().includes("PRIVATE KEY"),
+        installationId: external_exports.number().int().positive()
+      })
+    ]),
     owner: external_exports.string().min(1),
     repo: external_exports.string().min(1),
     apiUrl: external_exports.url(),

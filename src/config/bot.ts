@@ -1,5 +1,6 @@
 // Configuration of the Slack notifier (CLI, Action) and the bot, read from an environment object handed in
 // by the entry point: one zod schema each, and errors that name the variable to set.
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { MigrationError } from '../core/errors';
 import { parseMaxLag } from '../core/lag';
@@ -95,7 +96,15 @@ export const botConfig = z.object({
   fallback: connection.optional(),
   github: z
     .object({
-      token: z.string().min(1),
+      credentials: z.union([
+        z.object({ kind: z.literal('token'), token: z.string().min(1) }),
+        z.object({
+          kind: z.literal('app'),
+          appId: z.string().min(1),
+          privateKey: z.string().includes('PRIVATE KEY'),
+          installationId: z.number().int().positive(),
+        }),
+      ]),
       owner: z.string().min(1),
       repo: z.string().min(1),
       apiUrl: z.url(),
@@ -125,7 +134,10 @@ const BOT_VARIABLES: Record<string, string> = {
   approverGroup: 'PG_LIVE_MIGRATE_APPROVER_GROUP (a user group id like S0123ABCD)',
   defaultMigrationId: 'PG_LIVE_MIGRATE_MIGRATION_ID',
   migrations: 'PG_LIVE_MIGRATE_MIGRATIONS (JSON: {"<id>": {"source": "…", "target": "…"}})',
-  github: 'GITHUB_TOKEN / GITHUB_REPOSITORY (owner/name)',
+  github:
+    'GITHUB_TOKEN or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY(_FILE) + GITHUB_APP_INSTALLATION_ID, and GITHUB_REPOSITORY (owner/name)',
+  'github.credentials':
+    'GITHUB_TOKEN, or GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY(_FILE) + GITHUB_APP_INSTALLATION_ID',
   'github.apiUrl': 'GITHUB_API_URL',
   'github.webhookSecret': 'GITHUB_WEBHOOK_SECRET',
   'cutover.maxLag': 'PG_LIVE_MIGRATE_MAX_LAG',
@@ -181,9 +193,19 @@ export function readBotConfig(env: Record<string, string | undefined>): BotConfi
     migrations,
     fallback: target ? { target, ...(source ? { source } : {}) } : undefined,
     github:
-      env.GITHUB_TOKEN && env.GITHUB_REPOSITORY
+      (env.GITHUB_TOKEN || env.GITHUB_APP_ID) && env.GITHUB_REPOSITORY
         ? {
-            token: env.GITHUB_TOKEN,
+            // A GitHub App (id, private key, installation) is preferred: its tokens are minted and renewed.
+            credentials: env.GITHUB_APP_ID
+              ? {
+                  kind: 'app' as const,
+                  appId: env.GITHUB_APP_ID,
+                  privateKey: env.GITHUB_APP_PRIVATE_KEY_FILE
+                    ? readFileSync(env.GITHUB_APP_PRIVATE_KEY_FILE, 'utf8')
+                    : (env.GITHUB_APP_PRIVATE_KEY ?? '').replaceAll('\\n', '\n'),
+                  installationId: Number(env.GITHUB_APP_INSTALLATION_ID),
+                }
+              : { kind: 'token' as const, token: env.GITHUB_TOKEN ?? '' },
             owner,
             repo,
             apiUrl: env.GITHUB_API_URL ?? 'https://api.github.com',

@@ -17,6 +17,7 @@ async function main(env: NodeJS.ProcessEnv): Promise<number> {
     env.SLACK_SIGNING_SECRET,
     env.GITHUB_TOKEN,
     env.GITHUB_WEBHOOK_SECRET,
+    env.GITHUB_APP_PRIVATE_KEY,
   ]);
   const log = (level: 'info' | 'warn' | 'error', message: string) =>
     process.stderr.write(

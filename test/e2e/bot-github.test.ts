@@ -3,7 +3,7 @@
 // status reports that carry the lag), falls back to a workflow dispatch when no job waits, a rejection
 // rejects the job, validate is dispatched, and the GitHub App webhook is verified.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHmac } from 'node:crypto';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withClient } from '../../src/adapters/postgres/client';
@@ -97,7 +97,14 @@ describe('Slack bot with GitHub: protection rule, dispatch fallback, webhook', (
       );
     });
     slack = await startFakeSlack();
-    github = await startFakeGitHub({ owner: 'acme', repo: 'shop-infra', token: GITHUB_TOKEN });
+    // The bot authenticates as a GitHub App: it signs a JWT with the App's key and mints installation tokens.
+    const keys = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    github = await startFakeGitHub({
+      owner: 'acme',
+      repo: 'shop-infra',
+      token: GITHUB_TOKEN,
+      app: { appId: '4242', installationId: 777, publicKey: keys.publicKey },
+    });
     bot = spawn(process.execPath, [join(ROOT, 'dist/bot.js')], {
       cwd: ROOT,
       env: {
@@ -113,7 +120,10 @@ describe('Slack bot with GitHub: protection rule, dispatch fallback, webhook', (
         PG_LIVE_MIGRATE_MIGRATION_ID: 'shop',
         PG_LIVE_MIGRATE_APPROVERS: 'UBOB,UCAROL',
         PG_LIVE_MIGRATE_APPROVER_GROUP: '',
-        GITHUB_TOKEN,
+        GITHUB_TOKEN: '',
+        GITHUB_APP_ID: '4242',
+        GITHUB_APP_INSTALLATION_ID: '777',
+        GITHUB_APP_PRIVATE_KEY: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
         GITHUB_REPOSITORY: 'acme/shop-infra',
         GITHUB_API_URL: github.url,
         GITHUB_WEBHOOK_SECRET: WEBHOOK_SECRET,
@@ -176,7 +186,13 @@ describe('Slack bot with GitHub: protection rule, dispatch fallback, webhook', (
     });
     expect(hasButtons(approval)).toBe(false);
     expect(github.dispatches()).toEqual([]);
-    expect(github.calls.every((c) => c.authorization === `token ${GITHUB_TOKEN}`)).toBe(true);
+    // Every REST call carried the installation token minted from a valid App JWT.
+    expect(github.mintedTokens()).toBeGreaterThan(0);
+    expect(
+      github.calls
+        .filter((c) => !c.path.startsWith('/app/'))
+        .every((c) => c.authorization === `token ${GITHUB_TOKEN}`),
+    ).toBe(true);
   });
 
   it('dispatches the workflow with command: cutover when no job waits', async () => {

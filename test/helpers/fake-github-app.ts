@@ -1,6 +1,7 @@
 // A fake GitHub REST API on 127.0.0.1 for the bot's GitHub App: workflow runs (waiting ones with their
 // pending deployments), the run's deployment_protection_rule endpoint (approve, reject, status report)
 // and workflow_dispatch. Speaks JSON over HTTP like api.github.com, so Octokit is exercised for real.
+import { type KeyObject, verify } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -27,6 +28,8 @@ export interface FakeGitHub {
   /** Reviews posted on deployment_protection_rule endpoints. */
   reviews(): { runId: number; body: Record<string, unknown> }[];
   dispatches(): { workflow: string; body: Record<string, unknown> }[];
+  /** Installation tokens minted for a valid App JWT. */
+  mintedTokens(): number;
   close(): Promise<void>;
 }
 
@@ -37,12 +40,36 @@ const readBody = (req: IncomingMessage) =>
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
   });
 
+/** Checks a GitHub App JWT (RS256, iss = app id) the way GitHub does, against the App's public key. */
+function verifyAppJwt(
+  authorization: string | undefined,
+  app: { appId: string; publicKey: KeyObject },
+): boolean {
+  const jwt = /^bearer (.+)$/i.exec(authorization ?? '')?.[1];
+  const [header, payload, signature] = jwt?.split('.') ?? [];
+  if (!header || !payload || !signature) return false;
+  const ok = verify(
+    'RSA-SHA256',
+    Buffer.from(`${header}.${payload}`),
+    app.publicKey,
+    Buffer.from(signature, 'base64url'),
+  );
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as {
+    iss?: string | number;
+    exp?: number;
+  };
+  return ok && String(claims.iss) === app.appId && (claims.exp ?? 0) * 1000 > Date.now();
+}
+
 export async function startFakeGitHub(o: {
   owner: string;
   repo: string;
   token: string;
+  /** Serve POST /app/installations/:id/access_tokens: a valid App JWT gets `token`. */
+  app?: { appId: string; installationId: number; publicKey: KeyObject };
 }): Promise<FakeGitHub> {
   const calls: GitHubCall[] = [];
+  let mintedTokens = 0;
   const runs: FakeRun[] = [];
   let url = '';
   const runJson = (r: FakeRun) => ({
@@ -67,6 +94,20 @@ export async function startFakeGitHub(o: {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(value === undefined ? '' : JSON.stringify(value));
     };
+    if (
+      o.app &&
+      req.method === 'POST' &&
+      parsed.pathname === `/app/installations/${o.app.installationId}/access_tokens`
+    ) {
+      if (!verifyAppJwt(req.headers.authorization, o.app))
+        return json(401, { message: 'A JSON web token could not be decoded' });
+      mintedTokens += 1;
+      return json(201, {
+        token: o.token,
+        expires_at: new Date(Date.now() + 3600_000).toISOString(),
+        permissions: {},
+      });
+    }
     if (req.headers.authorization !== `token ${o.token}`) return json(401, { message: 'Bad credentials' });
     const base = `/repos/${o.owner}/${o.repo}/actions`;
     const p = parsed.pathname;
@@ -111,6 +152,7 @@ export async function startFakeGitHub(o: {
     url,
     calls,
     runs,
+    mintedTokens: () => mintedTokens,
     reviews: () =>
       calls
         .filter((c) => c.method === 'POST' && c.path.endsWith('/deployment_protection_rule'))

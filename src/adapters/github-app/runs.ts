@@ -1,13 +1,20 @@
 // The bot's GitHub side over the REST API (Octokit from @actions/github): find the run whose cutover job
 // waits on the bot's custom deployment protection rule, approve or reject it (or post a status report on
 // it) through the run's deployment_protection_rule endpoint, dispatch the command workflow as a fallback,
-// and link the latest run. The token is the GitHub App's installation token (GITHUB_TOKEN).
+// and link the latest run. Credentials: the GitHub App's id, private key and installation id (installation
+// tokens minted and refreshed by @octokit/auth-app; they last one hour), or a ready token (GITHUB_TOKEN).
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { getOctokit } from '@actions/github';
+import { createAppAuth } from '@octokit/auth-app';
+import { request } from '@octokit/request';
 import type { GitHubRuns, WaitingGate } from '../../core/slack-ports';
 
+export type GitHubCredentials =
+  | { kind: 'token'; token: string }
+  | { kind: 'app'; appId: string; privateKey: string; installationId: number };
+
 export interface GitHubRunsOptions {
-  token: string;
+  credentials: GitHubCredentials;
   owner: string;
   repo: string;
   /** REST base URL (https://api.github.com, a GHES …/api/v3, or a fake in tests). */
@@ -19,12 +26,27 @@ export interface GitHubRunsOptions {
   environment: string;
 }
 
+/** A token for the next call: the fixed one, or the App's installation token (cached, renewed before it expires). */
+function tokenSource(o: GitHubRunsOptions): () => Promise<string> {
+  const credentials = o.credentials;
+  if (credentials.kind === 'token') return async () => credentials.token;
+  const auth = createAppAuth({
+    appId: credentials.appId,
+    privateKey: credentials.privateKey,
+    installationId: credentials.installationId,
+    request: request.defaults({ baseUrl: o.apiUrl.replace(/\/$/, '') }),
+  });
+  return async () => (await auth({ type: 'installation' })).token;
+}
+
 export function createGitHubRuns(o: GitHubRunsOptions): GitHubRuns {
-  const octokit = getOctokit(o.token, { baseUrl: o.apiUrl.replace(/\/$/, ''), request: { retries: 0 } });
+  const nextToken = tokenSource(o);
+  const client = async () =>
+    getOctokit(await nextToken(), { baseUrl: o.apiUrl.replace(/\/$/, ''), request: { retries: 0 } });
   const repo = { owner: o.owner, repo: o.repo };
   return {
     async dispatch(inputs) {
-      await octokit.rest.actions.createWorkflowDispatch({
+      await (await client()).rest.actions.createWorkflowDispatch({
         ...repo,
         workflow_id: o.workflow,
         ref: o.ref,
@@ -32,14 +54,14 @@ export function createGitHubRuns(o: GitHubRunsOptions): GitHubRuns {
       });
     },
     async findWaitingGate(migrationId) {
-      const { data } = await octokit.rest.actions.listWorkflowRunsForRepo({
+      const { data } = await (await client()).rest.actions.listWorkflowRunsForRepo({
         ...repo,
         status: 'waiting',
         per_page: 20,
       });
       const candidates: (WaitingGate & { title: string })[] = [];
       for (const run of data.workflow_runs) {
-        const { data: pending } = await octokit.rest.actions.getPendingDeploymentsForRun({
+        const { data: pending } = await (await client()).rest.actions.getPendingDeploymentsForRun({
           ...repo,
           run_id: run.id,
         });
@@ -62,16 +84,16 @@ export function createGitHubRuns(o: GitHubRunsOptions): GitHubRuns {
         : undefined;
     },
     async reviewGate(gate, verdict, comment) {
-      await octokit.rest.actions.reviewCustomGatesForRun({
+      await (await client()).rest.actions.reviewCustomGatesForRun({
         ...repo,
         run_id: gate.runId,
         ...(verdict
           ? { environment_name: gate.environment, state: verdict, comment }
           : { environment_name: gate.environment, comment }),
-      } as Parameters<typeof octokit.rest.actions.reviewCustomGatesForRun>[0]);
+      } as Parameters<ReturnType<typeof getOctokit>['rest']['actions']['reviewCustomGatesForRun']>[0]);
     },
     async latestRunUrl() {
-      const { data } = await octokit.rest.actions.listWorkflowRunsForRepo({ ...repo, per_page: 1 });
+      const { data } = await (await client()).rest.actions.listWorkflowRunsForRepo({ ...repo, per_page: 1 });
       return data.workflow_runs[0]?.html_url;
     },
   };
