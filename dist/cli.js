@@ -40244,12 +40244,14 @@ async function runSession(ctx, endpoints, options, shared) {
           if (!skipping && groupOpen) buffer.push({ kind: "relation", rel });
           return;
         }
-        targets.delete(relKey(rel));
-        const mismatch = describeRelationMismatch(rel, await readTargetColumns(apply, rel));
+        const table = await readTargetColumns(apply, rel);
+        const mismatch = describeRelationMismatch(rel, table);
         if (mismatch) {
+          targets.delete(relKey(rel));
           await commitCompleted();
           throw schemaChanged(mismatch, durable);
         }
+        if (table) targets.set(relKey(rel), table);
       }),
       change: (change) => serial(async () => {
         if (skipping) return;
@@ -40732,13 +40734,14 @@ async function drainSpool(ctx, apply, id, options) {
         continue;
       }
       if (item.kind === "relation") {
-        const mismatch = describeRelationMismatch(item.rel, await readTargetColumns(apply, item.rel));
+        const table = await readTargetColumns(apply, item.rel);
+        const mismatch = describeRelationMismatch(item.rel, table);
         if (mismatch) {
           buffer = [];
           await commitCompleted();
           throw schemaChanged(mismatch, parseLsn(lastCommit?.endLsn ?? "0/0"));
         }
-        targets.delete(relKey(item.rel));
+        if (table) targets.set(relKey(item.rel), table);
         continue;
       }
       if (item.kind === "commit") {

@@ -35,7 +35,7 @@ import { buildApplySql } from '../core/apply-sql';
 import { type Change, type RelationDef, type RelationRef, relKey } from '../core/changes';
 import { isMigrationError, MigrationError } from '../core/errors';
 import { formatBytes, formatDuration } from '../core/format';
-import { CAUGHT_UP_BYTES, computeLag, type LagSample } from '../core/lag';
+import { computeLag, type LagSample } from '../core/lag';
 import { formatLsn, type Lsn, parseLsn } from '../core/lsn';
 import { isReplicated, tableKey } from '../core/plan';
 import { type Reconciled, type RefreshRules, reconcile } from '../core/reconcile';
@@ -452,12 +452,15 @@ async function runSession(
             if (!skipping && groupOpen) buffer.push({ kind: 'relation', rel });
             return;
           }
-          targets.delete(relKey(rel));
-          const mismatch = describeRelationMismatch(rel, await readTargetColumns(apply, rel));
+          // The columns read for the check are the ones changes of this relation are applied with.
+          const table = await readTargetColumns(apply, rel);
+          const mismatch = describeRelationMismatch(rel, table);
           if (mismatch) {
+            targets.delete(relKey(rel));
             await commitCompleted();
             throw schemaChanged(mismatch, durable);
           }
+          if (table) targets.set(relKey(rel), table);
         }),
       change: (change: Change) =>
         serial(async () => {
@@ -1023,13 +1026,14 @@ async function drainSpool(
         continue;
       }
       if (item.kind === 'relation') {
-        const mismatch = describeRelationMismatch(item.rel, await readTargetColumns(apply, item.rel));
+        const table = await readTargetColumns(apply, item.rel);
+        const mismatch = describeRelationMismatch(item.rel, table);
         if (mismatch) {
           buffer = [];
           await commitCompleted();
           throw schemaChanged(mismatch, parseLsn(lastCommit?.endLsn ?? '0/0'));
         }
-        targets.delete(relKey(item.rel));
+        if (table) targets.set(relKey(item.rel), table);
         continue;
       }
       if (item.kind === 'commit') {
