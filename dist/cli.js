@@ -15743,7 +15743,6 @@ var ERROR_CODES = {
   ],
   VALIDATION_MISMATCH: ["validation", "Source and target differ."],
   VALIDATION_INTERRUPTED: ["validation", "Validation was stopped before every table was compared."],
-  SOURCE_NOT_QUIET: ["validation", "The source changed while it was validated without a snapshot."],
   INTERNAL: ["internal", "A bug: please report it with the log."],
   SOURCE_VERSION_UNSUPPORTED: ["preflight", "The source is older than PostgreSQL 10 (no logical decoding)."],
   SOURCE_NO_FREE_REPLICATION_SLOT: [
@@ -38913,7 +38912,6 @@ async function openChangeStream(info, options) {
   let handled = 0;
   let failure2;
   let keepalive;
-  let lastWalEnd;
   let stopping = false;
   service.on("data", async (lsn, message) => {
     if (failure2) return;
@@ -38976,7 +38974,6 @@ async function openChangeStream(info, options) {
   });
   service.on("heartbeat", async (lsn, _timestamp, shouldRespond) => {
     const walEnd = parseLsn(lsn);
-    lastWalEnd = walEnd;
     keepalive = { walEnd, upTo: plugin.received };
     if (shouldRespond) await respond();
   });
@@ -39012,7 +39009,6 @@ async function openChangeStream(info, options) {
       await service.acknowledge(forLibrary(lsn));
     },
     idleWalEnd: () => keepalive && handled >= keepalive.upTo ? keepalive.walEnd : void 0,
-    serverWalEnd: () => lastWalEnd,
     pending: () => plugin.received - handled,
     ping: async (lsn) => {
       durable = lsn;

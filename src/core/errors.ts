@@ -65,7 +65,6 @@ export const ERROR_CODES = {
   ],
   VALIDATION_MISMATCH: ['validation', 'Source and target differ.'],
   VALIDATION_INTERRUPTED: ['validation', 'Validation was stopped before every table was compared.'],
-  SOURCE_NOT_QUIET: ['validation', 'The source changed while it was validated without a snapshot.'],
   INTERNAL: ['internal', 'A bug: please report it with the log.'],
   SOURCE_VERSION_UNSUPPORTED: ['preflight', 'The source is older than PostgreSQL 10 (no logical decoding).'],
   SOURCE_NO_FREE_REPLICATION_SLOT: [

@@ -36,8 +36,6 @@ export interface ChangeStream {
    * has been handled: with nothing pending, it is safe to acknowledge it (an idle source's slot advances).
    */
   idleWalEnd(): Lsn | undefined;
-  /** Latest server WAL end seen in a keepalive, handled or not (for lag). */
-  serverWalEnd(): Lsn | undefined;
   /** Data messages received but not yet handled (the one being handled included). */
   pending(): number;
   /** Sends a status update for `lsn` (a durable position) and asks the server for a keepalive now. */
@@ -88,7 +86,6 @@ export async function openChangeStream(
   let handled = 0;
   let failure: Error | undefined;
   let keepalive: { walEnd: Lsn; upTo: number } | undefined;
-  let lastWalEnd: Lsn | undefined;
   let stopping = false;
 
   service.on('data', async (lsn: string, message: { tag: string } & Record<string, unknown>) => {
@@ -174,7 +171,6 @@ export async function openChangeStream(
   });
   service.on('heartbeat', async (lsn: string, _timestamp: number, shouldRespond: boolean) => {
     const walEnd = parseLsn(lsn);
-    lastWalEnd = walEnd;
     keepalive = { walEnd, upTo: plugin.received };
     if (shouldRespond) await respond();
   });
@@ -214,7 +210,6 @@ export async function openChangeStream(
       await service.acknowledge(forLibrary(lsn));
     },
     idleWalEnd: () => (keepalive && handled >= keepalive.upTo ? keepalive.walEnd : undefined),
-    serverWalEnd: () => lastWalEnd,
     pending: () => plugin.received - handled,
     ping: async (lsn) => {
       durable = lsn;
