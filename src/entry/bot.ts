@@ -1,9 +1,9 @@
 // The Slack bot's entry (`node dist/bot.js`): reads the environment, starts the Slack transport (Socket
 // Mode, or HTTP with signature verification) and the GitHub side, and stops cleanly on SIGINT/SIGTERM.
 import { createGitHubRuns, isValidGitHubSignature } from '../adapters/github-app/runs';
-import { startSlackApp } from '../adapters/slack/bolt-app';
+import { type SlackApp, startSlackApp } from '../adapters/slack/bolt-app';
 import { readBotConfig } from '../config/bot';
-import { ExitCode, isMigrationError } from '../core/errors';
+import { computeExitCode, ExitCode, isMigrationError } from '../core/errors';
 import { createRedactor } from '../core/redact';
 import type { BotHandlers } from '../core/slack-ports';
 import { systemClock } from '../ports';
@@ -23,38 +23,47 @@ async function main(env: NodeJS.ProcessEnv): Promise<number> {
     process.stderr.write(
       `${new Date().toISOString()} ${level === 'info' ? '' : `${level.toUpperCase()}: `}${redactor.redact(message)}\n`,
     );
+  /** A setup mistake (the configuration, or a token Slack refuses): its code and fix, then the exit code. */
+  const refuse = (error: unknown): number => {
+    if (!isMigrationError(error)) throw error;
+    log('error', `${error.code}: ${error.message}\n  hint: ${error.hint}`);
+    return computeExitCode(error);
+  };
   let config: ReturnType<typeof readBotConfig>;
   try {
     config = readBotConfig(env);
   } catch (error) {
-    if (!isMigrationError(error)) throw error;
-    log('error', `${error.code}: ${error.message}\n  hint: ${error.hint}`);
-    return ExitCode.config;
+    return refuse(error);
   }
   const controller = new AbortController();
   const github = config.github ? createGitHubRuns(config.github) : undefined;
   let handlers: BotHandlers | undefined;
-  const app = await startSlackApp(
-    {
-      botToken: config.botToken,
-      mode: config.mode,
-      apiUrl: config.apiUrl,
-      log,
-      ...(config.github?.webhookSecret
-        ? {
-            githubWebhook: {
-              verify: (raw: string, signature: string | undefined) =>
-                isValidGitHubSignature(config.github?.webhookSecret ?? '', raw, signature),
-            },
-          }
-        : {}),
-    },
-    {
-      onCommand: (input, reply) => handlers?.onCommand(input, reply) ?? Promise.resolve(),
-      onButton: (input, reply) => handlers?.onButton(input, reply) ?? Promise.resolve(),
-      onGitHubEvent: (event, payload) => handlers?.onGitHubEvent?.(event, payload) ?? Promise.resolve(),
-    },
-  );
+  let app: SlackApp;
+  try {
+    app = await startSlackApp(
+      {
+        botToken: config.botToken,
+        mode: config.mode,
+        apiUrl: config.apiUrl,
+        log,
+        ...(config.github?.webhookSecret
+          ? {
+              githubWebhook: {
+                verify: (raw: string, signature: string | undefined) =>
+                  isValidGitHubSignature(config.github?.webhookSecret ?? '', raw, signature),
+              },
+            }
+          : {}),
+      },
+      {
+        onCommand: (input, reply) => handlers?.onCommand(input, reply) ?? Promise.resolve(),
+        onButton: (input, reply) => handlers?.onButton(input, reply) ?? Promise.resolve(),
+        onGitHubEvent: (event, payload) => handlers?.onGitHubEvent?.(event, payload) ?? Promise.resolve(),
+      },
+    );
+  } catch (error) {
+    return refuse(error);
+  }
   handlers = createBotHandlers({
     config,
     chat: app.chat,

@@ -2,9 +2,7 @@
 // approved cutover approves the waiting job through the run's deployment_protection_rule endpoint (with
 // status reports that carry the lag), falls back to a workflow dispatch when no job waits, a rejection
 // rejects the job, validate is dispatched, and the GitHub App webhook is verified.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHmac, generateKeyPairSync } from 'node:crypto';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withClient } from '../../src/adapters/postgres/client';
 import { parseConnInfo } from '../../src/adapters/postgres/connection';
@@ -18,12 +16,13 @@ import {
   type LocalCluster,
   startLocalCluster,
 } from '../../src/adapters/postgres/local-cluster';
-import { query, ROOT, waitFor } from '../helpers/clusters';
+import { type BotProcess, startBot } from '../helpers/bot-process';
+import { query, waitFor } from '../helpers/clusters';
 import { type FakeGitHub, startFakeGitHub } from '../helpers/fake-github-app';
 import {
-  FAKE_BOT_TOKEN,
   type FakeMessage,
   type FakeSlack,
+  findSecrets,
   hasButtons,
   messageText,
   sendButtonClick,
@@ -42,8 +41,7 @@ describe('Slack bot with GitHub: protection rule, dispatch fallback, webhook', (
   let targetUri: string;
   let slack: FakeSlack;
   let github: FakeGitHub;
-  let bot: ChildProcess | undefined;
-  let botLog = '';
+  let bot: BotProcess | undefined;
   let botUrl = '';
   let n = 0;
   const signed = { secret: SECRET };
@@ -105,45 +103,26 @@ describe('Slack bot with GitHub: protection rule, dispatch fallback, webhook', (
       token: GITHUB_TOKEN,
       app: { appId: '4242', installationId: 777, publicKey: keys.publicKey },
     });
-    bot = spawn(process.execPath, [join(ROOT, 'dist/bot.js')], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        SLACK_BOT_TOKEN: FAKE_BOT_TOKEN,
-        SLACK_SIGNING_SECRET: SECRET,
-        SLACK_APP_TOKEN: '',
-        PORT: '0',
-        SLACK_API_URL: slack.apiUrl,
-        SLACK_CHANNEL: CHANNEL,
-        SOURCE: '',
-        TARGET: targetUri,
-        PG_LIVE_MIGRATE_MIGRATION_ID: 'shop',
-        PG_LIVE_MIGRATE_APPROVERS: 'UBOB,UCAROL',
-        PG_LIVE_MIGRATE_APPROVER_GROUP: '',
-        GITHUB_TOKEN: '',
-        GITHUB_APP_ID: '4242',
-        GITHUB_APP_INSTALLATION_ID: '777',
-        GITHUB_APP_PRIVATE_KEY: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-        GITHUB_REPOSITORY: 'acme/shop-infra',
-        GITHUB_API_URL: github.url,
-        GITHUB_WEBHOOK_SECRET: WEBHOOK_SECRET,
-        PG_LIVE_MIGRATE_WORKFLOW: 'pg-live-migrate-command.yml',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    bot = await startBot(slack, {
+      SLACK_SIGNING_SECRET: SECRET,
+      PORT: '0',
+      SLACK_CHANNEL: CHANNEL,
+      TARGET: targetUri,
+      PG_LIVE_MIGRATE_MIGRATION_ID: 'shop',
+      PG_LIVE_MIGRATE_APPROVERS: 'UBOB,UCAROL',
+      GITHUB_APP_ID: '4242',
+      GITHUB_APP_INSTALLATION_ID: '777',
+      GITHUB_APP_PRIVATE_KEY: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      GITHUB_REPOSITORY: 'acme/shop-infra',
+      GITHUB_API_URL: github.url,
+      GITHUB_WEBHOOK_SECRET: WEBHOOK_SECRET,
+      PG_LIVE_MIGRATE_WORKFLOW: 'pg-live-migrate-command.yml',
     });
-    bot.stderr?.on('data', (d: Buffer) => {
-      botLog += d.toString();
-    });
-    const port = await waitFor(() => /HTTP on port (\d+)/.exec(botLog)?.[1], {
-      timeoutMs: 20_000,
-      what: `the bot to listen: ${botLog}`,
-    });
-    botUrl = `http://127.0.0.1:${port}`;
+    botUrl = `http://127.0.0.1:${bot.port}`;
   });
 
   afterAll(async () => {
-    bot?.kill('SIGTERM');
-    if (bot && bot.exitCode === null) await new Promise((r) => bot?.once('exit', r));
+    await bot?.stop();
     await slack?.close();
     await github?.close();
     await target?.stop();
@@ -288,15 +267,13 @@ describe('Slack bot with GitHub: protection rule, dispatch fallback, webhook', (
       what: 'the status',
     });
     expect(JSON.stringify(response.body)).toContain('source not reachable from the bot');
-    const sent = [
-      ...slack.calls.map((c) => JSON.stringify({ ...c.args, token: undefined })),
-      ...slack.responses.map((r) => JSON.stringify(r.body)),
-    ];
-    for (const body of sent) {
-      expect(body).not.toContain(GITHUB_TOKEN);
-      expect(body).not.toContain(WEBHOOK_SECRET);
-      expect(body).not.toContain(targetUri);
-    }
-    expect(botLog).not.toContain(GITHUB_TOKEN);
+    expect(
+      findSecrets(slack, {
+        'GitHub token': GITHUB_TOKEN,
+        'webhook secret': WEBHOOK_SECRET,
+        'target URI': targetUri,
+      }),
+    ).toEqual([]);
+    expect(bot?.log()).not.toContain(GITHUB_TOKEN);
   });
 });

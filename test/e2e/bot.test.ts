@@ -2,10 +2,9 @@
 // a migration posts one message and edits it as its lag changes; `/migrate cutover` by Alice, whose own
 // approval is refused, approved by Bob; the cutover completes; validation tables land in the thread;
 // `/migrate clean --prune` removes the slot. Requests are signed like Slack's (forged and stale refused).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type BotProcess, startBot } from '../helpers/bot-process';
 import {
   assertNoLeaks,
   type CliProcess,
@@ -14,7 +13,6 @@ import {
   freshDatabases,
   type Pair,
   query,
-  ROOT,
   runCli,
   spawnCli,
   startPair,
@@ -26,8 +24,10 @@ import {
   FAKE_BOT_TOKEN,
   type FakeMessage,
   type FakeSlack,
+  findSecrets,
   hasButtons,
   messageText,
+  receivedContent,
   sendButtonClick,
   sendSlashCommand,
   startFakeSlack,
@@ -47,8 +47,7 @@ describe('Slack bot and notifications, the whole story', () => {
   let dir: string;
   let migrate: CliProcess | undefined;
   let writer: Writer | undefined;
-  let bot: ChildProcess | undefined;
-  let botLog = '';
+  let bot: BotProcess | undefined;
   let botUrl = '';
   let root: FakeMessage | undefined;
   let approval: FakeMessage | undefined;
@@ -109,43 +108,25 @@ describe('Slack bot and notifications, the whole story', () => {
         },
       },
     );
-    bot = spawn(process.execPath, [join(ROOT, 'dist/bot.js')], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        SLACK_BOT_TOKEN: FAKE_BOT_TOKEN,
-        SLACK_SIGNING_SECRET: SECRET,
-        SLACK_APP_TOKEN: '',
-        PORT: '0',
-        SLACK_API_URL: slack.apiUrl,
-        SLACK_CHANNEL: CHANNEL,
-        SOURCE: uris.source,
-        TARGET: uris.target,
-        PG_LIVE_MIGRATE_MIGRATION_ID: ID,
-        PG_LIVE_MIGRATE_APPROVERS: BOB,
-        PG_LIVE_MIGRATE_APPROVER_GROUP: 'SAPPROVERS',
-        GITHUB_TOKEN: '',
-        GITHUB_REPOSITORY: '',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    bot = await startBot(slack, {
+      SLACK_SIGNING_SECRET: SECRET,
+      PORT: '0',
+      SLACK_CHANNEL: CHANNEL,
+      SOURCE: uris.source,
+      TARGET: uris.target,
+      PG_LIVE_MIGRATE_MIGRATION_ID: ID,
+      PG_LIVE_MIGRATE_APPROVERS: BOB,
+      PG_LIVE_MIGRATE_APPROVER_GROUP: 'SAPPROVERS',
     });
-    bot.stderr?.on('data', (d: Buffer) => {
-      botLog += d.toString();
-    });
-    const port = await waitFor(() => /HTTP on port (\d+)/.exec(botLog)?.[1], {
-      timeoutMs: 20_000,
-      what: 'the bot to listen',
-    });
-    botUrl = `http://127.0.0.1:${port}`;
+    botUrl = `http://127.0.0.1:${bot.port}`;
   });
 
   afterAll(async () => {
     try {
       await writer?.stop();
-      bot?.kill('SIGTERM');
       migrate?.child.kill('SIGKILL');
       await migrate?.result;
-      if (bot && bot.exitCode === null) await new Promise((r) => bot?.once('exit', r));
+      await bot?.stop();
       await runCli(['clean', ...common(), '--prune']);
       await rm(dir, { recursive: true, force: true });
       await slack.close();
@@ -349,23 +330,15 @@ describe('Slack bot and notifications, the whole story', () => {
   it('no token, signing secret or connection string appears in anything sent to Slack', () => {
     // The Web API client authenticates with the token (a header, or Bolt's `token` argument): that is
     // authentication, not content. Everything else must be clean.
-    const content = (args: Record<string, unknown>) => JSON.stringify({ ...args, token: undefined });
-    const sent = [
-      ...slack.calls.map((c) => content(c.args)),
-      ...slack.responses.map((r) => JSON.stringify(r.body)),
-    ];
-    expect(sent.length).toBeGreaterThan(10);
-    for (const body of sent) {
-      for (const secret of [
-        FAKE_BOT_TOKEN,
-        SECRET,
-        uris.source,
-        uris.target,
-        encodeURIComponent(uris.target),
-      ]) {
-        expect(body).not.toContain(secret);
-      }
-    }
-    expect(botLog).not.toContain(FAKE_BOT_TOKEN);
+    expect(receivedContent(slack).length).toBeGreaterThan(10);
+    expect(
+      findSecrets(slack, {
+        'bot token': FAKE_BOT_TOKEN,
+        'signing secret': SECRET,
+        'source URI': uris.source,
+        'target URI': uris.target,
+      }),
+    ).toEqual([]);
+    expect(bot?.log()).not.toContain(FAKE_BOT_TOKEN);
   });
 });

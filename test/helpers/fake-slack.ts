@@ -1,9 +1,13 @@
 // A fake Slack on 127.0.0.1 speaking the real Web API protocol (form-encoded POST /api/<method>, JSON
-// answers, 429 with Retry-After), with the response_url endpoint of slash commands and buttons, and a
-// client that sends slash commands and button clicks signed the way Slack signs them.
-import { createHmac } from 'node:crypto';
+// answers, 429 with Retry-After), with the response_url endpoint of slash commands and buttons; slash
+// commands and button clicks sent to an HTTP-mode app signed the way Slack signs them, or pushed to a
+// Socket Mode app over the WebSocket that `apps.connections.open` hands out (hello, envelopes, acks,
+// disconnect), with the same payloads.
+import { createHmac, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { type WebSocket, WebSocketServer } from 'ws';
 
 export interface SlackCall {
   method: string;
@@ -11,6 +15,8 @@ export interface SlackCall {
   atMs: number;
   /** The raw request body: what a secret scan must look at. */
   body: string;
+  /** The Authorization header (authentication, not content). */
+  authorization: string | undefined;
 }
 
 export interface FakeMessage {
@@ -38,8 +44,48 @@ export interface FakeSlack {
   setDown(down: boolean): void;
   setGroup(id: string, users: string[]): void;
   responseUrl(name: string): string;
+  socket: FakeSocketMode;
   close(): Promise<void>;
 }
+
+/** An app's acknowledgement of an envelope: `{envelope_id, payload?}` on the socket. */
+export interface SocketAck {
+  envelopeId: string;
+  payload: Record<string, unknown> | undefined;
+  /** From the envelope sent to its ack received (Slack wants it within 3 s). */
+  ms: number;
+}
+
+export type DisconnectReason = 'refresh_requested' | 'warning' | 'too_many_websockets';
+
+/**
+ * Socket Mode: `apps.connections.open` with the app token returns a single-use `ws://` URL; the socket
+ * greets the app with `hello`; the test pushes envelopes to the newest connection and awaits their acks.
+ */
+export interface FakeSocketMode {
+  /** WebSocket connections accepted so far (each was sent `hello`). */
+  connections(): number;
+  /** Connections open now. */
+  open(): number;
+  /** Every message an app sent on a socket, raw: what a secret scan must look at. */
+  received: string[];
+  acks: SocketAck[];
+  /** Sends an envelope to the newest open connection; returns its envelope id. */
+  send(type: 'slash_commands' | 'interactive', payload: unknown, acceptsResponsePayload: boolean): string;
+  /** The ack of an envelope, as soon as it arrives; rejects after `timeoutMs` (default 10 s). */
+  ack(envelopeId: string, timeoutMs?: number): Promise<SocketAck>;
+  /** A `/migrate` slash command as Slack pushes it; resolves with its ack. */
+  command(input: SlashCommandInput): Promise<SocketAck>;
+  /** A click on a button of a message as Slack pushes it (block_actions); resolves with its ack. */
+  click(input: ButtonClickInput): Promise<SocketAck>;
+  /** What Slack sends before it recycles a connection: the app is to open a new one. */
+  disconnect(reason?: DisconnectReason): void;
+  /** Drops every connection without a close frame (a network failure). */
+  drop(): void;
+}
+
+export const FAKE_APP_TOKEN = 'xapp-1-A0FAKE-1-fake-app-token-5678';
+const APP_ID = 'A0FAKE';
 
 const readBody = (req: IncomingMessage) =>
   new Promise<string>((resolve) => {
@@ -57,6 +103,7 @@ export async function startFakeSlack(): Promise<FakeSlack> {
   let down = false;
   let seq = 0;
   const nextTs = () => `1700000000.${String(++seq).padStart(6, '0')}`;
+  const socket = createSocketMode();
 
   const api = (method: string, args: Record<string, unknown>): Record<string, unknown> => {
     switch (method) {
@@ -111,7 +158,8 @@ export async function startFakeSlack(): Promise<FakeSlack> {
     const args = (req.headers['content-type'] ?? '').includes('json')
       ? (JSON.parse(body || '{}') as Record<string, unknown>)
       : Object.fromEntries(new URLSearchParams(body));
-    calls.push({ method, args, atMs: Date.now(), body });
+    const authorization = req.headers.authorization;
+    calls.push({ method, args, atMs: Date.now(), body, authorization });
     if (down) {
       res.writeHead(503).end('service unavailable');
       return;
@@ -123,12 +171,19 @@ export async function startFakeSlack(): Promise<FakeSlack> {
       res.end('{"ok":false,"error":"ratelimited"}');
       return;
     }
-    if (req.headers.authorization !== 'Bearer xoxb-fake-bot-token-1234' && !('token' in args)) {
+    if (method === 'apps.connections.open') {
+      // Only an app-level token, and only in the Authorization header (Slack refuses it as an argument).
+      const answer = socket.openConnection(authorization, 'token' in args, url);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+      return;
+    }
+    if (authorization !== `Bearer ${FAKE_BOT_TOKEN}` && !('token' in args)) {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":false,"error":"not_authed"}');
       return;
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(api(method, args)));
   });
+  server.on('upgrade', socket.upgrade);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
@@ -147,11 +202,144 @@ export async function startFakeSlack(): Promise<FakeSlack> {
     },
     setGroup: (id, users) => groups.set(id, users),
     responseUrl: (name) => `${url}/response/${name}`,
-    close: () =>
-      new Promise<void>((resolve) => {
+    socket: socket.api,
+    close: async () => {
+      await socket.close();
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
+      });
+    },
+  };
+}
+
+/**
+ * Socket Mode as Slack runs it (https://api.slack.com/apis/connections/socket): a URL per `apps.connections.open`
+ * with a ticket good for one connection, `hello` on connect, envelopes `{envelope_id, type, payload,
+ * accepts_response_payload}`, acks `{envelope_id, payload?}`, and `disconnect` before a refresh.
+ */
+function createSocketMode() {
+  const wss = new WebSocketServer({ noServer: true });
+  const tickets = new Set<string>();
+  const sockets: WebSocket[] = [];
+  const received: string[] = [];
+  const acks: SocketAck[] = [];
+  const sentAt = new Map<string, number>();
+  const waiters = new Map<string, (ack: SocketAck) => void>();
+  let accepted = 0;
+  const newest = () => sockets.filter((s) => s.readyState === s.OPEN).at(-1);
+
+  const openConnection = (authorization: string | undefined, tokenArgument: boolean, httpUrl: string) => {
+    if (tokenArgument) return { ok: false, error: 'invalid_arguments' };
+    if (!authorization) return { ok: false, error: 'not_authed' };
+    if (!authorization.startsWith('Bearer xapp-')) return { ok: false, error: 'not_allowed_token_type' };
+    if (authorization !== `Bearer ${FAKE_APP_TOKEN}`) return { ok: false, error: 'invalid_auth' };
+    const ticket = randomUUID();
+    tickets.add(ticket);
+    return { ok: true, url: `${httpUrl.replace(/^http/, 'ws')}/link/?ticket=${ticket}&app_id=${APP_ID}` };
+  };
+
+  const upgrade = (req: IncomingMessage, raw: Duplex, head: Buffer) => {
+    const u = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const ticket = u.searchParams.get('ticket') ?? '';
+    if (u.pathname !== '/link/' || !tickets.delete(ticket)) {
+      raw.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, raw, head, (ws) => {
+      accepted += 1;
+      sockets.push(ws);
+      ws.on('message', (data) => {
+        const text = data.toString();
+        received.push(text);
+        let message: { envelope_id?: string; payload?: Record<string, unknown> };
+        try {
+          message = JSON.parse(text);
+        } catch {
+          return;
+        }
+        if (!message.envelope_id) return;
+        const ack: SocketAck = {
+          envelopeId: message.envelope_id,
+          payload: message.payload,
+          ms: Date.now() - (sentAt.get(message.envelope_id) ?? Number.NaN),
+        };
+        acks.push(ack);
+        waiters.get(ack.envelopeId)?.(ack);
+      });
+      ws.send(
+        JSON.stringify({
+          type: 'hello',
+          num_connections: sockets.filter((s) => s.readyState === s.OPEN).length,
+          debug_info: {
+            host: `applink-fake-${accepted}`,
+            build_number: 1,
+            approximate_connection_time: 18060,
+          },
+          connection_info: { app_id: APP_ID },
+        }),
+      );
+    });
+  };
+
+  const send: FakeSocketMode['send'] = (type, payload, acceptsResponsePayload) => {
+    const ws = newest();
+    if (!ws) throw new Error(`no Socket Mode connection is open (${accepted} accepted so far)`);
+    const envelopeId = randomUUID();
+    sentAt.set(envelopeId, Date.now());
+    ws.send(
+      JSON.stringify({
+        envelope_id: envelopeId,
+        payload,
+        type,
+        accepts_response_payload: acceptsResponsePayload,
       }),
+    );
+    return envelopeId;
+  };
+  const ack: FakeSocketMode['ack'] = (envelopeId, timeoutMs = 10_000) => {
+    const done = acks.find((a) => a.envelopeId === envelopeId);
+    if (done) return Promise.resolve(done);
+    return new Promise<SocketAck>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiters.delete(envelopeId);
+        reject(new Error(`no ack of envelope ${envelopeId} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      waiters.set(envelopeId, (a) => {
+        clearTimeout(timer);
+        waiters.delete(envelopeId);
+        resolve(a);
+      });
+    });
+  };
+
+  const api: FakeSocketMode = {
+    connections: () => accepted,
+    open: () => sockets.filter((s) => s.readyState === s.OPEN).length,
+    received,
+    acks,
+    send,
+    ack,
+    // Slack asks for a response payload in a slash command's ack, not in a block_actions click's.
+    command: (input) => ack(send('slash_commands', slashCommandPayload(input), true)),
+    click: (input) => ack(send('interactive', blockActionsPayload(input), false)),
+    disconnect: (reason = 'refresh_requested') => {
+      newest()?.send(
+        JSON.stringify({ type: 'disconnect', reason, debug_info: { host: `applink-fake-${accepted}` } }),
+      );
+    },
+    drop: () => {
+      for (const ws of sockets) ws.terminate();
+    },
+  };
+  return {
+    api,
+    openConnection,
+    upgrade,
+    close: async () => {
+      for (const ws of sockets) ws.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
   };
 }
 
@@ -209,13 +397,16 @@ async function postSigned(
   return { status: response.status, ms: Date.now() - started, text: await response.text() };
 }
 
-/** A `/migrate` slash command as Slack sends it. */
-export function sendSlashCommand(
-  botUrl: string,
-  input: { userId: string; text: string; channelId: string; responseUrl: string },
-  o: SignedPostOptions,
-) {
-  const body = new URLSearchParams({
+export interface SlashCommandInput {
+  userId: string;
+  text: string;
+  channelId: string;
+  responseUrl: string;
+}
+
+/** The fields of a `/migrate` slash command: an HTTP request's form, a Socket Mode envelope's payload. */
+export function slashCommandPayload(input: SlashCommandInput): Record<string, string> {
+  return {
     token: 'deprecated-verification-token',
     team_id: 'T0FAKE',
     team_domain: 'fake',
@@ -229,23 +420,31 @@ export function sendSlashCommand(
     is_enterprise_install: 'false',
     response_url: input.responseUrl,
     trigger_id: `${Date.now()}.trigger`,
-  }).toString();
+  };
+}
+
+/** A `/migrate` slash command as Slack sends it to an HTTP-mode app. */
+export function sendSlashCommand(botUrl: string, input: SlashCommandInput, o: SignedPostOptions) {
+  const body = new URLSearchParams(slashCommandPayload(input)).toString();
   return postSigned(`${botUrl}/slack/events`, body, o);
 }
 
-/** A click on a button of `message` as Slack sends it (block_actions). */
-export function sendButtonClick(
-  botUrl: string,
-  input: { userId: string; message: FakeMessage; actionId: string; responseUrl: string },
-  o: SignedPostOptions,
-) {
+export interface ButtonClickInput {
+  userId: string;
+  message: FakeMessage;
+  actionId: string;
+  responseUrl: string;
+}
+
+/** The block_actions payload of a click on a button of `message` (both transports carry it as is). */
+export function blockActionsPayload(input: ButtonClickInput): Record<string, unknown> {
   const button = input.message.blocks
     .flatMap(
       (b) => ((b as { elements?: unknown[] }).elements ?? []) as { action_id?: string; value?: string }[],
     )
     .find((e) => e.action_id === input.actionId);
   if (!button) throw new Error(`no button ${input.actionId} on message ${input.message.ts}`);
-  const payload = {
+  return {
     type: 'block_actions',
     team: { id: 'T0FAKE', domain: 'fake' },
     user: { id: input.userId, username: input.userId.toLowerCase(), team_id: 'T0FAKE' },
@@ -277,6 +476,32 @@ export function sendButtonClick(
       },
     ],
   };
-  const body = new URLSearchParams({ payload: JSON.stringify(payload) }).toString();
+}
+
+/** A click on a button of `message` as Slack sends it to an HTTP-mode app (block_actions). */
+export function sendButtonClick(botUrl: string, input: ButtonClickInput, o: SignedPostOptions) {
+  const body = new URLSearchParams({ payload: JSON.stringify(blockActionsPayload(input)) }).toString();
   return postSigned(`${botUrl}/slack/events`, body, o);
+}
+
+/**
+ * Everything an app sent to the fake as content: Web API arguments (less `token`, which Bolt passes as an
+ * argument: authentication, like the Authorization header), response_url bodies and socket messages.
+ */
+export function receivedContent(slack: FakeSlack): string[] {
+  return [
+    ...slack.calls.map((c) => JSON.stringify({ ...c.args, token: undefined })),
+    ...slack.responses.map((r) => JSON.stringify(r.body)),
+    ...slack.socket.received,
+  ];
+}
+
+/** Which of the named secrets (raw or URI-encoded) appear in what the fake received; [] when none. */
+export function findSecrets(slack: FakeSlack, secrets: Record<string, string>): string[] {
+  const found: string[] = [];
+  for (const [i, content] of receivedContent(slack).entries())
+    for (const [name, secret] of Object.entries(secrets))
+      if (content.includes(secret) || content.includes(encodeURIComponent(secret)))
+        found.push(`${name} in message ${i}: ${content.slice(0, 200)}`);
+  return found;
 }

@@ -1,12 +1,14 @@
-// The bot's Slack transport (Bolt): Socket Mode by default, HTTP when a signing secret and a port are
-// given (Bolt verifies every request's signature and refuses stale ones). Each slash command and button
+// The bot's Slack transport (Bolt): Socket Mode by default (reconnecting by itself whenever Slack closes the
+// connection), HTTP when a signing secret and a port are given (Bolt verifies every request's signature and
+// refuses stale ones). Each slash command and button
 // click is acknowledged first, within Slack's 3 s, and handled after. Optionally serves the GitHub App's
 // webhook on the same HTTP server. Everything our handlers need goes through the ports in slack-ports.ts.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { App } from '@slack/bolt';
+import { App, SocketModeReceiver } from '@slack/bolt';
+import { MigrationError } from '../../core/errors';
 import type { BotHandlers, Reply, SlackChat } from '../../core/slack-ports';
-import { createSlackChat, webClientOptions } from './web-client';
+import { createSlackChat, socketModeClientOptions, webClientOptions } from './web-client';
 
 export interface SlackAppOptions {
   botToken: string;
@@ -82,13 +84,33 @@ export async function startSlackApp(o: SlackAppOptions, handlers: BotHandlers): 
           },
         ]
       : undefined;
+  // The receiver's SocketModeClient opens each connection with a Web API client of its own, built from
+  // installerOptions.clientOptions: the same base URL as the bot's client (SLACK_API_URL), other retries.
+  const receiver =
+    o.mode.kind === 'socket'
+      ? new SocketModeReceiver({
+          appToken: o.mode.appToken,
+          logger,
+          installerOptions: { clientOptions: socketModeClientOptions({ apiUrl: o.apiUrl, logger }) },
+        })
+      : undefined;
+  if (receiver) {
+    // Slack refreshes connections every few hours, so a reconnect is routine; one that takes long shows as
+    // the gap between these two lines.
+    let opened = false;
+    receiver.client.on('connected', () => {
+      if (opened) o.log('info', 'Slack: Socket Mode connection open again.');
+      opened = true;
+    });
+    receiver.client.on('reconnecting', () =>
+      o.log('info', 'Slack: Socket Mode connection closed; reconnecting.'),
+    );
+  }
   const app = new App({
     token: o.botToken,
     logger,
     clientOptions: webClientOptions({ apiUrl: o.apiUrl }),
-    ...(o.mode.kind === 'socket'
-      ? { socketMode: true, appToken: o.mode.appToken }
-      : { signingSecret: o.mode.signingSecret }),
+    ...(o.mode.kind === 'http' ? { signingSecret: o.mode.signingSecret } : { socketMode: true, receiver }),
     ...(customRoutes ? { customRoutes } : {}),
   });
 
@@ -132,7 +154,16 @@ export async function startSlackApp(o: SlackAppOptions, handlers: BotHandlers): 
     const server = (await app.start(o.mode.port)) as Server;
     port = (server.address() as AddressInfo).port;
   } else {
-    await app.start();
+    await app.start().catch((error: unknown) => {
+      // Slack's answer to apps.connections.open (invalid_auth, not_allowed_token_type, …): a setup mistake.
+      const slackError = (error as { data?: { error?: unknown } }).data?.error;
+      if (typeof slackError !== 'string') throw error;
+      throw new MigrationError(
+        'CONFIG_INVALID_OPTION',
+        `Slack refused to open a Socket Mode connection with SLACK_APP_TOKEN: ${slackError}.`,
+        "Set SLACK_APP_TOKEN to an app-level token (xapp-…) of this Slack app with the connections:write scope, and turn Socket Mode on in the app's settings (or use HTTP mode: SLACK_SIGNING_SECRET and PORT).",
+      );
+    });
   }
   return {
     chat: createSlackChat(app.client),

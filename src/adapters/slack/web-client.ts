@@ -31,6 +31,24 @@ export function webClientOptions(o: Omit<SlackClientOptions, 'token'>): WebClien
   };
 }
 
+/**
+ * Options of the Web API client that Socket Mode opens its connections with (`apps.connections.open`, the
+ * app token in the Authorization header, at start and at every reconnect): the same base URL as the bot's
+ * client, and, unlike it, retries without end, at most 30 s apart, while Slack cannot be reached or answers
+ * 5xx: a reconnect that gives up rejects inside the Socket Mode client, where nothing catches it, and that
+ * ends the process. Slack's own answers (`invalid_auth`) are not retried.
+ */
+export function socketModeClientOptions(
+  o: Omit<SlackClientOptions, 'token'> & { logger: NonNullable<WebClientOptions['logger']> },
+): WebClientOptions {
+  return {
+    ...webClientOptions(o),
+    retryConfig: { forever: true, factor: 2, minTimeout: 1000, maxTimeout: 30_000, randomize: true },
+    rejectRateLimitedCalls: false,
+    logger: o.logger,
+  };
+}
+
 export function createSlackClient(o: SlackClientOptions): WebClient {
   return new WebClient(o.token, webClientOptions(o));
 }
