@@ -57,12 +57,25 @@ function insertColumns(table: TargetTable, values: Row): string[] {
   return Object.keys(values).filter((c) => values[c] !== undefined && table.writable.has(c));
 }
 
+/** Whether insertColumns(table, values) would be exactly `columns`, without building the list. */
+function hasColumns(columns: readonly string[], table: TargetTable, values: Row): boolean {
+  let i = 0;
+  for (const column in values) {
+    if (values[column] === undefined || !table.writable.has(column)) continue;
+    if (columns[i] !== column) return false;
+    i += 1;
+  }
+  return i === columns.length;
+}
+
 export interface ApplyStatement {
   sql: string;
   /** UPDATE/DELETE of one row: the target must find it (else the copies diverged). */
   expectOneRow?: { table: string; key: string };
   /** A COPY … FROM STDIN statement: its rows in COPY's text format, and how many. */
   copy?: { data: string; rows: number };
+  /** Parameters of a statement that is sent on its own (one text[] per column of a batched run). */
+  params?: (string | null)[][];
   /** A batched UPDATE/DELETE of distinct keys: it must touch exactly `count` rows. */
   expectRows?: { table: string; count: number };
 }
@@ -116,50 +129,63 @@ function batchRunEnd(changes: readonly Change[], start: number, catalog: TargetC
   return end;
 }
 
-/** One UPDATE … FROM (VALUES …) or DELETE … USING (VALUES …) for a run found by batchRunEnd. */
+/**
+ * One UPDATE … FROM unnest(…) or DELETE … USING unnest(…) for a run found by batchRunEnd. Each column's values
+ * travel as one text[] parameter (node-postgres writes the array literal) and are cast to the column's type
+ * on the target: the statement stays a few hundred bytes whatever the run's length, so the target parses and
+ * plans it once, cheaply, and the planner knows the row count from the array.
+ */
 function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef): ApplyStatement {
   const types = table.typeNames as ReadonlyMap<string, string>;
   const first = run[0] as Change;
   const target = `${quoteQualified(rel)} AS t`;
-  const match = table.key.map((k) => `t.${quoteIdent(k)} = v.${quoteIdent(k)}`).join(' AND ');
-  const typed = (column: string, value: ColumnValue) => `${literal(value)}::${types.get(column) ?? 'text'}`;
+  const cast = (column: string) => `v.${quoteIdent(column)}::${types.get(column) ?? 'text'}`;
+  const match = table.key.map((k) => `t.${quoteIdent(k)} = ${cast(k)}`).join(' AND ');
   const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
-  if (first.kind === 'delete') {
-    const rows = run.map((c) => {
-      const row = c.kind === 'delete' ? (c.key ?? c.old ?? {}) : {};
-      return `(${table.key.map((k) => typed(k, row[k])).join(', ')})`;
-    });
-    const names = table.key.map(quoteIdent).join(', ');
-    return {
-      sql: `DELETE FROM ONLY ${target} USING (VALUES ${rows.join(', ')}) AS v(${names}) WHERE ${match}`,
-      expectRows,
-    };
-  }
   const values = first.kind === 'update' ? first.values : {};
   const setColumns = Object.keys(values).filter(
     (k) => values[k] !== undefined && table.writable.has(k) && !table.key.includes(k),
   );
   const all = [...table.key, ...setColumns];
-  const rows = run.map((c) => {
-    const row = c.kind === 'update' ? c.values : {};
-    return `(${all.map((k) => typed(k, row[k])).join(', ')})`;
-  });
-  const sets = setColumns.map((k) => `${quoteIdent(k)} = v.${quoteIdent(k)}`).join(', ');
-  return {
-    sql: `UPDATE ONLY ${target} SET ${sets} FROM (VALUES ${rows.join(', ')}) AS v(${all.map(quoteIdent).join(', ')}) WHERE ${match}`,
-    expectRows,
-  };
+  const params = all.map((column) =>
+    run.map((c) => {
+      const row = c.kind === 'update' ? c.values : c.kind === 'delete' ? (c.key ?? c.old ?? {}) : {};
+      return row[column] ?? null;
+    }),
+  );
+  const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS v(${all.map(quoteIdent).join(', ')})`;
+  if (first.kind === 'delete')
+    return { sql: `DELETE FROM ONLY ${target} USING ${from} WHERE ${match}`, params, expectRows };
+  const sets = setColumns.map((k) => `${quoteIdent(k)} = ${cast(k)}`).join(', ');
+  return { sql: `UPDATE ONLY ${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
 }
 
 /** Runs of at least this many inserts into one table go through COPY, which the server parses far faster. */
 export const COPY_MIN_ROWS = 8;
 
+const COPY_SPECIAL = /[\\\t\n\r]/;
+const COPY_SPECIALS = /[\\\t\n\r]/g;
+
 /** One value in COPY's text format: backslash escapes for the four special characters, \N for NULL. */
 export function encodeCopyValue(value: ColumnValue): string {
   if (value === null || value === undefined) return '\\N';
-  return value.replace(/[\\\t\n\r]/g, (c) =>
+  if (!COPY_SPECIAL.test(value)) return value;
+  return value.replace(COPY_SPECIALS, (c) =>
     c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r',
   );
+}
+
+/** Rows in COPY's text format, one line each. */
+function encodeCopyRows(columns: readonly string[], rows: readonly Row[]): string {
+  let data = '';
+  for (const row of rows) {
+    for (let i = 0; i < columns.length; i++) {
+      if (i > 0) data += '\t';
+      data += encodeCopyValue(row[columns[i] as string]);
+    }
+    data += '\n';
+  }
+  return data;
 }
 
 function describeKey(table: TargetTable, key: Row | null, old: Row | null, values: Row | null): string {
@@ -181,25 +207,22 @@ export function buildApplySql(
   mode: ApplyMode = { idempotent: false },
 ): ApplyStatement[] {
   const out: ApplyStatement[] = [];
-  let pending: { rel: RelationRef; columns: string[]; rows: string[]; values: Row[] } | undefined;
+  let pending: { rel: RelationRef; table: TargetTable; columns: string[]; values: Row[] } | undefined;
   const flush = () => {
     if (!pending) return;
-    const table = catalog(pending.rel);
-    const cols = pending.columns.map(quoteIdent).join(', ');
+    const { table, columns } = pending;
+    const cols = columns.map(quoteIdent).join(', ');
     if (!mode.idempotent && pending.values.length >= COPY_MIN_ROWS) {
       // COPY writes identity values as given (like OVERRIDING SYSTEM VALUE) and, under
       // session_replication_role = replica, fires no triggers: the same effect as the INSERT below.
-      const columns = pending.columns;
-      const data = pending.values
-        .map((row) => `${columns.map((c) => encodeCopyValue(row[c])).join('\t')}\n`)
-        .join('');
       out.push({
         sql: `COPY ${quoteQualified(pending.rel)} (${cols}) FROM STDIN`,
-        copy: { data, rows: pending.values.length },
+        copy: { data: encodeCopyRows(columns, pending.values), rows: pending.values.length },
       });
       pending = undefined;
       return;
     }
+    const rows = pending.values.map((row) => `(${columns.map((c) => literal(row[c])).join(', ')})`);
     const conflict =
       mode.idempotent && table.key.length
         ? ` ON CONFLICT (${table.key.map(quoteIdent).join(', ')}) DO ${
@@ -212,7 +235,7 @@ export function buildApplySql(
           }`
         : '';
     out.push({
-      sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${pending.rows.join(', ')}${conflict}`,
+      sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${rows.join(', ')}${conflict}`,
     });
     pending = undefined;
   };
@@ -228,21 +251,22 @@ export function buildApplySql(
       }
     }
     if (change.kind === 'insert') {
-      const table = catalog(change.rel);
-      const columns = insertColumns(table, change.values);
-      const row = `(${columns.map((c) => literal(change.values[c])).join(', ')})`;
       if (
         pending &&
-        pending.rel.schema === change.rel.schema &&
-        pending.rel.name === change.rel.name &&
-        pending.columns.length === columns.length &&
-        pending.columns.every((c, i) => c === columns[i])
+        (pending.rel === change.rel ||
+          (pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name)) &&
+        hasColumns(pending.columns, pending.table, change.values)
       ) {
-        pending.rows.push(row);
         pending.values.push(change.values);
       } else {
         flush();
-        pending = { rel: change.rel, columns, rows: [row], values: [change.values] };
+        const table = catalog(change.rel);
+        pending = {
+          rel: change.rel,
+          table,
+          columns: insertColumns(table, change.values),
+          values: [change.values],
+        };
       }
       continue;
     }

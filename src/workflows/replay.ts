@@ -317,8 +317,13 @@ async function runSession(
 
     // All target work goes through one queue: handlers and the periodic tick never interleave.
     let lock: Promise<unknown> = Promise.resolve();
+    /** Queued or running serial work: while there is none, a change can be taken synchronously. */
+    let serialBusy = 0;
     const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-      const next = lock.then(fn);
+      serialBusy += 1;
+      const next = lock.then(fn).finally(() => {
+        serialBusy -= 1;
+      });
       lock = next.catch(() => undefined);
       return next;
     };
@@ -335,8 +340,20 @@ async function runSession(
       return table;
     };
 
+    /**
+     * The batch the target is applying while the next one is read and built (apply mode): at most one, and
+     * settled before anything else uses the apply session, so its error surfaces before any later step.
+     */
+    let inflight: Promise<void> | undefined;
+    const settle = async () => {
+      const current = inflight;
+      inflight = undefined;
+      if (current) await current;
+    };
+
     const flush = async () => {
       if (buffer.length === 0) return;
+      await settle();
       const changes = buffer;
       buffer = [];
       txnStart = 0;
@@ -354,7 +371,8 @@ async function runSession(
         );
         return;
       }
-      await applyReconciled(apply, changes as Reconciled[], targetOf);
+      inflight = applyReconciled(apply, changes as Reconciled[], targetOf);
+      inflight.catch(() => undefined);
     };
 
     const commitNow = async () => {
@@ -362,6 +380,7 @@ async function runSession(
       // (on a stop it is rolled back with the connection, and the transaction is replayed whole on resume).
       if (!groupOpen || groupEnd === undefined || inTxn) return;
       await flush();
+      await settle();
       await commitGroup(apply, id, {
         endLsn: formatLsn(groupEnd),
         commitTime: groupCommitTime,
@@ -427,6 +446,16 @@ async function runSession(
       }
     };
 
+    const takeChange = (change: Change) => {
+      if (skipping) return;
+      if (options.mode === 'spool') buffer.push(change as unknown as Record<string, unknown>);
+      else {
+        const item = reconcile(change, commitLsn, rules);
+        if (item) buffer.push(item);
+      }
+      groupCount += 1;
+    };
+
     const handlers = {
       begin: async (frame: { commitLsn: Lsn; firstLsn: Lsn; commitTimeUs: bigint }) => {
         if (frame.commitLsn < durable) {
@@ -453,6 +482,7 @@ async function runSession(
             return;
           }
           // The columns read for the check are the ones changes of this relation are applied with.
+          await settle();
           const table = await readTargetColumns(apply, rel);
           const mismatch = describeRelationMismatch(rel, table);
           if (mismatch) {
@@ -462,20 +492,20 @@ async function runSession(
           }
           if (table) targets.set(relKey(rel), table);
         }),
-      change: (change: Change) =>
-        serial(async () => {
-          if (skipping) return;
-          if (options.mode === 'spool') buffer.push(change as unknown as Record<string, unknown>);
-          else {
-            const item = reconcile(change, commitLsn, rules);
-            if (item) buffer.push(item);
-          }
-          groupCount += 1;
+      change: (change: Change) => {
+        // The hot path: nothing else is running, so the change joins the buffer right away (no promise).
+        if (serialBusy === 0 && !(buffer.length + 1 >= batchChanges)) {
+          takeChange(change);
+          return undefined;
+        }
+        return serial(async () => {
+          takeChange(change);
           if (buffer.length >= batchChanges) {
             await commitCompleted();
             await flush();
           }
-        }),
+        });
+      },
       commit: (frame: { endLsn: Lsn; commitTimeUs: bigint }) =>
         serial(async () => {
           if (skipping) {
@@ -940,13 +970,21 @@ async function applyReconciled(
   items: Reconciled[],
   targetOf: (rel: RelationRef) => Promise<TargetColumns>,
 ): Promise<void> {
+  // By relation object first: the stream hands every change of a table the same one.
+  const byRef = new Map<RelationRef, TargetColumns>();
   const known = new Map<string, TargetColumns>();
   for (const { change } of items) {
+    if (change.kind !== 'truncate' && byRef.has(change.rel)) continue;
     for (const rel of change.kind === 'truncate' ? change.rels : [change.rel]) {
-      if (!known.has(relKey(rel))) known.set(relKey(rel), await targetOf(rel));
+      let table = known.get(relKey(rel));
+      if (!table) {
+        table = await targetOf(rel);
+        known.set(relKey(rel), table);
+      }
+      byRef.set(rel, table);
     }
   }
-  const catalog = (rel: RelationRef) => known.get(relKey(rel)) as TargetColumns;
+  const catalog = (rel: RelationRef) => byRef.get(rel) as TargetColumns;
   let start = 0;
   while (start < items.length) {
     const idempotent = items[start]?.idempotent ?? false;

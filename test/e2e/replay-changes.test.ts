@@ -116,6 +116,9 @@ const CHANGES = [
    UPDATE "Mixed Case".everything SET ts = ts + interval '1 microsecond', t = t || E'\\\\', ta = ta || ARRAY[NULL, 'x,y'],
      iv = iv + interval '1 day 1 microsecond', e = 'it''s, "quoted"', c = ROW(7, E'new\\nline'), bits = B'01' WHERE id IN (2, 4);
    UPDATE "Mixed Case".everything SET n = NULL, jb = NULL, ba = '\\x00' WHERE id = 3;
+   -- Every row at once: a run long enough to be applied as one batched statement (each column a text[]).
+   UPDATE "Mixed Case".everything SET t = coalesce(t, '') || E'{"x",\\\\}\\\\N', ta = ta || ARRAY['a"b', NULL, '{}'],
+     tsn = tsn - interval '1 microsecond';
    UPDATE "Mixed Case".everything SET id = 100 WHERE id = 5;
    DELETE FROM "Mixed Case".everything WHERE id = 1;
    INSERT INTO "Mixed Case"."Quote""d table with spaces" VALUES (1000, 'select', 'ü', '"', 1, 'üx');

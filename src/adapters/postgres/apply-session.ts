@@ -200,7 +200,9 @@ export async function applyStatements(client: pg.Client, statements: ApplyStatem
     const current = batch;
     batch = [];
     const result = await client.query(current.map((s) => s.sql).join(';\n'));
-    const results = Array.isArray(result) ? result : [result];
+    check(current, Array.isArray(result) ? result : [result]);
+  };
+  const check = (current: ApplyStatement[], results: pg.QueryResult[]) => {
     current.forEach((statement, i) => {
       const count = results[i]?.rowCount ?? 0;
       rows += count;
@@ -221,6 +223,12 @@ export async function applyStatements(client: pg.Client, statements: ApplyStatem
     });
   };
   for (const statement of statements) {
+    if (statement.params) {
+      // A parameterized statement needs the extended protocol: one round trip of its own.
+      await runBatch();
+      check([statement], [await client.query(statement.sql, statement.params)]);
+      continue;
+    }
     if (!statement.copy) {
       batch.push(statement);
       continue;

@@ -3,7 +3,7 @@
 // https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
 import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
-import type { Change, RelationDef, Row } from '../../core/changes';
+import type { Change, RelationDef, RelationRef, Row } from '../../core/changes';
 import { formatLsn, type Lsn, parseLsn } from '../../core/lsn';
 import { type ConnInfo, toPgConfig } from '../postgres/connection';
 
@@ -24,7 +24,8 @@ export interface CommitFrame {
 export interface StreamHandlers {
   begin(frame: BeginFrame): Promise<void>;
   relation(rel: RelationDef): Promise<void>;
-  change(change: Change): Promise<void>;
+  /** May return nothing when it finished synchronously (most changes only join a buffer). */
+  change(change: Change): Promise<void> | undefined;
   commit(frame: CommitFrame): Promise<void>;
 }
 
@@ -49,12 +50,25 @@ export interface ChangeStream {
 const CANONICAL_OPTIONS =
   '-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC';
 
-/** pgoutput parser that leaves every value as text and counts messages as they arrive. */
+/**
+ * Received messages waiting for the handlers, at most this many or this many bytes of pgoutput: above either,
+ * the socket is paused until the queue is half empty. The walsender keeps decoding while the target applies,
+ * and memory stays bounded.
+ */
+const QUEUE_MAX_MESSAGES = 4_000;
+const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+
+type Message = { tag: string } & Record<string, unknown>;
+
+/** pgoutput parser that leaves every value as text and counts messages (and their bytes) as they arrive. */
 class TextPgoutputPlugin extends PgoutputPlugin {
   received = 0;
+  /** Sizes of the parsed messages not yet handed over, in order (the library hands them over in that order). */
+  readonly sizes: number[] = [];
   override parse(buffer: Buffer) {
     const message = super.parse(buffer);
     this.received += 1;
+    this.sizes.push(buffer.length);
     // The stock parser converts values with node-postgres type parsers (Dates lose microseconds);
     // the relation is cached by the parser, so replacing its column parsers affects every later tuple.
     if (message.tag === 'relation')
@@ -80,7 +94,9 @@ export async function openChangeStream(
   const config = toPgConfig(info, { options: CANONICAL_OPTIONS } as pg.ClientConfig);
   const service = new LogicalReplicationService(config, {
     acknowledge: { auto: false, timeoutSeconds: 0 },
-    flowControl: { enabled: true },
+    // The library's flow control awaits every message's handler (several promises per message) and pauses
+    // the socket while it does; we queue messages ourselves and pause the socket only when the queue is full.
+    flowControl: { enabled: false },
   });
   const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
   let handled = 0;
@@ -88,85 +104,158 @@ export async function openChangeStream(
   let keepalive: { walEnd: Lsn; upTo: number } | undefined;
   let stopping = false;
 
-  service.on('data', async (lsn: string, message: { tag: string } & Record<string, unknown>) => {
-    if (failure) return;
-    try {
-      switch (message.tag) {
-        case 'begin':
-          await options.handlers.begin({
-            commitLsn: lsnOf(message.commitLsn as string),
-            firstLsn: lsnOf(lsn),
-            commitTimeUs: message.commitTime as bigint,
-            xid: message.xid as number,
-          });
-          break;
-        case 'commit':
-          await options.handlers.commit({
-            commitLsn: lsnOf(message.commitLsn as string),
-            endLsn: lsnOf(message.commitEndLsn as string),
-            commitTimeUs: message.commitTime as bigint,
-          });
-          break;
-        case 'relation': {
-          const m = message as unknown as {
-            relationOid: number;
-            schema: string;
-            name: string;
-            replicaIdentity: RelationDef['replicaIdentity'];
-            columns: { name: string; typeOid: number; flags: number }[];
-          };
-          await options.handlers.relation({
-            oid: m.relationOid,
-            schema: m.schema,
-            name: m.name,
-            replicaIdentity: m.replicaIdentity,
-            columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 })),
-          });
-          break;
-        }
-        case 'insert':
-        case 'update':
-        case 'delete': {
-          const m = message as unknown as {
-            relation: { schema: string; name: string };
-            new?: Row;
-            key: Row | null;
-            old: Row | null;
-          };
-          const rel = { schema: m.relation.schema, name: m.relation.name };
-          const change: Change =
-            message.tag === 'insert'
-              ? { kind: 'insert', rel, values: m.new ?? {} }
-              : message.tag === 'update'
-                ? { kind: 'update', rel, key: m.key, old: m.old, values: m.new ?? {} }
-                : { kind: 'delete', rel, key: m.key, old: m.old };
-          await options.handlers.change(change);
-          break;
-        }
-        case 'truncate': {
-          const m = message as unknown as {
-            cascade: boolean;
-            restartIdentity: boolean;
-            relations: { schema: string; name: string }[];
-          };
-          await options.handlers.change({
-            kind: 'truncate',
-            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
-            cascade: m.cascade,
-            restartIdentity: m.restartIdentity,
-          });
-          break;
-        }
-        default:
-          // type, origin and logical messages carry nothing to apply.
-          break;
+  /** One shared {schema, name} per relation: changes of a table carry the same object. */
+  const rels = new Map<number, RelationRef>();
+  const relOf = (relation: { relationOid: number; schema: string; name: string }): RelationRef => {
+    let rel = rels.get(relation.relationOid);
+    if (!rel || rel.schema !== relation.schema || rel.name !== relation.name) {
+      rel = { schema: relation.schema, name: relation.name };
+      rels.set(relation.relationOid, rel);
+    }
+    return rel;
+  };
+  const dispatch = (lsn: string, message: Message): Promise<void> | undefined => {
+    switch (message.tag) {
+      case 'begin':
+        return options.handlers.begin({
+          commitLsn: lsnOf(message.commitLsn as string),
+          firstLsn: lsnOf(lsn),
+          commitTimeUs: message.commitTime as bigint,
+          xid: message.xid as number,
+        });
+      case 'commit':
+        return options.handlers.commit({
+          commitLsn: lsnOf(message.commitLsn as string),
+          endLsn: lsnOf(message.commitEndLsn as string),
+          commitTimeUs: message.commitTime as bigint,
+        });
+      case 'relation': {
+        const m = message as unknown as {
+          relationOid: number;
+          schema: string;
+          name: string;
+          replicaIdentity: RelationDef['replicaIdentity'];
+          columns: { name: string; typeOid: number; flags: number }[];
+        };
+        return options.handlers.relation({
+          oid: m.relationOid,
+          schema: m.schema,
+          name: m.name,
+          replicaIdentity: m.replicaIdentity,
+          columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 })),
+        });
       }
-    } catch (error) {
-      // The library would go on with the next message after a failed one: stop here instead.
-      failure = error as Error;
-      void service.stop();
-    } finally {
-      handled += 1;
+      case 'insert':
+      case 'update':
+      case 'delete': {
+        const m = message as unknown as {
+          relation: { relationOid: number; schema: string; name: string };
+          new?: Row;
+          key: Row | null;
+          old: Row | null;
+        };
+        const rel = relOf(m.relation);
+        const change: Change =
+          message.tag === 'insert'
+            ? { kind: 'insert', rel, values: m.new ?? {} }
+            : message.tag === 'update'
+              ? { kind: 'update', rel, key: m.key, old: m.old, values: m.new ?? {} }
+              : { kind: 'delete', rel, key: m.key, old: m.old };
+        return options.handlers.change(change);
+      }
+      case 'truncate': {
+        const m = message as unknown as {
+          cascade: boolean;
+          restartIdentity: boolean;
+          relations: { schema: string; name: string }[];
+        };
+        return options.handlers.change({
+          kind: 'truncate',
+          rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+          cascade: m.cascade,
+          restartIdentity: m.restartIdentity,
+        });
+      }
+      default:
+        // type, origin and logical messages carry nothing to apply.
+        return undefined;
+    }
+  };
+
+  // The library hands over each message and waits for this handler before the next one (its socket stays
+  // paused meanwhile). Queueing here and handling in our own loop lets the source keep decoding (and the
+  // socket keep filling) while a handler waits for the target; the receive only waits when the queue is full.
+  const queue: { lsn: string; message: Message; bytes: number }[] = [];
+  let head = 0;
+  let queuedBytes = 0;
+  let wakeConsumer: (() => void) | undefined;
+  let paused = false;
+  /**
+   * The replication connection's socket. The library keeps it private but pauses and resumes it the same way
+   * for its own flow control; without it there is no backpressure, so its absence is an error.
+   */
+  const socket = (): { pause(): void; resume(): void } => {
+    const stream = (
+      service as unknown as { _connection?: { stream?: { pause?: unknown; resume?: unknown } } }
+    )._connection?.stream;
+    if (typeof stream?.pause !== 'function' || typeof stream.resume !== 'function')
+      throw new Error(
+        'pg-logical-replication no longer exposes its socket: the replay cannot pause the stream',
+      );
+    return stream as { pause(): void; resume(): void };
+  };
+  const queued = () => queue.length - head;
+  const consume = async () => {
+    while (!failure && !stopping) {
+      const item = queue[head];
+      if (!item) {
+        await new Promise<void>((resolve) => {
+          wakeConsumer = resolve;
+        });
+        wakeConsumer = undefined;
+        continue;
+      }
+      queue[head] = undefined as never;
+      head += 1;
+      if (head >= 1024 && head * 2 >= queue.length) {
+        queue.splice(0, head);
+        head = 0;
+      }
+      queuedBytes -= item.bytes;
+      if (paused && queued() < QUEUE_MAX_MESSAGES / 2 && queuedBytes < QUEUE_MAX_BYTES / 2) {
+        paused = false;
+        socket().resume();
+      }
+      try {
+        // Most changes are handled synchronously: only wait when the handler has to.
+        const pending = dispatch(item.lsn, item.message);
+        if (pending) {
+          await pending;
+        }
+      } catch (error) {
+        // The library would go on with the next message after a failed one: stop here instead.
+        failure = error as Error;
+        void service.stop();
+      } finally {
+        handled += 1;
+      }
+    }
+  };
+  void consume();
+  service.on('data', (lsn: string, message: Message) => {
+    const bytes = plugin.sizes.shift() ?? 0;
+    if (failure || stopping) return;
+    queue.push({ lsn, message, bytes });
+    queuedBytes += bytes;
+    wakeConsumer?.();
+    if (!paused && (queued() >= QUEUE_MAX_MESSAGES || queuedBytes >= QUEUE_MAX_BYTES)) {
+      paused = true;
+      try {
+        socket().pause();
+      } catch (error) {
+        failure ??= error as Error;
+        void service.stop();
+      }
     }
   });
   service.on('heartbeat', async (lsn: string, _timestamp: number, shouldRespond: boolean) => {
@@ -217,6 +306,7 @@ export async function openChangeStream(
     },
     stop: async () => {
       stopping = true;
+      wakeConsumer?.();
       await service.stop().catch(() => undefined);
       await ended.catch(() => undefined);
     },

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   type ApplyStatement,
+  BATCH_MIN_ROWS,
   buildApplySql,
   COPY_MIN_ROWS,
   encodeCopyValue,
@@ -362,5 +363,66 @@ describe('buildApplySql: quoting', () => {
       `INSERT INTO "Mixed ""Case"""."Quote""d table" ("or""der", "select") OVERRIDING SYSTEM VALUE VALUES ('1', 'it''s a "test" \\N back\\slash\nnew line; DROP TABLE x; --')`,
       `UPDATE ONLY "Mixed ""Case"""."Quote""d table" SET "select" = NULL WHERE "or""der" = '1'''`,
     ]);
+  });
+});
+
+describe('buildApplySql: runs of updates and deletes batched over unnest', () => {
+  const typed: TargetTable = {
+    writable: new Set(['or"der', 'select', 'at']),
+    key: ['or"der'],
+    typeNames: new Map([
+      ['or"der', 'integer'],
+      ['select', 'text'],
+      ['at', 'timestamp with time zone'],
+    ]),
+  };
+  const typedCatalog = (): TargetTable => typed;
+  const update = (id: number, select: string | null): Change => ({
+    kind: 'update',
+    rel: hostile,
+    key: null,
+    old: null,
+    values: { 'or"der': String(id), select, at: '2024-01-01 00:00:00.000001+00' },
+  });
+  const remove = (id: number): Change => ({
+    kind: 'delete',
+    rel: hostile,
+    key: { 'or"der': String(id) },
+    old: null,
+  });
+  const ids = Array.from({ length: BATCH_MIN_ROWS }, (_, i) => i + 1);
+
+  it(`sends ${BATCH_MIN_ROWS} updates of distinct keys as one UPDATE with one text[] per column, values untouched`, () => {
+    const statements = buildApplySql(
+      ids.map((id) => update(id, id === 2 ? null : `it's "x", {y}\\ ${id}`)),
+      typedCatalog,
+    );
+    expect(statements).toHaveLength(1);
+    const [statement] = statements as [ApplyStatement];
+    expect(statement.sql).toBe(
+      `UPDATE ONLY "Mixed ""Case"""."Quote""d table" AS t SET "select" = v."select"::text, "at" = v."at"::timestamp with time zone FROM unnest($1::text[], $2::text[], $3::text[]) AS v("or""der", "select", "at") WHERE t."or""der" = v."or""der"::integer`,
+    );
+    expect(statement.params?.[0]).toEqual(ids.map(String));
+    expect(statement.params?.[1]?.[0]).toBe(`it's "x", {y}\\ 1`);
+    expect(statement.params?.[1]?.[1]).toBeNull();
+    expect(statement.expectRows).toEqual({ table: 'Mixed "Case".Quote"d table', count: BATCH_MIN_ROWS });
+  });
+
+  it(`sends ${BATCH_MIN_ROWS} deletes as one DELETE … USING unnest, and shorter runs row by row`, () => {
+    const [batched] = buildApplySql(ids.map(remove), typedCatalog) as [ApplyStatement];
+    expect(batched.sql).toBe(
+      `DELETE FROM ONLY "Mixed ""Case"""."Quote""d table" AS t USING unnest($1::text[]) AS v("or""der") WHERE t."or""der" = v."or""der"::integer`,
+    );
+    expect(batched.params).toEqual([ids.map(String)]);
+    const short = buildApplySql(ids.slice(1).map(remove), typedCatalog);
+    expect(short).toHaveLength(BATCH_MIN_ROWS - 1);
+    expect(short.every((s) => s.params === undefined)).toBe(true);
+  });
+
+  it('ends a run at a repeated key, so no statement changes a row twice', () => {
+    const statements = buildApplySql([...ids.map((id) => update(id, 'a')), update(1, 'b')], typedCatalog);
+    expect(statements).toHaveLength(2);
+    expect(statements[0]?.params?.[0]).toEqual(ids.map(String));
+    expect(statements[1]?.sql).toMatch(/^UPDATE ONLY .* WHERE "or""der" = '1'$/);
   });
 });
