@@ -446,6 +446,33 @@ async function runSession(
       }
     };
 
+    const startTxn = (frame: { commitLsn: Lsn; firstLsn: Lsn }) => {
+      inTxn = true;
+      commitLsn = frame.commitLsn;
+      txnStart = buffer.length;
+      txnFirstLsn = frame.firstLsn;
+      if (groupFirstLsn === undefined || frame.firstLsn < groupFirstLsn) groupFirstLsn = frame.firstLsn;
+      // The spool keeps each transaction's commit position: the drain needs it for the refresh rules.
+      if (options.mode === 'spool') buffer.push({ kind: 'begin', commitLsn: formatLsn(frame.commitLsn) });
+    };
+
+    /** Ends the current source transaction in the group; true when the group should be committed now. */
+    const endTxn = (frame: { endLsn: Lsn; commitTimeUs: bigint }): boolean => {
+      inTxn = false;
+      groupTxns += 1;
+      groupEnd = frame.endLsn;
+      groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
+      lastCommitTimeMs = groupCommitTime.getTime();
+      if (options.mode === 'spool') buffer.push({ kind: 'commit', endLsn: formatLsn(frame.endLsn) });
+      if (groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs) return true;
+      // pending() counts this commit message too: more than one means more is already queued.
+      const queued = stream ? pendingMessages() - 1 : 0;
+      // Nothing queued right now, but the next transaction is often a few milliseconds away: commit soon
+      // rather than now, so a stream of small transactions shares one target commit.
+      if (queued <= 0) scheduleGroupCommit();
+      return false;
+    };
+
     const takeChange = (change: Change) => {
       if (skipping) return;
       if (options.mode === 'spool') buffer.push(change as unknown as Record<string, unknown>);
@@ -457,22 +484,24 @@ async function runSession(
     };
 
     const handlers = {
-      begin: async (frame: { commitLsn: Lsn; firstLsn: Lsn; commitTimeUs: bigint }) => {
+      begin: (frame: { commitLsn: Lsn; firstLsn: Lsn; commitTimeUs: bigint }) => {
         if (frame.commitLsn < durable) {
           skipping = true;
-          return;
+          return undefined;
         }
-        await holdIfNeeded(frame.commitLsn);
-        await serial(async () => {
-          inTxn = true;
-          commitLsn = frame.commitLsn;
-          await beginGroup();
-          txnStart = buffer.length;
-          txnFirstLsn = frame.firstLsn;
-          if (groupFirstLsn === undefined || frame.firstLsn < groupFirstLsn) groupFirstLsn = frame.firstLsn;
-          // The spool keeps each transaction's commit position: the drain needs it for the refresh rules.
-          if (options.mode === 'spool') buffer.push({ kind: 'begin', commitLsn: formatLsn(frame.commitLsn) });
-        });
+        // The hot path: a group is open, nothing else runs and no hold applies, so no await is needed.
+        if (serialBusy === 0 && groupOpen && !(hold && frame.commitLsn >= hold.at)) {
+          startTxn(frame);
+          return undefined;
+        }
+        return (async () => {
+          await holdIfNeeded(frame.commitLsn);
+          await serial(async () => {
+            inTxn = true;
+            await beginGroup();
+            startTxn(frame);
+          });
+        })();
       },
       relation: (rel: RelationDef) =>
         serial(async () => {
@@ -506,28 +535,16 @@ async function runSession(
           }
         });
       },
-      commit: (frame: { endLsn: Lsn; commitTimeUs: bigint }) =>
-        serial(async () => {
-          if (skipping) {
-            skipping = false;
-            return;
-          }
-          inTxn = false;
-          groupTxns += 1;
-          groupEnd = frame.endLsn;
-          groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
-          lastCommitTimeMs = groupCommitTime.getTime();
-          if (options.mode === 'spool') buffer.push({ kind: 'commit', endLsn: formatLsn(frame.endLsn) });
-          // pending() counts this commit message too: more than one means more is already queued.
-          const queued = stream ? pendingMessages() - 1 : 0;
-          if (groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs) {
-            await commitNow();
-          } else if (queued <= 0) {
-            // Nothing queued right now, but the next transaction is often a few milliseconds away: commit
-            // soon rather than now, so a stream of small transactions shares one target commit.
-            scheduleGroupCommit();
-          }
-        }),
+      commit: (frame: { endLsn: Lsn; commitTimeUs: bigint }) => {
+        if (skipping) {
+          skipping = false;
+          return undefined;
+        }
+        if (serialBusy === 0) return endTxn(frame) ? serial(commitNow) : undefined;
+        return serial(async () => {
+          if (endTxn(frame)) await commitNow();
+        });
+      },
     };
     let receivedProbe: () => number = () => 0;
     const pendingMessages = () => receivedProbe();

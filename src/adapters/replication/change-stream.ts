@@ -22,11 +22,11 @@ export interface CommitFrame {
 }
 
 export interface StreamHandlers {
-  begin(frame: BeginFrame): Promise<void>;
+  // Each may return nothing when it finished synchronously (most messages only update state or join a buffer).
+  begin(frame: BeginFrame): Promise<void> | undefined;
   relation(rel: RelationDef): Promise<void>;
-  /** May return nothing when it finished synchronously (most changes only join a buffer). */
   change(change: Change): Promise<void> | undefined;
-  commit(frame: CommitFrame): Promise<void>;
+  commit(frame: CommitFrame): Promise<void> | undefined;
 }
 
 export interface ChangeStream {
