@@ -36195,9 +36195,14 @@ async function restoreAltered(client, migrationId) {
 async function readTargetColumns(client, rel) {
   const { rows } = await client.query(
     `SELECT a.attname::text AS name, a.atttypid::int AS type, a.attgenerated <> '' AS generated,
-            format_type(a.atttypid, a.atttypmod) AS type_name,
+            -- Without the modifier (the assignment applies it); char and bit would read as char(1) and bit(1).
+            CASE a.atttypid WHEN 'bpchar'::regtype THEN 'bpchar' WHEN 'bpchar[]'::regtype THEN 'bpchar[]'
+              WHEN 'bit'::regtype THEN 'varbit' WHEN 'bit[]'::regtype THEN 'varbit[]'
+              ELSE format_type(a.atttypid, NULL) END AS type_name,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
-            coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum
+            coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum,
+            EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND (u.indisunique OR u.indisexclusion)
+                      AND u.indexrelid IS DISTINCT FROM coalesce(ri.indexrelid, pk.indexrelid)) AS other_unique
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
        LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
@@ -36218,7 +36223,8 @@ async function readTargetColumns(client, rel) {
     writable: new Set(writable.map((r) => r.name)),
     key: ri.length ? ri : ordered("in_pk", "pk_order"),
     types: new Map(writable.map((r) => [r.name, r.type])),
-    typeNames: new Map(writable.map((r) => [r.name, r.type_name]))
+    typeNames: new Map(writable.map((r) => [r.name, r.type_name])),
+    uniqueBeyondKey: Boolean(rows[0].other_unique)
   };
 }
 function describeRelationMismatch(rel, target) {
@@ -36246,7 +36252,9 @@ async function applyStatements(client, statements) {
     const current = batch;
     batch = [];
     const result = await client.query(current.map((s) => s.sql).join(";\n"));
-    const results = Array.isArray(result) ? result : [result];
+    check2(current, Array.isArray(result) ? result : [result]);
+  };
+  const check2 = (current, results) => {
     current.forEach((statement, i) => {
       const count = results[i]?.rowCount ?? 0;
       rows += count;
@@ -36267,6 +36275,11 @@ async function applyStatements(client, statements) {
     });
   };
   for (const statement of statements) {
+    if (statement.params) {
+      await runBatch();
+      check2([statement], [await client.query(statement.sql, statement.params)]);
+      continue;
+    }
     if (!statement.copy) {
       batch.push(statement);
       continue;
@@ -38890,11 +38903,16 @@ function formatLsn(lsn) {
 // src/adapters/replication/change-stream.ts
 var import_pg_logical_replication = __toESM(require_dist2(), 1);
 var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
+var QUEUE_MAX_MESSAGES = 4e3;
+var QUEUE_MAX_BYTES = 32 * 1024 * 1024;
 var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
   received = 0;
+  /** Sizes of the parsed messages not yet handed over, in order (the library hands them over in that order). */
+  sizes = [];
   parse(buffer) {
     const message = super.parse(buffer);
     this.received += 1;
+    this.sizes.push(buffer.length);
     if (message.tag === "relation")
       for (const column of message.columns) column.parser = (raw) => raw;
     return message;
@@ -38906,70 +38924,136 @@ async function openChangeStream(info, options) {
   const config2 = toPgConfig(info, { options: CANONICAL_OPTIONS });
   const service = new import_pg_logical_replication.LogicalReplicationService(config2, {
     acknowledge: { auto: false, timeoutSeconds: 0 },
-    flowControl: { enabled: true }
+    // The library's flow control awaits every message's handler (several promises per message) and pauses
+    // the socket while it does; we queue messages ourselves and pause the socket only when the queue is full.
+    flowControl: { enabled: false }
   });
   const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
   let handled = 0;
   let failure2;
   let keepalive;
   let stopping = false;
-  service.on("data", async (lsn, message) => {
-    if (failure2) return;
-    try {
-      switch (message.tag) {
-        case "begin":
-          await options.handlers.begin({
-            commitLsn: lsnOf(message.commitLsn),
-            firstLsn: lsnOf(lsn),
-            commitTimeUs: message.commitTime,
-            xid: message.xid
-          });
-          break;
-        case "commit":
-          await options.handlers.commit({
-            commitLsn: lsnOf(message.commitLsn),
-            endLsn: lsnOf(message.commitEndLsn),
-            commitTimeUs: message.commitTime
-          });
-          break;
-        case "relation": {
-          const m = message;
-          await options.handlers.relation({
-            oid: m.relationOid,
-            schema: m.schema,
-            name: m.name,
-            replicaIdentity: m.replicaIdentity,
-            columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 }))
-          });
-          break;
-        }
-        case "insert":
-        case "update":
-        case "delete": {
-          const m = message;
-          const rel = { schema: m.relation.schema, name: m.relation.name };
-          const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
-          await options.handlers.change(change);
-          break;
-        }
-        case "truncate": {
-          const m = message;
-          await options.handlers.change({
-            kind: "truncate",
-            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
-            cascade: m.cascade,
-            restartIdentity: m.restartIdentity
-          });
-          break;
-        }
-        default:
-          break;
+  const rels = /* @__PURE__ */ new Map();
+  const relOf = (relation) => {
+    let rel = rels.get(relation.relationOid);
+    if (!rel || rel.schema !== relation.schema || rel.name !== relation.name) {
+      rel = { schema: relation.schema, name: relation.name };
+      rels.set(relation.relationOid, rel);
+    }
+    return rel;
+  };
+  const dispatch = (lsn, message) => {
+    switch (message.tag) {
+      case "begin":
+        return options.handlers.begin({
+          commitLsn: lsnOf(message.commitLsn),
+          firstLsn: lsnOf(lsn),
+          commitTimeUs: message.commitTime,
+          xid: message.xid
+        });
+      case "commit":
+        return options.handlers.commit({
+          commitLsn: lsnOf(message.commitLsn),
+          endLsn: lsnOf(message.commitEndLsn),
+          commitTimeUs: message.commitTime
+        });
+      case "relation": {
+        const m = message;
+        return options.handlers.relation({
+          oid: m.relationOid,
+          schema: m.schema,
+          name: m.name,
+          replicaIdentity: m.replicaIdentity,
+          columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 }))
+        });
       }
-    } catch (error62) {
-      failure2 = error62;
-      void service.stop();
-    } finally {
-      handled += 1;
+      case "insert":
+      case "update":
+      case "delete": {
+        const m = message;
+        const rel = relOf(m.relation);
+        const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
+        return options.handlers.change(change);
+      }
+      case "truncate": {
+        const m = message;
+        return options.handlers.change({
+          kind: "truncate",
+          rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+          cascade: m.cascade,
+          restartIdentity: m.restartIdentity
+        });
+      }
+      default:
+        return void 0;
+    }
+  };
+  const queue = [];
+  let head = 0;
+  let queuedBytes = 0;
+  let wakeConsumer;
+  let paused = false;
+  const socket = () => {
+    const stream = service._connection?.stream;
+    if (typeof stream?.pause !== "function" || typeof stream.resume !== "function")
+      throw new Error(
+        "pg-logical-replication no longer exposes its socket: the replay cannot pause the stream"
+      );
+    return stream;
+  };
+  const queued = () => queue.length - head;
+  const consume = async () => {
+    while (!failure2 && !stopping) {
+      const item = queue[head];
+      if (!item) {
+        await new Promise((resolve3) => {
+          wakeConsumer = resolve3;
+        });
+        wakeConsumer = void 0;
+        continue;
+      }
+      queue[head] = void 0;
+      head += 1;
+      if (head >= 1024 && head * 2 >= queue.length) {
+        queue.splice(0, head);
+        head = 0;
+      }
+      queuedBytes -= item.bytes;
+      if (paused && queued() < QUEUE_MAX_MESSAGES / 2 && queuedBytes < QUEUE_MAX_BYTES / 2) {
+        paused = false;
+        socket().resume();
+      }
+      try {
+        const pending = dispatch(item.lsn, item.message);
+        if (pending) {
+          await pending;
+        }
+      } catch (error62) {
+        failure2 = error62;
+        void service.stop();
+      } finally {
+        handled += 1;
+      }
+    }
+  };
+  void consume().catch((error62) => {
+    failure2 ??= error62;
+    void service.stop();
+  });
+  service.on("data", (lsn, message) => {
+    const bytes = plugin.sizes.shift() ?? 0;
+    if (failure2 || stopping) return;
+    queue.push({ lsn, message, bytes });
+    queuedBytes += bytes;
+    wakeConsumer?.();
+    if (!paused && (queued() >= QUEUE_MAX_MESSAGES || queuedBytes >= QUEUE_MAX_BYTES)) {
+      paused = true;
+      try {
+        socket().pause();
+      } catch (error62) {
+        failure2 ??= error62;
+        void service.stop();
+      }
     }
   });
   service.on("heartbeat", async (lsn, _timestamp, shouldRespond) => {
@@ -38998,6 +39082,13 @@ async function openChangeStream(info, options) {
     (error62) => stopping && !failure2 ? endedResolve() : endedReject(failure2 ?? error62)
   );
   await Promise.race([started, subscription.then(() => void 0)]);
+  if (!failure2) {
+    try {
+      socket();
+    } catch (error62) {
+      failure2 = error62;
+    }
+  }
   if (failure2) {
     await service.stop().catch(() => void 0);
     throw failure2;
@@ -39014,8 +39105,14 @@ async function openChangeStream(info, options) {
       durable = lsn;
       await service.acknowledge(forLibrary(lsn), true);
     },
+    fail: (error62) => {
+      failure2 ??= error62;
+      wakeConsumer?.();
+      void service.stop();
+    },
     stop: async () => {
       stopping = true;
+      wakeConsumer?.();
       await service.stop().catch(() => void 0);
       await ended.catch(() => void 0);
     },
@@ -39047,38 +39144,62 @@ function whereClause(rel, table, key, old, values) {
 function insertColumns(table, values) {
   return Object.keys(values).filter((c) => values[c] !== void 0 && table.writable.has(c));
 }
+function hasColumns(columns, table, values) {
+  let i = 0;
+  for (const column in values) {
+    if (values[column] === void 0 || !table.writable.has(column)) continue;
+    if (columns[i] !== column) return false;
+    i += 1;
+  }
+  return i === columns.length;
+}
 var BATCH_MIN_ROWS = 8;
 function batchRunEnd(changes, start, catalog) {
   const first = changes[start];
   if (!first || first.kind !== "update" && first.kind !== "delete") return start;
   const table = catalog(first.rel);
   if (!table.typeNames || table.key.length === 0) return start;
-  const setColumns = (c) => c.kind === "update" ? Object.keys(c.values).filter((k) => c.values[k] !== void 0 && table.writable.has(k) && !table.key.includes(k)).join("\0") : "";
+  if (first.kind === "update" && table.uniqueBeyondKey) return start;
+  const key = table.key;
+  const setColumns = (values) => Object.keys(values).filter((k) => values[k] !== void 0 && table.writable.has(k) && !key.includes(k));
+  const setsColumns = (values, columns2) => {
+    let i = 0;
+    for (const k in values) {
+      if (values[k] === void 0 || !table.writable.has(k) || key.includes(k)) continue;
+      if (columns2[i] !== k) return false;
+      i += 1;
+    }
+    return i === columns2.length;
+  };
+  const keyText2 = (row2) => {
+    let text = "";
+    for (let i = 0; i < key.length; i++) {
+      const value = row2?.[key[i]];
+      if (value === null || value === void 0) return void 0;
+      text = i === 0 ? value : `${text}\0${value}`;
+    }
+    return text;
+  };
   const keyOf = (c) => {
     if (c.kind === "update") {
       const old = c.key ?? c.old;
-      if (old && table.key.some((k) => old[k] !== void 0 && old[k] !== c.values[k])) return void 0;
-      const values = table.key.map((k) => c.values[k]);
-      return values.some((v) => v === null || v === void 0) ? void 0 : JSON.stringify(values);
+      if (old && key.some((k) => old[k] !== void 0 && old[k] !== c.values[k])) return void 0;
+      return keyText2(c.values);
     }
-    if (c.kind === "delete") {
-      const row2 = c.key ?? c.old;
-      const values = table.key.map((k) => row2?.[k]);
-      return values.some((v) => v === null || v === void 0) ? void 0 : JSON.stringify(values);
-    }
-    return void 0;
+    return c.kind === "delete" ? keyText2(c.key ?? c.old) : void 0;
   };
-  const columns = setColumns(first);
-  if (first.kind === "update" && columns === "") return start;
+  const columns = first.kind === "update" ? setColumns(first.values) : [];
+  if (first.kind === "update" && columns.length === 0) return start;
   const seen = /* @__PURE__ */ new Set();
   let end = start;
   for (; end < changes.length; end++) {
     const c = changes[end];
-    if (c.kind !== first.kind || c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name) break;
-    if (setColumns(c) !== columns) break;
-    const key = keyOf(c);
-    if (key === void 0 || seen.has(key)) break;
-    seen.add(key);
+    if (c.kind !== first.kind) break;
+    if (c.rel !== first.rel && (c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name)) break;
+    if (c.kind === "update" && !setsColumns(c.values, columns)) break;
+    const k = keyOf(c);
+    if (k === void 0 || seen.has(k)) break;
+    seen.add(k);
   }
   return end;
 }
@@ -39086,42 +39207,47 @@ function buildBatch(run, table, rel) {
   const types2 = table.typeNames;
   const first = run[0];
   const target = `${quoteQualified(rel)} AS t`;
-  const match = table.key.map((k) => `t.${quoteIdent(k)} = v.${quoteIdent(k)}`).join(" AND ");
-  const typed = (column, value) => `${literal2(value)}::${types2.get(column) ?? "text"}`;
+  const cast = (column) => `v.${quoteIdent(column)}::${types2.get(column) ?? "text"}`;
+  const match = table.key.map((k) => `t.${quoteIdent(k)} = ${cast(k)}`).join(" AND ");
   const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
-  if (first.kind === "delete") {
-    const rows2 = run.map((c) => {
-      const row2 = c.kind === "delete" ? c.key ?? c.old ?? {} : {};
-      return `(${table.key.map((k) => typed(k, row2[k])).join(", ")})`;
-    });
-    const names = table.key.map(quoteIdent).join(", ");
-    return {
-      sql: `DELETE FROM ONLY ${target} USING (VALUES ${rows2.join(", ")}) AS v(${names}) WHERE ${match}`,
-      expectRows
-    };
-  }
   const values = first.kind === "update" ? first.values : {};
   const setColumns = Object.keys(values).filter(
     (k) => values[k] !== void 0 && table.writable.has(k) && !table.key.includes(k)
   );
   const all = [...table.key, ...setColumns];
-  const rows = run.map((c) => {
-    const row2 = c.kind === "update" ? c.values : {};
-    return `(${all.map((k) => typed(k, row2[k])).join(", ")})`;
-  });
-  const sets = setColumns.map((k) => `${quoteIdent(k)} = v.${quoteIdent(k)}`).join(", ");
-  return {
-    sql: `UPDATE ONLY ${target} SET ${sets} FROM (VALUES ${rows.join(", ")}) AS v(${all.map(quoteIdent).join(", ")}) WHERE ${match}`,
-    expectRows
-  };
+  const params = all.map(
+    (column) => run.map((c) => {
+      const row2 = c.kind === "update" ? c.values : c.kind === "delete" ? c.key ?? c.old ?? {} : {};
+      return row2[column] ?? null;
+    })
+  );
+  const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(", ")}) AS v(${all.map(quoteIdent).join(", ")})`;
+  if (first.kind === "delete")
+    return { sql: `DELETE FROM ONLY ${target} USING ${from} WHERE ${match}`, params, expectRows };
+  const sets = setColumns.map((k) => `${quoteIdent(k)} = ${cast(k)}`).join(", ");
+  return { sql: `UPDATE ONLY ${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
 }
 var COPY_MIN_ROWS = 8;
+var COPY_SPECIAL = /[\\\t\n\r]/;
+var COPY_SPECIALS = /[\\\t\n\r]/g;
 function encodeCopyValue(value) {
   if (value === null || value === void 0) return "\\N";
+  if (!COPY_SPECIAL.test(value)) return value;
   return value.replace(
-    /[\\\t\n\r]/g,
+    COPY_SPECIALS,
     (c) => c === "\\" ? "\\\\" : c === "	" ? "\\t" : c === "\n" ? "\\n" : "\\r"
   );
+}
+function encodeCopyRows(columns, rows) {
+  let data = "";
+  for (const row2 of rows) {
+    for (let i = 0; i < columns.length; i++) {
+      if (i > 0) data += "	";
+      data += encodeCopyValue(row2[columns[i]]);
+    }
+    data += "\n";
+  }
+  return data;
 }
 function describeKey(table, key, old, values) {
   const source = key ?? old ?? values ?? {};
@@ -39133,22 +39259,20 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
   let pending;
   const flush = () => {
     if (!pending) return;
-    const table = catalog(pending.rel);
-    const cols = pending.columns.map(quoteIdent).join(", ");
+    const { table, columns } = pending;
+    const cols = columns.map(quoteIdent).join(", ");
     if (!mode.idempotent && pending.values.length >= COPY_MIN_ROWS) {
-      const columns = pending.columns;
-      const data = pending.values.map((row2) => `${columns.map((c) => encodeCopyValue(row2[c])).join("	")}
-`).join("");
       out.push({
         sql: `COPY ${quoteQualified(pending.rel)} (${cols}) FROM STDIN`,
-        copy: { data, rows: pending.values.length }
+        copy: { data: encodeCopyRows(columns, pending.values), rows: pending.values.length }
       });
       pending = void 0;
       return;
     }
+    const rows = pending.values.map((row2) => `(${columns.map((c) => literal2(row2[c])).join(", ")})`);
     const conflict = mode.idempotent && table.key.length ? ` ON CONFLICT (${table.key.map(quoteIdent).join(", ")}) DO ${pending.columns.some((c) => !table.key.includes(c)) ? `UPDATE SET ${pending.columns.filter((c) => !table.key.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(", ")}` : "NOTHING"}` : "";
     out.push({
-      sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${pending.rows.join(", ")}${conflict}`
+      sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${rows.join(", ")}${conflict}`
     });
     pending = void 0;
   };
@@ -39164,15 +39288,17 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       }
     }
     if (change.kind === "insert") {
-      const table = catalog(change.rel);
-      const columns = insertColumns(table, change.values);
-      const row2 = `(${columns.map((c) => literal2(change.values[c])).join(", ")})`;
-      if (pending && pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name && pending.columns.length === columns.length && pending.columns.every((c, i2) => c === columns[i2])) {
-        pending.rows.push(row2);
+      if (pending && (pending.rel === change.rel || pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name) && hasColumns(pending.columns, pending.table, change.values)) {
         pending.values.push(change.values);
       } else {
         flush();
-        pending = { rel: change.rel, columns, rows: [row2], values: [change.values] };
+        const table = catalog(change.rel);
+        pending = {
+          rel: change.rel,
+          table,
+          columns: insertColumns(table, change.values),
+          values: [change.values]
+        };
       }
       continue;
     }
@@ -39940,6 +40066,23 @@ ${renderValidationText(validation)}` });
 
 // src/workflows/replay.ts
 var S5 = quoteIdent(CONTROL_SCHEMA);
+function asReplayError(error62, durable) {
+  if (isMigrationError(error62)) return error62;
+  if (isRetryable(error62)) {
+    return new MigrationError(
+      "REPLAY_STREAM_FAILED",
+      `The replication stream ended: ${error62.message}`,
+      "The replay reconnects by itself; if it keeps failing, check the source.",
+      { cause: error62 }
+    );
+  }
+  return new MigrationError(
+    "REPLAY_APPLY_FAILED",
+    `Applying a replayed transaction on the target failed: ${error62.message}`,
+    `Nothing of that transaction was applied (applied up to ${formatLsn(durable)}). Fix the cause on the target, then run the same command with --resume.`,
+    { cause: error62 }
+  );
+}
 function isRetryable(error62) {
   if (isMigrationError(error62))
     return error62.code === "CONNECTION_FAILED" || error62.code === "REPLAY_STREAM_FAILED";
@@ -40125,8 +40268,12 @@ async function runSession(ctx, endpoints, options, shared) {
     const relations = /* @__PURE__ */ new Map();
     let hold;
     let lock = Promise.resolve();
+    let serialBusy = 0;
     const serial = (fn) => {
-      const next = lock.then(fn);
+      serialBusy += 1;
+      const next = lock.then(fn).finally(() => {
+        serialBusy -= 1;
+      });
       lock = next.catch(() => void 0);
       return next;
     };
@@ -40141,8 +40288,23 @@ async function runSession(ctx, endpoints, options, shared) {
       }
       return table;
     };
+    let inflight;
+    let applyFailure;
+    const settle2 = async () => {
+      if (applyFailure) throw applyFailure;
+      const current = inflight;
+      inflight = void 0;
+      if (!current) return;
+      try {
+        await current;
+      } catch (error62) {
+        applyFailure = asReplayError(error62, durable);
+        throw applyFailure;
+      }
+    };
     const flush = async () => {
       if (buffer.length === 0) return;
+      await settle2();
       const changes = buffer;
       buffer = [];
       txnStart = 0;
@@ -40160,11 +40322,13 @@ async function runSession(ctx, endpoints, options, shared) {
         );
         return;
       }
-      await applyReconciled(apply, changes, targetOf);
+      inflight = applyReconciled(apply, changes, targetOf);
+      inflight.catch(() => void 0);
     };
     const commitNow = async () => {
       if (!groupOpen || groupEnd === void 0 || inTxn) return;
       await flush();
+      await settle2();
       await commitGroup(apply, id, {
         endLsn: formatLsn(groupEnd),
         commitTime: groupCommitTime,
@@ -40185,7 +40349,9 @@ async function runSession(ctx, endpoints, options, shared) {
         groupTimerRef.current = void 0;
         void serial(async () => {
           if (!inTxn) await commitNow();
-        }).catch(() => void 0);
+        }).catch((error62) => {
+          stream?.fail(asReplayError(error62, durable));
+        });
       }, groupWaitMs);
     };
     const beginGroup = async () => {
@@ -40209,30 +40375,63 @@ async function runSession(ctx, endpoints, options, shared) {
       await beginGroup();
       groupFirstLsn = txnFirstLsn;
     };
+    let sessionDone = false;
     const holdIfNeeded = async (commitLsn2) => {
-      while (hold && commitLsn2 >= hold.at) {
+      while (hold && commitLsn2 >= hold.at && !sessionDone) {
         const current = hold;
         await serial(commitNow);
         current.reached = true;
         await current.released;
       }
     };
+    const startTxn = (frame) => {
+      inTxn = true;
+      commitLsn = frame.commitLsn;
+      txnStart = buffer.length;
+      txnFirstLsn = frame.firstLsn;
+      if (groupFirstLsn === void 0 || frame.firstLsn < groupFirstLsn) groupFirstLsn = frame.firstLsn;
+      if (options.mode === "spool") buffer.push({ kind: "begin", commitLsn: formatLsn(frame.commitLsn) });
+    };
+    const endTxn = (frame) => {
+      inTxn = false;
+      groupTxns += 1;
+      groupEnd = frame.endLsn;
+      groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
+      lastCommitTimeMs = groupCommitTime.getTime();
+      if (options.mode === "spool") buffer.push({ kind: "commit", endLsn: formatLsn(frame.endLsn) });
+      if (groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs) return true;
+      const queued = stream ? pendingMessages() - 1 : 0;
+      if (queued <= 0) scheduleGroupCommit();
+      return false;
+    };
+    const takeChange = (change) => {
+      if (skipping) return;
+      if (options.mode === "spool") buffer.push(change);
+      else {
+        const item = reconcile(change, commitLsn, rules);
+        if (item) buffer.push(item);
+      }
+      groupCount += 1;
+    };
     const handlers = {
-      begin: async (frame) => {
+      begin: (frame) => {
         if (frame.commitLsn < durable) {
           skipping = true;
-          return;
+          return void 0;
         }
-        await holdIfNeeded(frame.commitLsn);
-        await serial(async () => {
-          inTxn = true;
-          commitLsn = frame.commitLsn;
-          await beginGroup();
-          txnStart = buffer.length;
-          txnFirstLsn = frame.firstLsn;
-          if (groupFirstLsn === void 0 || frame.firstLsn < groupFirstLsn) groupFirstLsn = frame.firstLsn;
-          if (options.mode === "spool") buffer.push({ kind: "begin", commitLsn: formatLsn(frame.commitLsn) });
-        });
+        if (serialBusy === 0 && groupOpen && !(hold && frame.commitLsn >= hold.at)) {
+          startTxn(frame);
+          return void 0;
+        }
+        return (async () => {
+          await holdIfNeeded(frame.commitLsn);
+          if (sessionDone) return;
+          await serial(async () => {
+            inTxn = true;
+            await beginGroup();
+            startTxn(frame);
+          });
+        })();
       },
       relation: (rel) => serial(async () => {
         relations.set(relKey(rel), rel);
@@ -40240,6 +40439,7 @@ async function runSession(ctx, endpoints, options, shared) {
           if (!skipping && groupOpen) buffer.push({ kind: "relation", rel });
           return;
         }
+        await settle2();
         const table = await readTargetColumns(apply, rel);
         const mismatch = describeRelationMismatch(rel, table);
         if (mismatch) {
@@ -40249,37 +40449,35 @@ async function runSession(ctx, endpoints, options, shared) {
         }
         if (table) targets.set(relKey(rel), table);
       }),
-      change: (change) => serial(async () => {
-        if (skipping) return;
-        if (options.mode === "spool") buffer.push(change);
-        else {
-          const item = reconcile(change, commitLsn, rules);
-          if (item) buffer.push(item);
+      change: (change) => {
+        if (serialBusy === 0 && !(buffer.length + 1 >= batchChanges)) {
+          takeChange(change);
+          return void 0;
         }
-        groupCount += 1;
-        if (buffer.length >= batchChanges) {
+        return serial(async () => {
+          takeChange(change);
+          if (buffer.length < batchChanges) return;
+          if (txnStart > 0) {
+            const current = buffer.slice(txnStart);
+            buffer = buffer.slice(0, txnStart);
+            await flush();
+            buffer = current;
+            return;
+          }
           await commitCompleted();
           await flush();
-        }
-      }),
-      commit: (frame) => serial(async () => {
+        });
+      },
+      commit: (frame) => {
         if (skipping) {
           skipping = false;
-          return;
+          return void 0;
         }
-        inTxn = false;
-        groupTxns += 1;
-        groupEnd = frame.endLsn;
-        groupCommitTime = new Date(Number(frame.commitTimeUs / 1000n));
-        lastCommitTimeMs = groupCommitTime.getTime();
-        if (options.mode === "spool") buffer.push({ kind: "commit", endLsn: formatLsn(frame.endLsn) });
-        const queued = stream ? pendingMessages() - 1 : 0;
-        if (groupCount >= groupChanges || ctx.clock.nowMs() - groupStartedMs >= groupMs) {
-          await commitNow();
-        } else if (queued <= 0) {
-          scheduleGroupCommit();
-        }
-      })
+        if (serialBusy === 0) return endTxn(frame) ? serial(commitNow) : void 0;
+        return serial(async () => {
+          if (endTxn(frame)) await commitNow();
+        });
+      }
     };
     let receivedProbe = () => 0;
     const pendingMessages = () => receivedProbe();
@@ -40303,23 +40501,7 @@ async function runSession(ctx, endpoints, options, shared) {
     const streamEnded = stream.ended.then(
       () => void 0,
       (error62) => {
-        if (isMigrationError(error62)) throw error62;
-        if (isRetryable(error62)) {
-          throw new MigrationError(
-            "REPLAY_STREAM_FAILED",
-            `The replication stream ended: ${error62.message}`,
-            "The replay reconnects by itself; if it keeps failing, check the source.",
-            {
-              cause: error62
-            }
-          );
-        }
-        throw new MigrationError(
-          "REPLAY_APPLY_FAILED",
-          `Applying a replayed transaction on the target failed: ${error62.message}`,
-          `Nothing of that transaction was applied (applied up to ${formatLsn(durable)}). Fix the cause on the target, then run the same command with --resume.`,
-          { cause: error62 }
-        );
+        throw asReplayError(error62, durable);
       }
     );
     streamEnded.catch(() => void 0);
@@ -40421,15 +40603,20 @@ async function runSession(ctx, endpoints, options, shared) {
             );
           }
           await stream?.stop();
-          const result = await runCutoverFinish(ctx, endpoints, {
-            migrationId: id,
-            request: c.request,
-            endLsn: formatLsn(c.endLsn),
-            writesAfterEnd: afterEnd,
-            startedMs: c.startedMs
-          });
-          hold?.release();
-          return { kind: "cutover-done", endLsn: result.endLsn };
+          try {
+            const result = await runCutoverFinish(ctx, endpoints, {
+              migrationId: id,
+              request: c.request,
+              endLsn: formatLsn(c.endLsn),
+              writesAfterEnd: afterEnd,
+              startedMs: c.startedMs
+            });
+            return { kind: "cutover-done", endLsn: result.endLsn };
+          } finally {
+            sessionDone = true;
+            hold?.release();
+            hold = void 0;
+          }
         }
         if (now - c.startedMs > c.request.timeoutMs) {
           await unfenceRoles(sourceStatus, c.fenced);
@@ -40656,13 +40843,20 @@ async function readRefreshRules(client, id) {
   );
 }
 async function applyReconciled(apply, items, targetOf) {
+  const byRef = /* @__PURE__ */ new Map();
   const known = /* @__PURE__ */ new Map();
   for (const { change } of items) {
+    if (change.kind !== "truncate" && byRef.has(change.rel)) continue;
     for (const rel of change.kind === "truncate" ? change.rels : [change.rel]) {
-      if (!known.has(relKey(rel))) known.set(relKey(rel), await targetOf(rel));
+      let table = known.get(relKey(rel));
+      if (!table) {
+        table = await targetOf(rel);
+        known.set(relKey(rel), table);
+      }
+      byRef.set(rel, table);
     }
   }
-  const catalog = (rel) => known.get(relKey(rel));
+  const catalog = (rel) => byRef.get(rel);
   let start = 0;
   while (start < items.length) {
     const idempotent = items[start]?.idempotent ?? false;
@@ -42409,14 +42603,15 @@ async function readStatus(endpoints, options) {
       active: source ? (source.slot?.activePid ?? null) !== null : null,
       retainedBytes: source?.slot?.retainedBytes ?? null
     },
-    lagBytes: replay ? Number(replay.lag_bytes ?? 0) : null,
-    lagSeconds: replay ? Number(replay.lag_seconds ?? 0) : null,
+    // Null until the running replay has measured a lag: never "0 B, caught up" before anything is known.
+    lagBytes: replay && replay.lag_bytes !== null ? Number(replay.lag_bytes) : null,
+    lagSeconds: replay && replay.lag_seconds !== null ? Number(replay.lag_seconds) : null,
     replay: replay ? {
       appliedLsn: replay.applied_lsn,
       sourceLsn: replay.source_lsn,
       sourceWalRate: replay.source_wal_rate,
       replayRate: replay.replay_rate,
-      etaSeconds: replay.lag_bytes <= CAUGHT_UP_BYTES ? 0 : replay.replay_rate > replay.source_wal_rate ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate) : null,
+      etaSeconds: replay.lag_bytes === null ? null : replay.lag_bytes <= CAUGHT_UP_BYTES ? 0 : replay.replay_rate > replay.source_wal_rate ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate) : null,
       triggerMode: replay.trigger_mode,
       spooledLsn: replay.spooled_lsn,
       spooledChanges: Number(replay.spooled ?? 0),
@@ -42455,7 +42650,7 @@ function renderStatusText(s) {
     const r = s.replay;
     lines.push(
       `  replay ${r.alive ? "running" : "NOT running"}${r.lastReportAgeSeconds !== null ? ` (last report ${r.lastReportAgeSeconds.toFixed(0)} s ago)` : ""}: applied ${r.appliedLsn}, source ${r.sourceLsn ?? "-"}`,
-      `  lag ${formatBytes(s.lagBytes ?? 0)} / ${(s.lagSeconds ?? 0).toFixed(1)} s; source WAL ${formatBytes(r.sourceWalRate ?? 0)}/s, replay ${formatBytes(r.replayRate ?? 0)}/s, ETA ${r.etaSeconds === null ? "not catching up" : formatDuration(r.etaSeconds * 1e3)}`
+      s.lagBytes === null ? "  lag not measured yet (the replay reports it every --lag-interval)" : `  lag ${formatBytes(s.lagBytes)} / ${(s.lagSeconds ?? 0).toFixed(1)} s; source WAL ${formatBytes(r.sourceWalRate ?? 0)}/s, replay ${formatBytes(r.replayRate ?? 0)}/s, ETA ${r.etaSeconds === null ? "not catching up" : formatDuration(r.etaSeconds * 1e3)}`
     );
     if (r.spooledChanges) lines.push(`  ${r.spooledChanges} spooled rows waiting to be applied`);
     if (r.pausedAt) lines.push(`  paused at ${r.pausedAt} for validation`);

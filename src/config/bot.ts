@@ -168,17 +168,18 @@ export function readBotConfig(env: Record<string, string | undefined>): BotConfi
       );
     }
   }
-  const target = env.TARGET ?? env.PGCOPYDB_TARGET_PGURI;
-  const source = env.SOURCE ?? env.PGCOPYDB_SOURCE_PGURI;
+  // An empty variable counts as unset (CI systems pass unset inputs as '').
+  const target = env.TARGET || env.PGCOPYDB_TARGET_PGURI || undefined;
+  const source = env.SOURCE || env.PGCOPYDB_SOURCE_PGURI || undefined;
   const [owner, repo] = (env.GITHUB_REPOSITORY ?? '').split('/');
-  const maxLagText = env.PG_LIVE_MIGRATE_MAX_LAG ?? '500KB';
+  const maxLagText = env.PG_LIVE_MIGRATE_MAX_LAG || '500KB';
   const maxLag = parseMaxLag(maxLagText);
   if (!maxLag)
     throw configError(
       `PG_LIVE_MIGRATE_MAX_LAG '${maxLagText}' is not a size or duration.`,
       'Set e.g. 500KB or 5s.',
     );
-  const timeout = parseMaxLag(env.PG_LIVE_MIGRATE_CUTOVER_TIMEOUT ?? '10min');
+  const timeout = parseMaxLag(env.PG_LIVE_MIGRATE_CUTOVER_TIMEOUT || '10min');
   const parsed = botConfig.safeParse({
     botToken: env.SLACK_BOT_TOKEN,
     mode,
@@ -189,7 +190,7 @@ export function readBotConfig(env: Record<string, string | undefined>): BotConfi
       .map((u) => u.trim())
       .filter(Boolean),
     approverGroup: env.PG_LIVE_MIGRATE_APPROVER_GROUP || undefined,
-    defaultMigrationId: env.PG_LIVE_MIGRATE_MIGRATION_ID ?? 'default',
+    defaultMigrationId: env.PG_LIVE_MIGRATE_MIGRATION_ID || 'default',
     migrations,
     fallback: target ? { target, ...(source ? { source } : {}) } : undefined,
     github:

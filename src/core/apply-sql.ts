@@ -9,8 +9,17 @@ export interface TargetTable {
   writable: ReadonlySet<string>;
   /** Key columns to find a row by: primary key or replica identity index; empty = whole-row match. */
   key: readonly string[];
-  /** SQL type of each writable column (format_type), for typed VALUES lists; absent = no batching. */
+  /**
+   * SQL type of each writable column without its modifier (format_type(oid, NULL)), to cast batched values
+   * to: the assignment then applies the modifier and refuses what does not fit, as a single-row UPDATE
+   * does. Absent = no batching.
+   */
   typeNames?: ReadonlyMap<string, string>;
+  /**
+   * A unique or exclusion index besides the key's: a batched UPDATE applies its rows in the plan's order,
+   * not the source's, and a non-deferrable index checked row by row could refuse an intermediate state.
+   */
+  uniqueBeyondKey?: boolean;
 }
 
 export type TargetCatalog = (rel: RelationRef) => TargetTable;
@@ -93,38 +102,51 @@ function batchRunEnd(changes: readonly Change[], start: number, catalog: TargetC
   if (!first || (first.kind !== 'update' && first.kind !== 'delete')) return start;
   const table = catalog(first.rel);
   if (!table.typeNames || table.key.length === 0) return start;
-  const setColumns = (c: Change) =>
-    c.kind === 'update'
-      ? Object.keys(c.values)
-          .filter((k) => c.values[k] !== undefined && table.writable.has(k) && !table.key.includes(k))
-          .join('\u0000')
-      : '';
+  if (first.kind === 'update' && table.uniqueBeyondKey) return start;
+  const key = table.key;
+  const setColumns = (values: Row): string[] =>
+    Object.keys(values).filter((k) => values[k] !== undefined && table.writable.has(k) && !key.includes(k));
+  /** Whether an update sets exactly `columns` (in order), without building its list. */
+  const setsColumns = (values: Row, columns: readonly string[]): boolean => {
+    let i = 0;
+    for (const k in values) {
+      if (values[k] === undefined || !table.writable.has(k) || key.includes(k)) continue;
+      if (columns[i] !== k) return false;
+      i += 1;
+    }
+    return i === columns.length;
+  };
+  // Key values joined by NUL, which no PostgreSQL text value contains.
+  const keyText = (row: Row | null | undefined): string | undefined => {
+    let text = '';
+    for (let i = 0; i < key.length; i++) {
+      const value = row?.[key[i] as string];
+      if (value === null || value === undefined) return undefined;
+      text = i === 0 ? value : `${text}\u0000${value}`;
+    }
+    return text;
+  };
   const keyOf = (c: Change): string | undefined => {
     if (c.kind === 'update') {
       const old = c.key ?? c.old;
       // A key change (or a FULL-identity old row that differs in the key) is not batched.
-      if (old && table.key.some((k) => old[k] !== undefined && old[k] !== c.values[k])) return undefined;
-      const values = table.key.map((k) => c.values[k]);
-      return values.some((v) => v === null || v === undefined) ? undefined : JSON.stringify(values);
+      if (old && key.some((k) => old[k] !== undefined && old[k] !== c.values[k])) return undefined;
+      return keyText(c.values);
     }
-    if (c.kind === 'delete') {
-      const row = c.key ?? c.old;
-      const values = table.key.map((k) => row?.[k]);
-      return values.some((v) => v === null || v === undefined) ? undefined : JSON.stringify(values);
-    }
-    return undefined;
+    return c.kind === 'delete' ? keyText(c.key ?? c.old) : undefined;
   };
-  const columns = setColumns(first);
-  if (first.kind === 'update' && columns === '') return start;
+  const columns = first.kind === 'update' ? setColumns(first.values) : [];
+  if (first.kind === 'update' && columns.length === 0) return start;
   const seen = new Set<string>();
   let end = start;
   for (; end < changes.length; end++) {
     const c = changes[end] as Change;
-    if (c.kind !== first.kind || c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name) break;
-    if (setColumns(c) !== columns) break;
-    const key = keyOf(c);
-    if (key === undefined || seen.has(key)) break;
-    seen.add(key);
+    if (c.kind !== first.kind) break;
+    if (c.rel !== first.rel && (c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name)) break;
+    if (c.kind === 'update' && !setsColumns(c.values, columns)) break;
+    const k = keyOf(c);
+    if (k === undefined || seen.has(k)) break;
+    seen.add(k);
   }
   return end;
 }

@@ -682,7 +682,12 @@ function renderStatusMarkdown(s: MigrationStatus): string {
         'replay',
         `${r.alive ? 'running' : 'not running'}; applied \`${r.appliedLsn}\`, source \`${r.sourceLsn ?? '-'}\``,
       ],
-      ['lag', `${formatBytes(s.lagBytes ?? 0)} / ${(s.lagSeconds ?? 0).toFixed(1)} s`],
+      [
+        'lag',
+        s.lagBytes === null
+          ? 'not measured yet'
+          : `${formatBytes(s.lagBytes)} / ${(s.lagSeconds ?? 0).toFixed(1)} s`,
+      ],
       [
         'rates',
         `source WAL ${formatBytes(r.sourceWalRate ?? 0)}/s, replay ${formatBytes(r.replayRate ?? 0)}/s, ETA ${r.etaSeconds === null ? 'not catching up' : formatDuration(r.etaSeconds * 1000)}`,

@@ -2,7 +2,7 @@
 // post-data (indexes, constraints, triggers) in parallel, materialized views. Every step is recorded on
 // the target, so `copy --resume` after a crash redoes only what is not done.
 import { existsSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { openClient, setCanonicalSession, withClient } from '../adapters/postgres/client';
@@ -23,14 +23,7 @@ import {
   updateMigration,
 } from '../adapters/postgres/control-schema';
 import { beginInSnapshot, copyPart } from '../adapters/postgres/copy-part';
-import {
-  dumpRoles,
-  dumpSchema,
-  listToc,
-  readRestoreSql,
-  restoreParallel,
-  type ToolContext,
-} from '../adapters/postgres/pg-tools';
+import { dumpRoles, dumpSchema, readRestoreSql, type ToolContext } from '../adapters/postgres/pg-tools';
 import {
   createTemporarySnapshot,
   dropSlot,

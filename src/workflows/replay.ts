@@ -79,6 +79,28 @@ export type ReplayOutcome =
   | { kind: 'segment-ended'; appliedLsn: string };
 
 /** Errors a reconnect can cure: connections lost, servers restarting. Anything else stops the replay. */
+/**
+ * What a replay failure means for the user: our own errors (a schema change, a row not found) keep their
+ * code; a lost connection is retried; anything else is the target refusing a change.
+ */
+function asReplayError(error: Error, durable: Lsn): Error {
+  if (isMigrationError(error)) return error;
+  if (isRetryable(error)) {
+    return new MigrationError(
+      'REPLAY_STREAM_FAILED',
+      `The replication stream ended: ${error.message}`,
+      'The replay reconnects by itself; if it keeps failing, check the source.',
+      { cause: error },
+    );
+  }
+  return new MigrationError(
+    'REPLAY_APPLY_FAILED',
+    `Applying a replayed transaction on the target failed: ${error.message}`,
+    `Nothing of that transaction was applied (applied up to ${formatLsn(durable)}). Fix the cause on the target, then run the same command with --resume.`,
+    { cause: error },
+  );
+}
+
 function isRetryable(error: unknown): boolean {
   if (isMigrationError(error))
     return error.code === 'CONNECTION_FAILED' || error.code === 'REPLAY_STREAM_FAILED';
@@ -345,10 +367,19 @@ async function runSession(
      * settled before anything else uses the apply session, so its error surfaces before any later step.
      */
     let inflight: Promise<void> | undefined;
+    /** The first failure of a batch: sticky, so no later step can commit the group it belonged to. */
+    let applyFailure: Error | undefined;
     const settle = async () => {
+      if (applyFailure) throw applyFailure;
       const current = inflight;
       inflight = undefined;
-      if (current) await current;
+      if (!current) return;
+      try {
+        await current;
+      } catch (error) {
+        applyFailure = asReplayError(error as Error, durable);
+        throw applyFailure;
+      }
     };
 
     const flush = async () => {
@@ -402,7 +433,10 @@ async function runSession(
         groupTimerRef.current = undefined;
         void serial(async () => {
           if (!inTxn) await commitNow();
-        }).catch(() => undefined);
+        }).catch((error: Error) => {
+          // Nobody awaits this commit: end the stream with its error (the group stays uncommitted).
+          stream?.fail(asReplayError(error, durable));
+        });
       }, groupWaitMs);
     };
 
@@ -436,9 +470,11 @@ async function runSession(
       groupFirstLsn = txnFirstLsn;
     };
 
+    /** Set once the session has finished a cutover: a transaction held at the end position never starts. */
+    let sessionDone = false;
     const holdIfNeeded = async (commitLsn: Lsn) => {
       // A loop: a released hold may have been replaced by one further on (pause, then pause at X).
-      while (hold && commitLsn >= hold.at) {
+      while (hold && commitLsn >= hold.at && !sessionDone) {
         const current = hold;
         await serial(commitNow);
         current.reached = true;
@@ -496,6 +532,7 @@ async function runSession(
         }
         return (async () => {
           await holdIfNeeded(frame.commitLsn);
+          if (sessionDone) return;
           await serial(async () => {
             inTxn = true;
             await beginGroup();
@@ -529,10 +566,20 @@ async function runSession(
         }
         return serial(async () => {
           takeChange(change);
-          if (buffer.length >= batchChanges) {
-            await commitCompleted();
+          if (buffer.length < batchChanges) return;
+          if (txnStart > 0) {
+            // Complete transactions fill most of the buffer: send them (the group stays open), keep the
+            // current one's changes. The target's open transaction still holds only complete ones.
+            const current = buffer.slice(txnStart);
+            buffer = buffer.slice(0, txnStart);
             await flush();
+            buffer = current;
+            return;
           }
+          // The current transaction alone fills the buffer: it must send changes before it is complete, so
+          // the complete ones before it are committed first (a failure in it must not take them back).
+          await commitCompleted();
+          await flush();
         });
       },
       commit: (frame: { endLsn: Lsn; commitTimeUs: bigint }) => {
@@ -572,25 +619,7 @@ async function runSession(
     const streamEnded = stream.ended.then(
       () => undefined,
       (error: Error) => {
-        // Our own errors (a schema change, a row not found) keep their code; a lost connection is retried;
-        // anything else is the target refusing a change: stop and say which.
-        if (isMigrationError(error)) throw error;
-        if (isRetryable(error)) {
-          throw new MigrationError(
-            'REPLAY_STREAM_FAILED',
-            `The replication stream ended: ${error.message}`,
-            'The replay reconnects by itself; if it keeps failing, check the source.',
-            {
-              cause: error,
-            },
-          );
-        }
-        throw new MigrationError(
-          'REPLAY_APPLY_FAILED',
-          `Applying a replayed transaction on the target failed: ${error.message}`,
-          `Nothing of that transaction was applied (applied up to ${formatLsn(durable)}). Fix the cause on the target, then run the same command with --resume.`,
-          { cause: error },
-        );
+        throw asReplayError(error, durable);
       },
     );
     streamEnded.catch(() => undefined);
@@ -713,15 +742,21 @@ async function runSession(
             );
           }
           await stream?.stop();
-          const result = await runCutoverFinish(ctx, endpoints, {
-            migrationId: id,
-            request: c.request,
-            endLsn: formatLsn(c.endLsn),
-            writesAfterEnd: afterEnd,
-            startedMs: c.startedMs,
-          });
-          hold?.release();
-          return { kind: 'cutover-done', endLsn: result.endLsn };
+          try {
+            const result = await runCutoverFinish(ctx, endpoints, {
+              migrationId: id,
+              request: c.request,
+              endLsn: formatLsn(c.endLsn),
+              writesAfterEnd: afterEnd,
+              startedMs: c.startedMs,
+            });
+            return { kind: 'cutover-done', endLsn: result.endLsn };
+          } finally {
+            // A transaction held past the end position is dropped, never applied.
+            sessionDone = true;
+            hold?.release();
+            hold = undefined;
+          }
         }
         if (now - c.startedMs > c.request.timeoutMs) {
           await unfenceRoles(sourceStatus, c.fenced);

@@ -90,8 +90,9 @@ export async function readStatus(
       active: source ? (source.slot?.activePid ?? null) !== null : null,
       retainedBytes: source?.slot?.retainedBytes ?? null,
     },
-    lagBytes: replay ? Number(replay.lag_bytes ?? 0) : null,
-    lagSeconds: replay ? Number(replay.lag_seconds ?? 0) : null,
+    // Null until the running replay has measured a lag: never "0 B, caught up" before anything is known.
+    lagBytes: replay && replay.lag_bytes !== null ? Number(replay.lag_bytes) : null,
+    lagSeconds: replay && replay.lag_seconds !== null ? Number(replay.lag_seconds) : null,
     replay: replay
       ? {
           appliedLsn: replay.applied_lsn,
@@ -99,11 +100,13 @@ export async function readStatus(
           sourceWalRate: replay.source_wal_rate,
           replayRate: replay.replay_rate,
           etaSeconds:
-            replay.lag_bytes <= CAUGHT_UP_BYTES
-              ? 0
-              : replay.replay_rate > replay.source_wal_rate
-                ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate)
-                : null,
+            replay.lag_bytes === null
+              ? null
+              : replay.lag_bytes <= CAUGHT_UP_BYTES
+                ? 0
+                : replay.replay_rate > replay.source_wal_rate
+                  ? replay.lag_bytes / (replay.replay_rate - replay.source_wal_rate)
+                  : null,
           triggerMode: replay.trigger_mode,
           spooledLsn: replay.spooled_lsn,
           spooledChanges: Number(replay.spooled ?? 0),
@@ -144,7 +147,9 @@ export function renderStatusText(s: MigrationStatus): string {
     const r = s.replay;
     lines.push(
       `  replay ${r.alive ? 'running' : 'NOT running'}${r.lastReportAgeSeconds !== null ? ` (last report ${r.lastReportAgeSeconds.toFixed(0)} s ago)` : ''}: applied ${r.appliedLsn}, source ${r.sourceLsn ?? '-'}`,
-      `  lag ${formatBytes(s.lagBytes ?? 0)} / ${(s.lagSeconds ?? 0).toFixed(1)} s; source WAL ${formatBytes(r.sourceWalRate ?? 0)}/s, replay ${formatBytes(r.replayRate ?? 0)}/s, ETA ${r.etaSeconds === null ? 'not catching up' : formatDuration(r.etaSeconds * 1000)}`,
+      s.lagBytes === null
+        ? '  lag not measured yet (the replay reports it every --lag-interval)'
+        : `  lag ${formatBytes(s.lagBytes)} / ${(s.lagSeconds ?? 0).toFixed(1)} s; source WAL ${formatBytes(r.sourceWalRate ?? 0)}/s, replay ${formatBytes(r.replayRate ?? 0)}/s, ETA ${r.etaSeconds === null ? 'not catching up' : formatDuration(r.etaSeconds * 1000)}`,
     );
     if (r.spooledChanges) lines.push(`  ${r.spooledChanges} spooled rows waiting to be applied`);
     if (r.pausedAt) lines.push(`  paused at ${r.pausedAt} for validation`);

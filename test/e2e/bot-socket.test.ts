@@ -252,6 +252,22 @@ describe('Slack bot in Socket Mode', () => {
     expect(result.stderr).not.toContain(wrong);
   });
 
+  it('stops at start with the fix when Slack refuses the bot token, without printing it', async () => {
+    const wrong = 'xoxb-not-the-bot-token-0000';
+    const result = await runCli(['bot'], {
+      env: botEnv(fake(), {
+        SLACK_BOT_TOKEN: wrong,
+        SLACK_APP_TOKEN: FAKE_APP_TOKEN,
+        TARGET: botUris.target,
+        PG_LIVE_MIGRATE_MIGRATION_ID: ID,
+      }),
+    });
+    expect(result.code, result.stderr).toBe(2);
+    expect(result.stderr).toContain('CONFIG_INVALID_OPTION: Slack refused SLACK_BOT_TOKEN: invalid_auth.');
+    expect(result.stderr).not.toContain('ready');
+    expect(result.stderr).not.toContain(wrong);
+  });
+
   it('no token, password or connection string appears in anything sent to Slack or in the log', () => {
     expect(fake().socket.received.length).toBeGreaterThan(5);
     expect(

@@ -106,4 +106,21 @@ describe('copy of the pagila database through the CLI', () => {
     expect(status.rowsCopied).toBeGreaterThan(40_000);
     expect(status.bytesCopied).toBeGreaterThan(1_000_000);
   });
+
+  it('says the lag is not measured yet (not "0 B, caught up") while a replay has not reported one', async () => {
+    // The row a replay writes when it starts, before its first lag report.
+    await query(
+      uris.target,
+      `INSERT INTO _pg_live_migrate.replay (migration_id, applied_lsn) VALUES ('default', '0/0')`,
+    );
+    try {
+      const args = ['--source', uris.source, '--target', uris.target];
+      const status = JSON.parse((await runCli(['status', '--json', ...args])).stdout);
+      expect(status).toMatchObject({ lagBytes: null, lagSeconds: null, replay: { etaSeconds: null } });
+      const text = await runCli(['status', ...args]);
+      expect(text.stdout + text.stderr).toContain('lag not measured yet');
+    } finally {
+      await query(uris.target, `DELETE FROM _pg_live_migrate.replay WHERE migration_id = 'default'`);
+    }
+  });
 });

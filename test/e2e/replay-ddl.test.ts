@@ -192,6 +192,43 @@ describe('DDL on the source during replay', () => {
     ]);
   });
 
+  it('stops on a row missing on the target without applying any of its transaction, and resumes once fixed', async () => {
+    // The target diverged (someone deleted a row there); the next source transaction updates that row and
+    // then inserts a run of rows sent by COPY, and a later one inserts more.
+    await query(uris.target, 'DELETE FROM items WHERE id = 50');
+    const before = await query<{ a: string }>(
+      uris.target,
+      `SELECT applied_lsn::text AS a FROM _pg_live_migrate.replay WHERE migration_id = 'default'`,
+    );
+    await query(
+      uris.source,
+      `BEGIN; UPDATE items SET v = -50 WHERE id = 50;
+         INSERT INTO items (id, v) SELECT g, g FROM generate_series(201, 220) g; COMMIT;
+       INSERT INTO items (id, v) VALUES (300, 300)`,
+    );
+    const stopped = await expectStop(replay as CliProcess, 'REPLAY_ROW_NOT_FOUND');
+    expect(stopped.stderr).toContain('public.items (id=50)');
+    // Nothing of that transaction or after it is on the target, and the position did not move past it.
+    expect(await query(uris.target, 'SELECT count(*)::int AS n FROM items WHERE id > 200')).toEqual([
+      { n: 0 },
+    ]);
+    expect(
+      await query<{ a: string }>(
+        uris.target,
+        `SELECT applied_lsn::text AS a FROM _pg_live_migrate.replay WHERE migration_id = 'default'`,
+      ),
+    ).toEqual(before);
+
+    await query(uris.target, 'INSERT INTO items (id, v) VALUES (50, 50)');
+    const resumed = await startReplay('replay');
+    await waitApplied(resumed);
+    const rows = `SELECT id, v FROM items WHERE id = 50 OR id > 200 ORDER BY id`;
+    expect(await query(uris.target, rows)).toEqual(await query(uris.source, rows));
+    expect(await query(uris.target, 'SELECT count(*)::int AS n FROM items WHERE id > 200')).toEqual([
+      { n: 21 },
+    ]);
+  });
+
   it('cuts over with matching checksums once the keyless table is made equal by a replayed TRUNCATE', async () => {
     expect(replay?.child.exitCode, 'the replay must still be running').toBeNull();
     await query(

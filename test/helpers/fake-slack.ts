@@ -178,7 +178,9 @@ export async function startFakeSlack(): Promise<FakeSlack> {
       return;
     }
     if (authorization !== `Bearer ${FAKE_BOT_TOKEN}` && !('token' in args)) {
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":false,"error":"not_authed"}');
+      // As Slack: no token at all is not_authed, a token it does not know is invalid_auth.
+      const error = authorization ? 'invalid_auth' : 'not_authed';
+      res.writeHead(200, { 'content-type': 'application/json' }).end(`{"ok":false,"error":"${error}"}`);
       return;
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(api(method, args)));

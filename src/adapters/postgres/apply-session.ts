@@ -129,9 +129,14 @@ export async function readTargetColumns(
 ): Promise<TargetColumns | undefined> {
   const { rows } = await client.query(
     `SELECT a.attname::text AS name, a.atttypid::int AS type, a.attgenerated <> '' AS generated,
-            format_type(a.atttypid, a.atttypmod) AS type_name,
+            -- Without the modifier (the assignment applies it); char and bit would read as char(1) and bit(1).
+            CASE a.atttypid WHEN 'bpchar'::regtype THEN 'bpchar' WHEN 'bpchar[]'::regtype THEN 'bpchar[]'
+              WHEN 'bit'::regtype THEN 'varbit' WHEN 'bit[]'::regtype THEN 'varbit[]'
+              ELSE format_type(a.atttypid, NULL) END AS type_name,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
-            coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum
+            coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum,
+            EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND (u.indisunique OR u.indisexclusion)
+                      AND u.indexrelid IS DISTINCT FROM coalesce(ri.indexrelid, pk.indexrelid)) AS other_unique
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
        LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
@@ -157,6 +162,7 @@ export async function readTargetColumns(
     key: ri.length ? ri : ordered('in_pk', 'pk_order'),
     types: new Map(writable.map((r) => [r.name as string, r.type as number])),
     typeNames: new Map(writable.map((r) => [r.name as string, r.type_name as string])),
+    uniqueBeyondKey: Boolean(rows[0].other_unique),
   };
 }
 

@@ -39,6 +39,8 @@ export interface ChangeStream {
   idleWalEnd(): Lsn | undefined;
   /** Data messages received but not yet handled (the one being handled included). */
   pending(): number;
+  /** Ends the stream with `error` (for failures of work the handlers did not await): `ended` rejects with it. */
+  fail(error: Error): void;
   /** Sends a status update for `lsn` (a durable position) and asks the server for a keepalive now. */
   ping(lsn: Lsn): Promise<void>;
   stop(): Promise<void>;
@@ -241,7 +243,10 @@ export async function openChangeStream(
       }
     }
   };
-  void consume();
+  void consume().catch((error: Error) => {
+    failure ??= error;
+    void service.stop();
+  });
   service.on('data', (lsn: string, message: Message) => {
     const bytes = plugin.sizes.shift() ?? 0;
     if (failure || stopping) return;
@@ -287,6 +292,14 @@ export async function openChangeStream(
   );
   // Either replication starts, or the subscription fails first (slot in use, missing publication …).
   await Promise.race([started, subscription.then(() => undefined)]);
+  if (!failure) {
+    // Backpressure depends on it: find out now, not first under load.
+    try {
+      socket();
+    } catch (error) {
+      failure = error as Error;
+    }
+  }
   if (failure) {
     await service.stop().catch(() => undefined);
     throw failure;
@@ -303,6 +316,11 @@ export async function openChangeStream(
     ping: async (lsn) => {
       durable = lsn;
       await service.acknowledge(forLibrary(lsn), true);
+    },
+    fail: (error) => {
+      failure ??= error;
+      wakeConsumer?.();
+      void service.stop();
     },
     stop: async () => {
       stopping = true;

@@ -149,6 +149,20 @@ export async function startSlackApp(o: SlackAppOptions, handlers: BotHandlers): 
 
   app.error(async (error) => o.log('error', `Slack: ${error.message}`));
 
+  // A wrong bot token would otherwise surface only at the first command: check it before saying ready.
+  await app.client.auth.test().catch((error: unknown) => {
+    const slackError = (error as { data?: { error?: unknown } }).data?.error;
+    if (typeof slackError !== 'string') {
+      o.log('warn', `Could not check SLACK_BOT_TOKEN with Slack (${(error as Error).message}); going on.`);
+      return;
+    }
+    throw new MigrationError(
+      'CONFIG_INVALID_OPTION',
+      `Slack refused SLACK_BOT_TOKEN: ${slackError}.`,
+      "Set SLACK_BOT_TOKEN to the app's bot token (xoxb-…) from its OAuth & Permissions page, installed in this workspace.",
+    );
+  });
+
   let port: number | undefined;
   if (o.mode.kind === 'http') {
     const server = (await app.start(o.mode.port)) as Server;

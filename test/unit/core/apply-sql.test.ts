@@ -419,6 +419,18 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
     expect(short.every((s) => s.params === undefined)).toBe(true);
   });
 
+  it('applies updates row by row, in source order, when a unique index besides the key could collide', () => {
+    const guarded = { ...typed, uniqueBeyondKey: true };
+    const statements = buildApplySql(
+      ids.map((id) => update(id, 'a')),
+      () => guarded,
+    );
+    expect(statements).toHaveLength(BATCH_MIN_ROWS);
+    expect(statements.every((s) => s.params === undefined)).toBe(true);
+    // Deletes cannot collide: still one statement.
+    expect(buildApplySql(ids.map(remove), () => guarded)).toHaveLength(1);
+  });
+
   it('ends a run at a repeated key, so no statement changes a row twice', () => {
     const statements = buildApplySql([...ids.map((id) => update(id, 'a')), update(1, 'b')], typedCatalog);
     expect(statements).toHaveLength(2);
