@@ -38902,19 +38902,115 @@ function formatLsn(lsn) {
 
 // src/adapters/replication/change-stream.ts
 var import_pg_logical_replication = __toESM(require_dist2(), 1);
+
+// src/adapters/replication/pgoutput-messages.ts
+var POSTGRES_EPOCH_US = 946684800000000n;
+var BEGIN = 66;
+var COMMIT = 67;
+var INSERT = 73;
+var UPDATE = 85;
+var DELETE = 68;
+var KEY = 75;
+var OLD = 79;
+var NEW = 78;
+var isDecodedHere = (buffer) => {
+  const tag = buffer[0];
+  return tag === INSERT || tag === UPDATE || tag === DELETE || tag === BEGIN || tag === COMMIT;
+};
+function parseMessage(buffer, relations) {
+  if (buffer[0] === BEGIN) {
+    return {
+      tag: "begin",
+      commitLsn: buffer.readBigUInt64BE(1),
+      commitTimeUs: buffer.readBigInt64BE(9) + POSTGRES_EPOCH_US,
+      xid: buffer.readUInt32BE(17)
+    };
+  }
+  if (buffer[0] === COMMIT) {
+    return {
+      tag: "commit",
+      commitLsn: buffer.readBigUInt64BE(2),
+      endLsn: buffer.readBigUInt64BE(10),
+      commitTimeUs: buffer.readBigInt64BE(18) + POSTGRES_EPOCH_US
+    };
+  }
+  return parseRowMessage(buffer, relations);
+}
+function readTuple(buffer, at, relation, fallback) {
+  const count = buffer.readUInt16BE(at);
+  let p = at + 2;
+  const row2 = /* @__PURE__ */ Object.create(null);
+  for (let i = 0; i < count; i++) {
+    const name = relation.columns[i].name;
+    const kind = buffer[p];
+    p += 1;
+    if (kind === 116) {
+      const length = buffer.readInt32BE(p);
+      p += 4;
+      row2[name] = buffer.toString("utf8", p, p + length);
+      p += length;
+    } else if (kind === 110) {
+      row2[name] = null;
+    } else if (kind === 117) {
+      row2[name] = fallback ? fallback[name] : void 0;
+    } else {
+      throw new Error(
+        `pgoutput: unexpected column kind ${String(kind)} in a row of ${relation.schema}.${relation.name}`
+      );
+    }
+  }
+  return [row2, p];
+}
+function keyOf(tuple2, relation) {
+  const key = /* @__PURE__ */ Object.create(null);
+  for (const column of relation.keyColumns) key[column] = tuple2[column] ?? void 0;
+  return key;
+}
+function parseRowMessage(buffer, relations) {
+  const tag = buffer[0];
+  const oid = buffer.readUInt32BE(1);
+  const relation = relations.get(oid);
+  if (!relation) throw new Error(`pgoutput: a row message for relation ${oid} before its Relation message`);
+  let p = 5;
+  if (tag === INSERT) {
+    if (buffer[p] !== NEW)
+      throw new Error(`pgoutput: unexpected submessage in an Insert of ${relation.name}`);
+    return { tag: "insert", relation, new: readTuple(buffer, p + 1, relation, null)[0] };
+  }
+  let key = null;
+  let old = null;
+  const sub = buffer[p];
+  if (sub === KEY || sub === OLD) {
+    const [tuple2, next] = readTuple(buffer, p + 1, relation, null);
+    if (sub === KEY) key = keyOf(tuple2, relation);
+    else old = tuple2;
+    p = next;
+  }
+  if (tag === DELETE) return { tag: "delete", relation, key, old };
+  if (buffer[p] !== NEW) throw new Error(`pgoutput: unexpected submessage in an Update of ${relation.name}`);
+  return { tag: "update", relation, key, old, new: readTuple(buffer, p + 1, relation, old)[0] };
+}
+
+// src/adapters/replication/change-stream.ts
 var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
-var QUEUE_MAX_MESSAGES = 4e3;
+var QUEUE_MAX_MESSAGES = 2e3;
 var QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+var YIELD_EVERY = 256;
 var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
   received = 0;
   /** Sizes of the parsed messages not yet handed over, in order (the library hands them over in that order). */
   sizes = [];
+  /** Relation messages by OID, for the row messages decoded here. */
+  relations = /* @__PURE__ */ new Map();
   parse(buffer) {
-    const message = super.parse(buffer);
     this.received += 1;
     this.sizes.push(buffer.length);
-    if (message.tag === "relation")
+    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations);
+    const message = super.parse(buffer);
+    if (message.tag === "relation") {
       for (const column of message.columns) column.parser = (raw) => raw;
+      this.relations.set(message.relationOid, message);
+    }
     return message;
   }
 };
@@ -38944,19 +39040,23 @@ async function openChangeStream(info, options) {
   };
   const dispatch = (lsn, message) => {
     switch (message.tag) {
-      case "begin":
+      case "begin": {
+        const m = message;
         return options.handlers.begin({
-          commitLsn: lsnOf(message.commitLsn),
+          commitLsn: m.commitLsn,
           firstLsn: lsnOf(lsn),
-          commitTimeUs: message.commitTime,
-          xid: message.xid
+          commitTimeUs: m.commitTimeUs,
+          xid: m.xid
         });
-      case "commit":
+      }
+      case "commit": {
+        const m = message;
         return options.handlers.commit({
-          commitLsn: lsnOf(message.commitLsn),
-          endLsn: lsnOf(message.commitEndLsn),
-          commitTimeUs: message.commitTime
+          commitLsn: m.commitLsn,
+          endLsn: m.endLsn,
+          commitTimeUs: m.commitTimeUs
         });
+      }
       case "relation": {
         const m = message;
         return options.handlers.relation({
@@ -39002,6 +39102,7 @@ async function openChangeStream(info, options) {
     return stream;
   };
   const queued = () => queue.length - head;
+  let sinceYield = 0;
   const consume = async () => {
     while (!failure2 && !stopping) {
       const item = queue[head];
@@ -39027,6 +39128,10 @@ async function openChangeStream(info, options) {
         const pending = dispatch(item.lsn, item.message);
         if (pending) {
           await pending;
+          sinceYield = 0;
+        } else if (++sinceYield >= YIELD_EVERY) {
+          sinceYield = 0;
+          await new Promise((resolve3) => setImmediate(resolve3));
         }
       } catch (error62) {
         failure2 = error62;
@@ -39180,7 +39285,7 @@ function batchRunEnd(changes, start, catalog) {
     }
     return text;
   };
-  const keyOf = (c) => {
+  const keyOf2 = (c) => {
     if (c.kind === "update") {
       const old = c.key ?? c.old;
       if (old && key.some((k) => old[k] !== void 0 && old[k] !== c.values[k])) return void 0;
@@ -39197,7 +39302,7 @@ function batchRunEnd(changes, start, catalog) {
     if (c.kind !== first.kind) break;
     if (c.rel !== first.rel && (c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name)) break;
     if (c.kind === "update" && !setsColumns(c.values, columns)) break;
-    const k = keyOf(c);
+    const k = keyOf2(c);
     if (k === void 0 || seen.has(k)) break;
     seen.add(k);
   }
@@ -39617,7 +39722,7 @@ async function runValidate(ctx, endpoints, options) {
       source0,
       sourceTables.filter((t) => !t.primaryKey?.length && t.replicaIdentity === "index")
     );
-    const keyOf = (t) => t.primaryKey?.length ? t.primaryKey : identityKeys.get(tableKey(t)) ?? null;
+    const keyOf2 = (t) => t.primaryKey?.length ? t.primaryKey : identityKeys.get(tableKey(t)) ?? null;
     ctx.emit({
       type: "step",
       step: "validate",
@@ -39636,7 +39741,7 @@ async function runValidate(ctx, endpoints, options) {
             { source, target, endpoints },
             table,
             targetTables.get(tableKey(table)),
-            keyOf(table),
+            keyOf2(table),
             options
           );
           results.set(tableKey(table), result);

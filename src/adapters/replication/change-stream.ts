@@ -6,6 +6,13 @@ import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replicatio
 import type { Change, RelationDef, RelationRef, Row } from '../../core/changes';
 import { formatLsn, type Lsn, parseLsn } from '../../core/lsn';
 import { type ConnInfo, toPgConfig } from '../postgres/connection';
+import {
+  type BeginMessage,
+  type CommitMessage,
+  isDecodedHere,
+  parseMessage,
+  type RelationInfo,
+} from './pgoutput-messages';
 
 export interface BeginFrame {
   commitLsn: Lsn;
@@ -57,8 +64,11 @@ const CANONICAL_OPTIONS =
  * the socket is paused until the queue is half empty. The walsender keeps decoding while the target applies,
  * and memory stays bounded.
  */
-const QUEUE_MAX_MESSAGES = 4_000;
+const QUEUE_MAX_MESSAGES = 2_000;
 const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+
+/** Messages handled synchronously in a row before the consumer lets the event loop poll the sockets. */
+const YIELD_EVERY = 256;
 
 type Message = { tag: string } & Record<string, unknown>;
 
@@ -67,14 +77,19 @@ class TextPgoutputPlugin extends PgoutputPlugin {
   received = 0;
   /** Sizes of the parsed messages not yet handed over, in order (the library hands them over in that order). */
   readonly sizes: number[] = [];
+  /** Relation messages by OID, for the row messages decoded here. */
+  readonly relations = new Map<number, RelationInfo>();
   override parse(buffer: Buffer) {
-    const message = super.parse(buffer);
     this.received += 1;
     this.sizes.push(buffer.length);
-    // The stock parser converts values with node-postgres type parsers (Dates lose microseconds);
-    // the relation is cached by the parser, so replacing its column parsers affects every later tuple.
-    if (message.tag === 'relation')
+    // Transactions and rows are decoded here (values as text); the library parses every other message.
+    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations) as never;
+    const message = super.parse(buffer);
+    if (message.tag === 'relation') {
+      // The stock parser would convert values with node-postgres type parsers (Dates lose microseconds).
       for (const column of message.columns) column.parser = (raw: unknown) => raw;
+      this.relations.set(message.relationOid, message);
+    }
     return message;
   }
 }
@@ -118,19 +133,23 @@ export async function openChangeStream(
   };
   const dispatch = (lsn: string, message: Message): Promise<void> | undefined => {
     switch (message.tag) {
-      case 'begin':
+      case 'begin': {
+        const m = message as unknown as BeginMessage;
         return options.handlers.begin({
-          commitLsn: lsnOf(message.commitLsn as string),
+          commitLsn: m.commitLsn,
           firstLsn: lsnOf(lsn),
-          commitTimeUs: message.commitTime as bigint,
-          xid: message.xid as number,
+          commitTimeUs: m.commitTimeUs,
+          xid: m.xid,
         });
-      case 'commit':
+      }
+      case 'commit': {
+        const m = message as unknown as CommitMessage;
         return options.handlers.commit({
-          commitLsn: lsnOf(message.commitLsn as string),
-          endLsn: lsnOf(message.commitEndLsn as string),
-          commitTimeUs: message.commitTime as bigint,
+          commitLsn: m.commitLsn,
+          endLsn: m.endLsn,
+          commitTimeUs: m.commitTimeUs,
         });
+      }
       case 'relation': {
         const m = message as unknown as {
           relationOid: number;
@@ -207,6 +226,7 @@ export async function openChangeStream(
     return stream as { pause(): void; resume(): void };
   };
   const queued = () => queue.length - head;
+  let sinceYield = 0;
   const consume = async () => {
     while (!failure && !stopping) {
       const item = queue[head];
@@ -233,6 +253,12 @@ export async function openChangeStream(
         const pending = dispatch(item.lsn, item.message);
         if (pending) {
           await pending;
+          sinceYield = 0;
+        } else if (++sinceYield >= YIELD_EVERY) {
+          // Let the event loop read the sockets now and then: the walsender keeps sending while the queue
+          // is worked off, and the target's answers are seen without waiting for the queue to empty.
+          sinceYield = 0;
+          await new Promise<void>((resolve) => setImmediate(resolve));
         }
       } catch (error) {
         // The library would go on with the next message after a failed one: stop here instead.
