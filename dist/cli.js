@@ -38939,7 +38939,7 @@ function parseMessage(buffer, relations) {
 function readTuple(buffer, at, relation, fallback) {
   const count = buffer.readUInt16BE(at);
   let p = at + 2;
-  const row2 = /* @__PURE__ */ Object.create(null);
+  const row2 = relation.plainRows === false ? /* @__PURE__ */ Object.create(null) : {};
   for (let i = 0; i < count; i++) {
     const name = relation.columns[i].name;
     const kind = buffer[p];
@@ -38994,7 +38994,7 @@ function parseRowMessage(buffer, relations) {
 // src/adapters/replication/change-stream.ts
 var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
 var QUEUE_MAX_MESSAGES = 2e3;
-var QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+var QUEUE_MAX_BYTES = 8 * 1024 * 1024;
 var YIELD_EVERY = 256;
 var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
   received = 0;
@@ -39009,7 +39009,10 @@ var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlu
     const message = super.parse(buffer);
     if (message.tag === "relation") {
       for (const column of message.columns) column.parser = (raw) => raw;
-      this.relations.set(message.relationOid, message);
+      this.relations.set(message.relationOid, {
+        ...message,
+        plainRows: !message.columns.some((column) => column.name === "__proto__")
+      });
     }
     return message;
   }
@@ -39038,7 +39041,7 @@ async function openChangeStream(info, options) {
     }
     return rel;
   };
-  const dispatch = (lsn, message) => {
+  const dispatch = (lsn, message, bytes) => {
     switch (message.tag) {
       case "begin": {
         const m = message;
@@ -39073,16 +39076,19 @@ async function openChangeStream(info, options) {
         const m = message;
         const rel = relOf(m.relation);
         const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
-        return options.handlers.change(change);
+        return options.handlers.change(change, bytes);
       }
       case "truncate": {
         const m = message;
-        return options.handlers.change({
-          kind: "truncate",
-          rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
-          cascade: m.cascade,
-          restartIdentity: m.restartIdentity
-        });
+        return options.handlers.change(
+          {
+            kind: "truncate",
+            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+            cascade: m.cascade,
+            restartIdentity: m.restartIdentity
+          },
+          bytes
+        );
       }
       default:
         return void 0;
@@ -39125,7 +39131,7 @@ async function openChangeStream(info, options) {
         socket().resume();
       }
       try {
-        const pending = dispatch(item.lsn, item.message);
+        const pending = dispatch(item.lsn, item.message, item.bytes);
         if (pending) {
           await pending;
           sinceYield = 0;
@@ -40171,6 +40177,8 @@ ${renderValidationText(validation)}` });
 
 // src/workflows/replay.ts
 var S5 = quoteIdent(CONTROL_SCHEMA);
+var DEFAULT_BATCH_CHANGES = 5e3;
+var BATCH_BYTES = 4 * 1024 * 1024;
 function asReplayError(error62, durable) {
   if (isMigrationError(error62)) return error62;
   if (isRetryable(error62)) {
@@ -40292,7 +40300,7 @@ async function runReplay(ctx, endpoints, options) {
 async function runSession(ctx, endpoints, options, shared) {
   const id = options.migrationId;
   const log = (message, level = "info") => ctx.emit({ type: "log", level, message });
-  const batchChanges = options.batchChanges ?? 2e3;
+  const batchChanges = options.batchChanges ?? DEFAULT_BATCH_CHANGES;
   const groupChanges = options.groupChanges ?? 2e4;
   const groupMs = options.groupMs ?? 250;
   const groupWaitMs = options.groupWaitMs ?? 5;
@@ -40362,6 +40370,7 @@ async function runSession(ctx, endpoints, options, shared) {
     let groupFirstLsn;
     let txnFirstLsn;
     let buffer = [];
+    let bufferBytes = 0;
     let commitLsn = 0n;
     const rules = options.mode === "apply" ? await readRefreshRules(control, id) : /* @__PURE__ */ new Map();
     if (rules.size)
@@ -40412,6 +40421,7 @@ async function runSession(ctx, endpoints, options, shared) {
       await settle2();
       const changes = buffer;
       buffer = [];
+      bufferBytes = 0;
       txnStart = 0;
       if (options.mode === "spool") {
         const values = [];
@@ -40509,8 +40519,9 @@ async function runSession(ctx, endpoints, options, shared) {
       if (queued <= 0) scheduleGroupCommit();
       return false;
     };
-    const takeChange = (change) => {
+    const takeChange = (change, bytes) => {
       if (skipping) return;
+      bufferBytes += bytes;
       if (options.mode === "spool") buffer.push(change);
       else {
         const item = reconcile(change, commitLsn, rules);
@@ -40554,14 +40565,14 @@ async function runSession(ctx, endpoints, options, shared) {
         }
         if (table) targets.set(relKey(rel), table);
       }),
-      change: (change) => {
-        if (serialBusy === 0 && !(buffer.length + 1 >= batchChanges)) {
-          takeChange(change);
+      change: (change, bytes) => {
+        if (serialBusy === 0 && buffer.length + 1 < batchChanges && bufferBytes + bytes < BATCH_BYTES) {
+          takeChange(change, bytes);
           return void 0;
         }
         return serial(async () => {
-          takeChange(change);
-          if (buffer.length < batchChanges) return;
+          takeChange(change, bytes);
+          if (buffer.length < batchChanges && bufferBytes < BATCH_BYTES) return;
           if (txnStart > 0) {
             const current = buffer.slice(txnStart);
             buffer = buffer.slice(0, txnStart);
@@ -40841,11 +40852,16 @@ async function runSession(ctx, endpoints, options, shared) {
       return { at, reached: false, release, released };
     };
     if (options.mode === "apply" && shared.cutover) hold = makeHold(shared.cutover.endLsn);
+    const stopRequested = new Promise((resolve3) => {
+      if (ctx.stopSignal.aborted) resolve3("stop");
+      else ctx.stopSignal.addEventListener("abort", () => resolve3("stop"), { once: true });
+    });
     for (; ; ) {
       const interval = shared.cutover || shared.pause ? 200 : 1e3;
       const sleep = new Promise((r) => setTimeout(() => r("tick"), interval));
       const next = await Promise.race([
         sleep,
+        stopRequested,
         streamEnded.then(() => "ended"),
         ...until ? [until] : []
       ]);
@@ -41055,7 +41071,7 @@ async function drainSpool(ctx, apply, id, options) {
       }
       const reconciled = reconcile(item, commitLsn, rules);
       if (reconciled) buffer.push(reconciled);
-      if (buffer.length >= (options.batchChanges ?? 2e3)) {
+      if (buffer.length >= (options.batchChanges ?? DEFAULT_BATCH_CHANGES)) {
         await commitCompleted();
         await flush();
       }

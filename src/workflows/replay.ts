@@ -49,6 +49,11 @@ const S = quoteIdent(CONTROL_SCHEMA);
 // synchronous_commit = off a committed transaction's commit record can still be beyond the write
 // position, and a cutover ending there would leave that transaction out.
 
+/** Changes per batch sent to the target (COPY rows, batched UPDATE/DELETE rows, statements). */
+const DEFAULT_BATCH_CHANGES = 5000;
+/** A batch is sent once it holds this many bytes of pgoutput, whatever its count: wide rows stay bounded. */
+const BATCH_BYTES = 4 * 1024 * 1024;
+
 export interface ReplayOptions {
   migrationId: string;
   /** 'apply': replay on the target tables; 'spool': keep the changes in the control schema (during the copy). */
@@ -237,7 +242,7 @@ async function runSession(
 ): Promise<ReplayOutcome> {
   const id = options.migrationId;
   const log = (message: string, level: 'info' | 'warn' = 'info') => ctx.emit({ type: 'log', level, message });
-  const batchChanges = options.batchChanges ?? 2000;
+  const batchChanges = options.batchChanges ?? DEFAULT_BATCH_CHANGES;
   const groupChanges = options.groupChanges ?? 20_000;
   const groupMs = options.groupMs ?? 250;
   /** How long an idle-looking group waits for the next transaction before it is committed. */
@@ -325,6 +330,8 @@ async function runSession(
     let txnFirstLsn: Lsn | undefined;
     /** Apply mode: reconciled changes; spool mode: changes and begin/commit/relation markers as JSON. */
     let buffer: (Reconciled | Record<string, unknown>)[] = [];
+    /** pgoutput bytes taken into the buffer since the last flush (what is kept across a flush is not recounted). */
+    let bufferBytes = 0;
     let commitLsn: Lsn = 0n as Lsn;
     const rules = options.mode === 'apply' ? await readRefreshRules(control, id) : new Map();
     if (rules.size)
@@ -387,6 +394,7 @@ async function runSession(
       await settle();
       const changes = buffer;
       buffer = [];
+      bufferBytes = 0;
       txnStart = 0;
       if (options.mode === 'spool') {
         const values: string[] = [];
@@ -509,8 +517,9 @@ async function runSession(
       return false;
     };
 
-    const takeChange = (change: Change) => {
+    const takeChange = (change: Change, bytes: number) => {
       if (skipping) return;
+      bufferBytes += bytes;
       if (options.mode === 'spool') buffer.push(change as unknown as Record<string, unknown>);
       else {
         const item = reconcile(change, commitLsn, rules);
@@ -558,15 +567,15 @@ async function runSession(
           }
           if (table) targets.set(relKey(rel), table);
         }),
-      change: (change: Change) => {
+      change: (change: Change, bytes: number) => {
         // The hot path: nothing else is running, so the change joins the buffer right away (no promise).
-        if (serialBusy === 0 && !(buffer.length + 1 >= batchChanges)) {
-          takeChange(change);
+        if (serialBusy === 0 && buffer.length + 1 < batchChanges && bufferBytes + bytes < BATCH_BYTES) {
+          takeChange(change, bytes);
           return undefined;
         }
         return serial(async () => {
-          takeChange(change);
-          if (buffer.length < batchChanges) return;
+          takeChange(change, bytes);
+          if (buffer.length < batchChanges && bufferBytes < BATCH_BYTES) return;
           if (txnStart > 0) {
             // Complete transactions fill most of the buffer: send them (the group stays open), keep the
             // current one's changes. The target's open transaction still holds only complete ones.
@@ -887,11 +896,17 @@ async function runSession(
     // Resume a cutover that a previous session started (the request row says running).
     if (options.mode === 'apply' && shared.cutover) hold = makeHold(shared.cutover.endLsn);
 
+    // A stop (SIGINT, SIGTERM) is handled at once, not at the next tick.
+    const stopRequested = new Promise<'stop'>((resolve) => {
+      if (ctx.stopSignal.aborted) resolve('stop');
+      else ctx.stopSignal.addEventListener('abort', () => resolve('stop'), { once: true });
+    });
     for (;;) {
       const interval = shared.cutover || shared.pause ? 200 : 1000;
       const sleep = new Promise<'tick'>((r) => setTimeout(() => r('tick'), interval));
       const next = await Promise.race([
         sleep,
+        stopRequested,
         streamEnded.then(() => 'ended' as const),
         ...(until ? [until] : []),
       ]);
@@ -1144,7 +1159,7 @@ async function drainSpool(
       }
       const reconciled = reconcile(item, commitLsn, rules);
       if (reconciled) buffer.push(reconciled);
-      if (buffer.length >= (options.batchChanges ?? 2000)) {
+      if (buffer.length >= (options.batchChanges ?? DEFAULT_BATCH_CHANGES)) {
         await commitCompleted();
         await flush();
       }

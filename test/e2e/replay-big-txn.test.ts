@@ -65,7 +65,8 @@ describe('a 1,000,000-row transaction during replay', () => {
     uris = await freshDatabases(pair, 'big');
     await query(
       uris.source,
-      'CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, note text); CREATE TABLE burst (n int)',
+      `CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, note text); CREATE TABLE burst (n int);
+       CREATE TABLE wide (id int PRIMARY KEY, body text)`,
     );
     dir = `${pair.target.dataDir}-work`;
     common = ['--source', uris.source, '--target', uris.target, '--dir', dir];
@@ -109,6 +110,25 @@ describe('a 1,000,000-row transaction during replay', () => {
       expect(await query(uris.target, 'SELECT count(*)::int AS n, sum(v)::text AS s FROM big')).toEqual([
         { n: ROWS, s: String((ROWS * (ROWS + 1)) / 2) },
       ]);
+      expect(memoryOf(pid, 'VmHWM')).toBeLessThan(LIMIT_BYTES);
+    },
+    SLOW_TEST_MS,
+  );
+
+  it(
+    'replays a transaction of 80 rows of 1.5 MB each (120 MB) with the process still under 300 MB',
+    async () => {
+      // Far fewer rows than a batch holds: only the batch's byte limit keeps them from piling up.
+      await query(
+        uris.source,
+        `INSERT INTO wide SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 47000) i)
+           FROM generate_series(1, 80) g`,
+      );
+      await waitApplied('the wide rows to be applied');
+      const digest = "SELECT count(*)::int AS n, md5(string_agg(md5(body), '' ORDER BY id)) AS h FROM wide";
+      const [target] = await query<{ n: number; h: string }>(uris.target, digest);
+      expect(target).toEqual((await query(uris.source, digest))[0]);
+      expect(target?.n).toBe(80);
       expect(memoryOf(pid, 'VmHWM')).toBeLessThan(LIMIT_BYTES);
     },
     SLOW_TEST_MS,

@@ -32,7 +32,8 @@ export interface StreamHandlers {
   // Each may return nothing when it finished synchronously (most messages only update state or join a buffer).
   begin(frame: BeginFrame): Promise<void> | undefined;
   relation(rel: RelationDef): Promise<void>;
-  change(change: Change): Promise<void> | undefined;
+  /** `bytes`: the size of the pgoutput message it came in. */
+  change(change: Change, bytes: number): Promise<void> | undefined;
   commit(frame: CommitFrame): Promise<void> | undefined;
 }
 
@@ -65,7 +66,7 @@ const CANONICAL_OPTIONS =
  * and memory stays bounded.
  */
 const QUEUE_MAX_MESSAGES = 2_000;
-const QUEUE_MAX_BYTES = 32 * 1024 * 1024;
+const QUEUE_MAX_BYTES = 8 * 1024 * 1024;
 
 /** Messages handled synchronously in a row before the consumer lets the event loop poll the sockets. */
 const YIELD_EVERY = 256;
@@ -88,7 +89,10 @@ class TextPgoutputPlugin extends PgoutputPlugin {
     if (message.tag === 'relation') {
       // The stock parser would convert values with node-postgres type parsers (Dates lose microseconds).
       for (const column of message.columns) column.parser = (raw: unknown) => raw;
-      this.relations.set(message.relationOid, message);
+      this.relations.set(message.relationOid, {
+        ...message,
+        plainRows: !message.columns.some((column) => column.name === '__proto__'),
+      });
     }
     return message;
   }
@@ -131,7 +135,7 @@ export async function openChangeStream(
     }
     return rel;
   };
-  const dispatch = (lsn: string, message: Message): Promise<void> | undefined => {
+  const dispatch = (lsn: string, message: Message, bytes: number): Promise<void> | undefined => {
     switch (message.tag) {
       case 'begin': {
         const m = message as unknown as BeginMessage;
@@ -182,7 +186,7 @@ export async function openChangeStream(
             : message.tag === 'update'
               ? { kind: 'update', rel, key: m.key, old: m.old, values: m.new ?? {} }
               : { kind: 'delete', rel, key: m.key, old: m.old };
-        return options.handlers.change(change);
+        return options.handlers.change(change, bytes);
       }
       case 'truncate': {
         const m = message as unknown as {
@@ -190,12 +194,15 @@ export async function openChangeStream(
           restartIdentity: boolean;
           relations: { schema: string; name: string }[];
         };
-        return options.handlers.change({
-          kind: 'truncate',
-          rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
-          cascade: m.cascade,
-          restartIdentity: m.restartIdentity,
-        });
+        return options.handlers.change(
+          {
+            kind: 'truncate',
+            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+            cascade: m.cascade,
+            restartIdentity: m.restartIdentity,
+          },
+          bytes,
+        );
       }
       default:
         // type, origin and logical messages carry nothing to apply.
@@ -250,7 +257,7 @@ export async function openChangeStream(
       }
       try {
         // Most changes are handled synchronously: only wait when the handler has to.
-        const pending = dispatch(item.lsn, item.message);
+        const pending = dispatch(item.lsn, item.message, item.bytes);
         if (pending) {
           await pending;
           sinceYield = 0;

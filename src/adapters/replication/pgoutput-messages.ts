@@ -15,6 +15,8 @@ export interface RelationInfo {
   columns: readonly { name: string }[];
   /** Columns of the replica identity (flag 1 of each column). */
   keyColumns: readonly string[];
+  /** false when a column is named `__proto__`: its rows then get no prototype at all. */
+  plainRows?: boolean;
 }
 
 export type RowMessage =
@@ -88,7 +90,8 @@ export function parseMessage(
 function readTuple(buffer: Buffer, at: number, relation: RelationInfo, fallback: Row | null): [Row, number] {
   const count = buffer.readUInt16BE(at);
   let p = at + 2;
-  const row: Row = Object.create(null);
+  // A plain object (fast properties, shared shapes) unless a column name would touch the prototype.
+  const row: Row = relation.plainRows === false ? Object.create(null) : {};
   for (let i = 0; i < count; i++) {
     const name = (relation.columns[i] as { name: string }).name;
     const kind = buffer[p];

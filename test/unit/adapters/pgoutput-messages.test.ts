@@ -111,6 +111,20 @@ describe('pgoutput messages decoded by the replay', () => {
     expect(parseMessage(plain, relations)).toMatchObject({ key: null, old: null, new: { id: '9' } });
   });
 
+  it('gives a row with a column named __proto__ no prototype, so the value is an ordinary property', () => {
+    const odd: RelationInfo = {
+      ...relation,
+      relationOid: 16385,
+      columns: [{ name: 'id' }, { name: '__proto__' }],
+      plainRows: false,
+    };
+    const message = Buffer.concat([byte('I'), int32(16385), byte('N'), tuple(['1', 'value'])]);
+    const row = (parseMessage(message, new Map([[16385, odd]])) as { new: Record<string, unknown> }).new;
+    expect(Object.getPrototypeOf(row)).toBeNull();
+    expect(Object.keys(row)).toEqual(['id', '__proto__']);
+    expect(row.__proto__).toBe('value');
+  });
+
   it('reads a Delete by key or by old row, and refuses a row of an unannounced relation', () => {
     const byKey = Buffer.concat([byte('D'), int32(16384), byte('K'), tuple(['7', null, null])]);
     expect(parseMessage(byKey, relations)).toEqual({ tag: 'delete', relation, key: { id: '7' }, old: null });
