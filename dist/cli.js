@@ -15749,7 +15749,11 @@ var ERROR_CODES = {
     "preflight",
     "Every replication slot allowed by max_replication_slots is taken."
   ],
-  SOURCE_NO_FREE_WAL_SENDER: ["preflight", "Every WAL sender allowed by max_wal_senders is busy."]
+  SOURCE_NO_FREE_WAL_SENDER: ["preflight", "Every WAL sender allowed by max_wal_senders is busy."],
+  TIMESCALEDB_NOT_SUPPORTED_YET: [
+    "preflight",
+    "The source has hypertables or continuous aggregates, which this release does not migrate yet."
+  ]
 };
 var MigrationError = class extends Error {
   code;
@@ -26697,8 +26701,8 @@ var error43 = () => {
       case "not_multiple_of":
         return `N\xFAmero inv\xE1lido: deve ser m\xFAltiplo de ${issue2.divisor}`;
       case "unrecognized_keys": {
-        const plural4 = issue2.keys.length > 1 ? "s" : "";
-        return `Chave${plural4} inv\xE1lida${plural4}: ${joinValues(issue2.keys, ", ")}`;
+        const plural5 = issue2.keys.length > 1 ? "s" : "";
+        return `Chave${plural5} inv\xE1lida${plural5}: ${joinValues(issue2.keys, ", ")}`;
       }
       case "invalid_key":
         return `Entrada inv\xE1lida n${translateOriginWithArticle(issue2.origin, "definite")}`;
@@ -26842,8 +26846,8 @@ var error44 = () => {
       case "not_multiple_of":
         return `N\xFAmero inv\xE1lido: deve ser m\xFAltiplo de ${issue2.divisor}`;
       case "unrecognized_keys": {
-        const plural4 = issue2.keys.length > 1 ? "s" : "";
-        return `Chave${plural4} inv\xE1lida${plural4}: ${joinValues(issue2.keys, ", ")}`;
+        const plural5 = issue2.keys.length > 1 ? "s" : "";
+        return `Chave${plural5} inv\xE1lida${plural5}: ${joinValues(issue2.keys, ", ")}`;
       }
       case "invalid_key":
         return `Entrada inv\xE1lida n${translateOriginWithArticle(issue2.origin, "definite")}`;
@@ -37067,6 +37071,206 @@ async function planPostData(ctx, tools, endpoints, o) {
 import { existsSync as existsSync2 } from "node:fs";
 import { join as join4 } from "node:path";
 import { performance } from "node:perf_hooks";
+
+// src/core/preflight-timescaledb.ts
+var TIMESCALEDB = "timescaledb";
+var ALLOW_VERSION_MISMATCH_FLAG = "--allow-timescaledb-version-mismatch";
+var MAX_LISTED = 10;
+function isTimescalePreloaded(sharedPreloadLibraries) {
+  return sharedPreloadLibraries.split(",").map(
+    (entry) => entry.trim().replace(/^"(.*)"$/, "$1").replace(/^'(.*)'$/, "$1")
+  ).some((entry) => /(^|\/)timescaledb(\.so|\.dll|\.dylib)?$/.test(entry));
+}
+function checkTimescaleSupported(ts) {
+  if (!ts) return [];
+  if (ts.unreadable !== null) {
+    return [
+      {
+        code: "TIMESCALEDB_NOT_SUPPORTED_YET",
+        severity: "error",
+        message: `TimescaleDB ${ts.version} is installed on the source, but its catalog views (timescaledb_information.*) could not be read: ${ts.unreadable}. pg-live-migrate cannot tell whether the schemas to migrate hold hypertables, which this release does not migrate.`,
+        fix: `Upgrade TimescaleDB on the source to 2.x (ALTER EXTENSION timescaledb UPDATE;) or grant the source user read access to the timescaledb_information views, then run preflight again.`,
+        objects: [TIMESCALEDB]
+      }
+    ];
+  }
+  if (ts.hypertables.length === 0 && ts.continuousAggregates.length === 0) return [];
+  const names = [...ts.hypertables, ...ts.continuousAggregates].map(displayName);
+  const caggs = ts.continuousAggregates.length;
+  const chunks = ts.hypertables.reduce((n, h) => n + h.chunks, 0);
+  const what = [
+    plural2(ts.hypertables.length, "hypertable"),
+    ...caggs ? [plural2(caggs, "continuous aggregate")] : []
+  ].join(" and ");
+  return [
+    {
+      code: "TIMESCALEDB_NOT_SUPPORTED_YET",
+      severity: "error",
+      message: `The source has ${what} in the schemas to migrate (TimescaleDB ${ts.version}, ${plural2(chunks, "chunk")}): ${listNames(names)}. This release does not migrate hypertables as hypertables: it would copy each chunk as a separate plain table, leave the hypertables empty and unknown to TimescaleDB on the target, lose the rows of compressed chunks, turn continuous aggregates into views that are never refreshed and drop the jobs; chunks created during the migration would be in no publication.`,
+      fix: `Leave the schemas with hypertables out (--schema for the others), or migrate this database with pg_dump and pg_restore around timescaledb_pre_restore() and timescaledb_post_restore() (with downtime) until a later release of pg-live-migrate migrates hypertables.`,
+      objects: names
+    }
+  ];
+}
+function checkTimescale(source, target, options) {
+  const out = [];
+  if (target) out.push(...checkVersions(source, target, options));
+  if (source && source.unreadable === null) {
+    out.push(...checkReplicaIdentity(source));
+    out.push(...checkCompression(source));
+    out.push(...checkContinuousAggregates(source));
+    out.push(...checkJobs(source));
+  }
+  return out;
+}
+function describeTarget(t) {
+  const preload = `${t.preloaded ? "" : "not "}in shared_preload_libraries`;
+  if (t.installedVersion) return `${t.installedVersion} installed in the target database, ${preload}`;
+  if (t.defaultVersion)
+    return `not installed in the target database, available versions ${t.availableVersions.join(", ") || t.defaultVersion} (default ${t.defaultVersion}), ${preload}`;
+  return "not available on the target server";
+}
+function checkVersions(source, t, options) {
+  if (!source) {
+    if (!t.installedVersion) return [];
+    return [
+      {
+        code: "TIMESCALEDB_ONLY_ON_TARGET",
+        severity: "info",
+        message: `TimescaleDB ${t.installedVersion} is installed in the target database but not in the source's: the source's tables are migrated as plain tables. Converting them into hypertables during the migration is not supported yet.`,
+        fix: `Nothing to do for the migration. After the cutover, a table can become a hypertable with SELECT create_hypertable('<table>', by_range('<time column>'), migrate_data => true); (it locks and rewrites the table).`,
+        objects: [TIMESCALEDB]
+      }
+    ];
+  }
+  const out = [];
+  const version2 = source.version;
+  out.push({
+    code: "TIMESCALEDB_VERSIONS",
+    severity: "info",
+    message: `TimescaleDB ${version2} on the source; on the target: ${describeTarget(t)}.`,
+    fix: "Nothing to do.",
+    objects: [TIMESCALEDB]
+  });
+  if (!t.installedVersion && !t.defaultVersion) {
+    out.push({
+      code: "TIMESCALEDB_MISSING_ON_TARGET",
+      severity: "error",
+      message: `TimescaleDB ${version2} is installed in the source database, but the target server does not have TimescaleDB (pg_available_extensions does not list it): the schema restore's CREATE EXTENSION timescaledb fails.`,
+      fix: `Install TimescaleDB ${version2} for the target's PostgreSQL (the timescaledb package of that version, or a TimescaleDB service), add timescaledb to shared_preload_libraries and restart the target.`,
+      objects: [TIMESCALEDB]
+    });
+    return out;
+  }
+  if (!t.preloaded) {
+    out.push({
+      code: "TIMESCALEDB_NOT_PRELOADED_ON_TARGET",
+      severity: "error",
+      message: `TimescaleDB is available on the target but not in its shared_preload_libraries: CREATE EXTENSION timescaledb fails with "extension "timescaledb" must be preloaded".`,
+      fix: `On the target: ALTER SYSTEM SET shared_preload_libraries = 'timescaledb'; (keep any libraries already listed, comma-separated) and restart it.`,
+      objects: [TIMESCALEDB]
+    });
+  }
+  const targetVersion = t.installedVersion ?? t.defaultVersion;
+  if (targetVersion !== null && targetVersion !== version2) {
+    const sourceInstallable = t.availableVersions.includes(version2);
+    const sameVersion = sourceInstallable ? t.installedVersion ? `On the (still empty) target database: DROP EXTENSION timescaledb; CREATE EXTENSION timescaledb VERSION ${quoteLiteral(version2)}; (connect with psql -X).` : `Install the source's version on the target before the migration: CREATE EXTENSION timescaledb VERSION ${quoteLiteral(version2)}; in the target database (connect with psql -X).` : `Install TimescaleDB ${version2} on the target server, or update the source to the target's version (ALTER EXTENSION timescaledb UPDATE TO ${quoteLiteral(targetVersion)}; on the source, after installing that version there).`;
+    out.push({
+      code: "TIMESCALEDB_VERSION_MISMATCH",
+      severity: options.allowVersionMismatch ? "warning" : "error",
+      message: `TimescaleDB ${version2} on the source, ${targetVersion} on the target (${t.installedVersion ? "installed" : "the version the schema restore would install"}). TimescaleDB's catalog and internal objects differ between versions, so a cross-version migration is only safe where TimescaleDB supports it${options.allowVersionMismatch ? `; accepted with ${ALLOW_VERSION_MISMATCH_FLAG}` : ""}.`,
+      fix: options.allowVersionMismatch ? `Accepted with ${ALLOW_VERSION_MISMATCH_FLAG}. To avoid it: ${sameVersion}` : `${sameVersion} Or accept the difference with ${ALLOW_VERSION_MISMATCH_FLAG}.`,
+      objects: [TIMESCALEDB]
+    });
+  }
+  return out;
+}
+function checkReplicaIdentity(ts) {
+  const keyless = ts.hypertables.filter((h) => !h.hasReplicaIdentity);
+  if (keyless.length === 0) return [];
+  return [
+    {
+      code: "TIMESCALEDB_HYPERTABLES_WITHOUT_REPLICA_IDENTITY",
+      severity: "warning",
+      message: `${plural2(keyless.length, "hypertable")} ${keyless.length === 1 ? "has" : "have"} no primary key or replica identity: ${listNames(keyless.map(displayName))}. Their chunks have none either, so UPDATE and DELETE on them cannot be replicated (logical decoding cannot identify the old row).`,
+      fix: `${keyless.slice(0, MAX_LISTED).map((h) => `ALTER TABLE ${quoteQualified(h)} REPLICA IDENTITY FULL;`).join(
+        "\n"
+      )}${keyless.length > MAX_LISTED ? "\n(\u2026 and the same for the other hypertables)" : ""}
+(TimescaleDB applies it to existing and new chunks; or add a primary key, which must include the time column: ALTER TABLE \u2026 ADD PRIMARY KEY (\u2026, <time column>))`,
+      objects: keyless.map(displayName)
+    }
+  ];
+}
+function checkCompression(ts) {
+  const compressed = ts.hypertables.filter((h) => h.compressionEnabled || h.compressedChunks > 0);
+  if (compressed.length === 0) return [];
+  const settings = (h) => {
+    const parts = [
+      ...h.segmentBy.length ? [`segmentby ${h.segmentBy.join(", ")}`] : [],
+      ...h.orderBy.length ? [`orderby ${h.orderBy.join(", ")}`] : []
+    ];
+    return `${displayName(h)} (${h.compressedChunks} of ${plural2(h.chunks, "chunk")} compressed${h.compressionEnabled ? "" : ", compression since disabled"}${parts.length ? `; ${parts.join("; ")}` : ""})`;
+  };
+  return [
+    {
+      code: "TIMESCALEDB_COMPRESSION",
+      severity: "warning",
+      message: `Compression is in use on ${plural2(compressed.length, "hypertable")}: ${listNames(compressed.map(settings))}. The rows of a compressed chunk live in TimescaleDB's internal compressed tables, not in the chunk; changes to compressed chunks (INSERT, UPDATE, DELETE, compression and recompression) are not decoded as row changes of the hypertable. This release does not migrate them (see TIMESCALEDB_NOT_SUPPORTED_YET); the planned treatment is to copy compressed chunks through their hypertable and compress them again on the target with the same settings, and to re-copy chunks changed while compressed.`,
+      fix: "Nothing to change on the source; during a migration avoid writing into compressed chunks.",
+      objects: compressed.map(displayName)
+    }
+  ];
+}
+function checkContinuousAggregates(ts) {
+  const caggs = ts.continuousAggregates;
+  if (caggs.length === 0) return [];
+  const describe3 = (c) => `${displayName(c)} on ${displayName(c.hypertable)}${c.materializedOnly ? "" : " (real-time)"}${c.compressionEnabled ? " (compressed)" : ""}`;
+  return [
+    {
+      code: "TIMESCALEDB_CONTINUOUS_AGGREGATES",
+      severity: "warning",
+      message: `${plural2(caggs.length, "continuous aggregate")}: ${listNames(caggs.map(describe3))}. Their materialized rows live in internal hypertables; a plain copy would make each a view over a table that is never refreshed. This release does not migrate them (see TIMESCALEDB_NOT_SUPPORTED_YET); the planned treatment is to create them on the target with the same definition and refresh them at cutover.`,
+      fix: "Nothing to change on the source.",
+      objects: caggs.map(displayName)
+    }
+  ];
+}
+var POLICIES = {
+  policy_retention: "retention",
+  policy_compression: "compression",
+  policy_recompression: "recompression",
+  policy_refresh_continuous_aggregate: "continuous aggregate refresh",
+  policy_reorder: "reorder"
+};
+function describeJob(job) {
+  const internal = job.proc.schema.startsWith("_timescaledb_");
+  const kind = internal ? `${POLICIES[job.proc.name] ?? job.proc.name.replace(/^policy_/, "")} policy` : `user job ${displayName(job.proc)}`;
+  const on = job.relation ? ` on ${displayName(job.relation)}` : "";
+  return `${kind}${on} (job ${job.id}, schedule_interval ${job.schedule}${job.scheduled ? "" : ", paused"})`;
+}
+function checkJobs(ts) {
+  const jobs = ts.jobs;
+  if (jobs.length === 0) return [];
+  const running = jobs.filter((j) => j.scheduled);
+  return [
+    {
+      code: "TIMESCALEDB_JOBS",
+      severity: running.length > 0 ? "warning" : "info",
+      message: `${plural2(jobs.length, "background job")} (${running.length} scheduled): ${listNames(jobs.map(describeJob))}. On the source they keep running during a migration: a retention policy drops chunks and a compression policy rewrites them, which logical replication does not carry. This release restores no job on the target (see TIMESCALEDB_NOT_SUPPORTED_YET where hypertables are concerned); the planned treatment is to create them on the target paused and to resume them at cutover as they are scheduled on the source.`,
+      fix: `Keep a record of the jobs (SELECT * FROM timescaledb_information.jobs WHERE job_id >= 1000;) and recreate the user jobs on the target after the cutover (add_job); pause a job during a migration with SELECT alter_job(<job_id>, scheduled => false);.`,
+      objects: jobs.map((j) => String(j.id))
+    }
+  ];
+}
+function plural2(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+function listNames(names) {
+  if (names.length <= MAX_LISTED) return names.join(", ");
+  return `${names.slice(0, MAX_LISTED).join(", ")} \u2026 and ${names.length - MAX_LISTED} more`;
+}
+
+// src/adapters/postgres/preflight-facts.ts
 var SCHEMA_FILTER2 = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_%'
   AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`;
 var NOT_EXTENSION_MEMBER = `NOT EXISTS (SELECT 1 FROM pg_depend d
@@ -37206,6 +37410,8 @@ async function readSourceFacts(client, display, options) {
     return rows[0] ? { activePid: rows[0].active_pid ?? null } : null;
   });
   const publications = await probe2("publications", [], () => listPublications(client, options.migrationId));
+  const timescaleVersion = extensions.find((e) => e.name === TIMESCALEDB)?.version;
+  const timescaledb = timescaleVersion ? await readSourceTimescale(client, timescaleVersion, options.schemas) : null;
   const walStats = options.walSampleMs > 0 && basics.versionNum >= 14e4 ? await probe2("wal-rate", null, async () => {
     const { rows } = await client.query(
       `SELECT wal_bytes::float8 AS bytes, extract(epoch FROM now() - stats_reset)::float8 AS seconds FROM pg_stat_wal`
@@ -37252,7 +37458,8 @@ async function readSourceFacts(client, display, options) {
     walStats,
     names,
     slot,
-    publications
+    publications,
+    timescaledb
   };
 }
 function unknownSourceFacts() {
@@ -37277,7 +37484,8 @@ function unknownSourceFacts() {
     walSample: null,
     walStats: null,
     slot: null,
-    publications: []
+    publications: [],
+    timescaledb: null
   };
 }
 async function readTargetFacts(client, display, options) {
@@ -37309,13 +37517,126 @@ async function readTargetFacts(client, display, options) {
     const { rows } = await client.query("SELECT spcname FROM pg_tablespace ORDER BY 1");
     return rows.map((r) => r.spcname);
   });
+  const timescaledb = await probe2("target-timescaledb", null, () => readTargetTimescale(client));
   return {
     ...basics,
     userTables: userTables.names,
     userTableCount: userTables.count,
     migration,
     availableExtensions,
-    tablespaces
+    tablespaces,
+    timescaledb
+  };
+}
+async function readSourceTimescale(client, version2, schemas) {
+  const inScope = (column) => `($1::text[] IS NULL OR ${column} = ANY($1::text[]))`;
+  try {
+    const hypertables = await client.query(
+      `SELECT h.hypertable_schema::text AS schema, h.hypertable_name::text AS name,
+              h.primary_dimension::text AS time_column, h.num_chunks::int AS chunks, h.compression_enabled,
+              (SELECT count(*)::int FROM timescaledb_information.chunks k
+                WHERE k.hypertable_schema = h.hypertable_schema AND k.hypertable_name = h.hypertable_name
+                  AND k.is_compressed) AS compressed_chunks,
+              c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))) AS has_identity
+         FROM timescaledb_information.hypertables h
+         JOIN pg_namespace n ON n.nspname = h.hypertable_schema
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.hypertable_name
+        WHERE ${inScope("h.hypertable_schema")}
+        ORDER BY 1, 2`,
+      [schemas]
+    );
+    const settings = await client.query(
+      `SELECT hypertable_schema::text AS schema, hypertable_name::text AS name, attname::text AS column,
+              segmentby_column_index AS segment_index, orderby_column_index AS order_index, orderby_asc
+         FROM timescaledb_information.compression_settings
+        ORDER BY 1, 2, segmentby_column_index, orderby_column_index`
+    );
+    const caggs = await client.query(
+      `SELECT view_schema::text AS schema, view_name::text AS name, hypertable_schema::text AS hypertable_schema,
+              hypertable_name::text AS hypertable_name, materialized_only, compression_enabled
+         FROM timescaledb_information.continuous_aggregates
+        WHERE ${inScope("view_schema")}
+        ORDER BY 1, 2`,
+      [schemas]
+    );
+    const jobs = await client.query(
+      `SELECT job_id::int AS id, proc_schema::text AS proc_schema, proc_name::text AS proc_name, scheduled,
+              schedule_interval::text AS schedule, hypertable_schema::text AS relation_schema,
+              hypertable_name::text AS relation_name
+         FROM timescaledb_information.jobs
+        WHERE job_id >= 1000 AND ${inScope("coalesce(hypertable_schema, proc_schema)")}
+        ORDER BY 1`,
+      [schemas]
+    );
+    const managed = await client.query(
+      `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable
+       UNION ALL SELECT schema_name::text, table_name::text FROM _timescaledb_catalog.chunk`
+    );
+    const key = (schema, name) => `${schema}\0${name}`;
+    const compression = /* @__PURE__ */ new Map();
+    for (const r of settings.rows) {
+      const entry = compression.get(key(r.schema, r.name)) ?? { segmentBy: [], orderBy: [] };
+      if (r.segment_index !== null) entry.segmentBy.push(r.column);
+      if (r.order_index !== null) entry.orderBy.push(`${r.column}${r.orderby_asc === false ? " DESC" : ""}`);
+      compression.set(key(r.schema, r.name), entry);
+    }
+    return {
+      version: version2,
+      unreadable: null,
+      hypertables: hypertables.rows.map((r) => ({
+        schema: r.schema,
+        name: r.name,
+        timeColumn: r.time_column,
+        chunks: Number(r.chunks),
+        compressedChunks: Number(r.compressed_chunks),
+        compressionEnabled: r.compression_enabled === true,
+        hasReplicaIdentity: r.has_identity === true,
+        segmentBy: compression.get(key(r.schema, r.name))?.segmentBy ?? [],
+        orderBy: compression.get(key(r.schema, r.name))?.orderBy ?? []
+      })),
+      continuousAggregates: caggs.rows.map((r) => ({
+        schema: r.schema,
+        name: r.name,
+        hypertable: { schema: r.hypertable_schema, name: r.hypertable_name },
+        materializedOnly: r.materialized_only === true,
+        compressionEnabled: r.compression_enabled === true
+      })),
+      jobs: jobs.rows.map((r) => ({
+        id: Number(r.id),
+        proc: { schema: r.proc_schema, name: r.proc_name },
+        relation: r.relation_name ? { schema: r.relation_schema, name: r.relation_name } : null,
+        scheduled: r.scheduled === true,
+        schedule: r.schedule
+      })),
+      managedRelations: managed.rows.map((r) => ({ schema: r.schema, name: r.name }))
+    };
+  } catch (error62) {
+    return {
+      version: version2,
+      unreadable: error62 instanceof Error ? error62.message : String(error62),
+      hypertables: [],
+      continuousAggregates: [],
+      jobs: [],
+      managedRelations: []
+    };
+  }
+}
+async function readTargetTimescale(client) {
+  const { rows } = await client.query(
+    `SELECT (SELECT extversion FROM pg_extension WHERE extname = $1) AS installed,
+            (SELECT default_version FROM pg_available_extensions WHERE name = $1) AS default_version,
+            coalesce((SELECT array_agg(version::text ORDER BY version) FROM pg_available_extension_versions
+                       WHERE name = $1), '{}') AS versions,
+            current_setting('shared_preload_libraries') AS preload`,
+    [TIMESCALEDB]
+  );
+  const r = rows[0];
+  return {
+    installedVersion: r?.installed ?? null,
+    defaultVersion: r?.default_version ?? null,
+    availableVersions: r?.versions ?? [],
+    preloaded: isTimescalePreloaded(String(r?.preload ?? ""))
   };
 }
 async function readToolFacts(ctx) {
@@ -37346,7 +37667,7 @@ function findOnPath(env, tool) {
 
 // src/core/preflight.ts
 var ASSUMED_COPY_BYTES_PER_SECOND = 100 * 1024 * 1024;
-var MAX_LISTED = 10;
+var MAX_LISTED2 = 10;
 function computeFindings(facts) {
   const findings = [];
   const source = facts.source.ok ? facts.source.facts : void 0;
@@ -37366,6 +37687,13 @@ function computeFindings(facts) {
   findings.push(...checkTools(facts.tools, source));
   if (target) findings.push(...checkTarget(facts, target));
   if (source && target && sourceUsable) findings.push(...checkCompatibility(source, target));
+  if (source && sourceUsable) {
+    findings.push(
+      ...checkTimescale(source.timescaledb, target?.timescaledb ?? void 0, {
+        allowVersionMismatch: facts.allowTimescaledbVersionMismatch === true
+      })
+    );
+  }
   if (source) findings.push(...skippedFindings("source", source.skipped));
   if (target) findings.push(...skippedFindings("target", target.skipped));
   return findings;
@@ -37379,7 +37707,11 @@ function buildPreflightReport(migrationId, findings) {
 }
 function computeSnapshotReadiness(source, schemas) {
   if (source.versionNum < 1e5) return checkSourceVersion(source);
-  return [...checkReplicationSettings(source), ...checkPrivileges(source, schemas)];
+  return [
+    ...checkReplicationSettings(source),
+    ...checkPrivileges(source, schemas),
+    ...checkTimescaleSupported(source.timescaledb)
+  ];
 }
 function errorCodeForFinding(code) {
   const map2 = {
@@ -37395,7 +37727,8 @@ function errorCodeForFinding(code) {
     SOURCE_SLOT_CONFLICT: "SLOT_ALREADY_EXISTS",
     TARGET_NOT_EMPTY: "TARGET_NOT_EMPTY",
     PG_TOOL_NOT_FOUND: "PG_TOOL_NOT_FOUND",
-    PG_TOOL_TOO_OLD: "PG_TOOL_TOO_OLD"
+    PG_TOOL_TOO_OLD: "PG_TOOL_TOO_OLD",
+    TIMESCALEDB_NOT_SUPPORTED_YET: "TIMESCALEDB_NOT_SUPPORTED_YET"
   };
   return map2[code] ?? "PREFLIGHT_FAILED";
 }
@@ -37518,7 +37851,7 @@ function checkPrivileges(s, schemas) {
     out.push({
       code: "SOURCE_SCHEMA_USAGE_DENIED",
       severity: "error",
-      message: `Source user ${user} lacks USAGE on ${plural2(noUsage.length, "schema")} to migrate: ${listNames(noUsage.map((n) => quoteIdent(n)))}.`,
+      message: `Source user ${user} lacks USAGE on ${plural3(noUsage.length, "schema")} to migrate: ${listNames2(noUsage.map((n) => quoteIdent(n)))}.`,
       fix: noUsage.map((n) => `GRANT USAGE ON SCHEMA ${quoteIdent(n)} TO ${user};`).join("\n"),
       objects: noUsage
     });
@@ -37531,7 +37864,7 @@ function checkPrivileges(s, schemas) {
       out.push({
         code: "SOURCE_TABLES_NOT_OWNED",
         severity: "error",
-        message: `CREATE PUBLICATION \u2026 FOR TABLE needs ownership of each table; source user ${user} does not own ${notOwned.length} of the ${replicated.length} tables to replicate: ${listNames(notOwned.map(displayName))} (owned by ${owners.map(quoteIdent).join(", ")}).`,
+        message: `CREATE PUBLICATION \u2026 FOR TABLE needs ownership of each table; source user ${user} does not own ${notOwned.length} of the ${replicated.length} tables to replicate: ${listNames2(notOwned.map(displayName))} (owned by ${owners.map(quoteIdent).join(", ")}).`,
         fix: `${owners.map((o) => `GRANT ${quoteIdent(o)} TO ${user};`).join("\n")}
 (membership in the owning role counts as ownership; or connect as a superuser)`,
         objects: notOwned.map(displayName)
@@ -37545,15 +37878,15 @@ function checkPrivileges(s, schemas) {
   if (unreadable.length > 0) {
     const tables = unreadable.length - s.sequencesWithoutSelect.length;
     const what = [
-      tables ? plural2(tables, "table") : "",
-      s.sequencesWithoutSelect.length ? plural2(s.sequencesWithoutSelect.length, "sequence") : ""
+      tables ? plural3(tables, "table") : "",
+      s.sequencesWithoutSelect.length ? plural3(s.sequencesWithoutSelect.length, "sequence") : ""
     ].filter(Boolean).join(" and ");
     const bySchema = [...new Set(unreadable.map((t) => t.schema))].sort();
     out.push({
       code: "SOURCE_SELECT_DENIED",
       severity: "error",
-      message: `Source user ${user} lacks SELECT on ${what} to copy: ${listNames(unreadable.map(displayName))}.`,
-      fix: unreadable.length <= MAX_LISTED ? unreadable.map((t) => `GRANT SELECT ON ${quoteQualified(t)} TO ${user};`).join("\n") : bySchema.map(
+      message: `Source user ${user} lacks SELECT on ${what} to copy: ${listNames2(unreadable.map(displayName))}.`,
+      fix: unreadable.length <= MAX_LISTED2 ? unreadable.map((t) => `GRANT SELECT ON ${quoteQualified(t)} TO ${user};`).join("\n") : bySchema.map(
         (n) => `GRANT SELECT ON ALL TABLES IN SCHEMA ${quoteIdent(n)} TO ${user};
 GRANT SELECT ON ALL SEQUENCES IN SCHEMA ${quoteIdent(n)} TO ${user};`
       ).join("\n"),
@@ -37599,15 +37932,18 @@ function checkConflicts(migrationId, s, target) {
 }
 function checkTables(s) {
   const out = [];
-  const noIdentity = s.tables.filter((t) => isReplicated(t) && !t.hasReplicaIdentity);
+  const managed = new Set((s.timescaledb?.managedRelations ?? []).map(displayName));
+  const noIdentity = s.tables.filter(
+    (t) => isReplicated(t) && !t.hasReplicaIdentity && !managed.has(displayName(t))
+  );
   if (noIdentity.length > 0) {
     out.push({
       code: "TABLES_WITHOUT_REPLICA_IDENTITY",
       severity: "warning",
-      message: `${plural2(noIdentity.length, "table")} ${noIdentity.length === 1 ? "has" : "have"} no primary key or replica identity: ${listNames(noIdentity.map(displayName))}. They join the insert/truncate-only publication '${s.names.insertOnlyPublication}' so UPDATE and DELETE keep working on the source, but those UPDATEs and DELETEs are not replicated to the target.`,
-      fix: `${noIdentity.slice(0, MAX_LISTED).map((t) => `ALTER TABLE ${quoteQualified(t)} REPLICA IDENTITY FULL;`).join(
+      message: `${plural3(noIdentity.length, "table")} ${noIdentity.length === 1 ? "has" : "have"} no primary key or replica identity: ${listNames2(noIdentity.map(displayName))}. They join the insert/truncate-only publication '${s.names.insertOnlyPublication}' so UPDATE and DELETE keep working on the source, but those UPDATEs and DELETEs are not replicated to the target.`,
+      fix: `${noIdentity.slice(0, MAX_LISTED2).map((t) => `ALTER TABLE ${quoteQualified(t)} REPLICA IDENTITY FULL;`).join(
         "\n"
-      )}${noIdentity.length > MAX_LISTED ? "\n(\u2026 and the same for the other tables)" : ""}
+      )}${noIdentity.length > MAX_LISTED2 ? "\n(\u2026 and the same for the other tables)" : ""}
 (or add a primary key: ALTER TABLE \u2026 ADD PRIMARY KEY (\u2026); FULL logs whole old rows, which costs WAL on busy tables)`,
       objects: noIdentity.map(displayName)
     });
@@ -37617,7 +37953,7 @@ function checkTables(s) {
     out.push({
       code: "UNLOGGED_TABLES",
       severity: "warning",
-      message: `${plural2(unlogged.length, "unlogged table")}: ${listNames(unlogged.map(displayName))}. Their rows are copied once at the snapshot; later changes write no WAL and are not replicated.`,
+      message: `${plural3(unlogged.length, "unlogged table")}: ${listNames2(unlogged.map(displayName))}. Their rows are copied once at the snapshot; later changes write no WAL and are not replicated.`,
       fix: `${unlogged.map((t) => `ALTER TABLE ${quoteQualified(t)} SET LOGGED;`).join("\n")}
 (rewrites the table; or accept that it is copied only once)`,
       objects: unlogged.map(displayName)
@@ -37628,7 +37964,7 @@ function checkTables(s) {
     out.push({
       code: "FOREIGN_TABLES",
       severity: "warning",
-      message: `${plural2(foreign.length, "foreign table")}: ${listNames(foreign.map(displayName))}. Their definitions are recreated on the target but no rows are copied: the data lives on the remote server.`,
+      message: `${plural3(foreign.length, "foreign table")}: ${listNames2(foreign.map(displayName))}. Their definitions are recreated on the target but no rows are copied: the data lives on the remote server.`,
       fix: "Make sure the target can reach the remote server (its foreign data wrapper, server and user mappings), or leave these tables out with --schema.",
       objects: foreign.map(displayName)
     });
@@ -37637,7 +37973,7 @@ function checkTables(s) {
     out.push({
       code: "LARGE_OBJECTS",
       severity: "warning",
-      message: `The source database has ${plural2(s.largeObjects, "large object")} (pg_largeobject_metadata); they are neither copied nor replicated (logical decoding does not carry them).`,
+      message: `The source database has ${plural3(s.largeObjects, "large object")} (pg_largeobject_metadata); they are neither copied nor replicated (logical decoding does not carry them).`,
       fix: "Move them separately while the source is read-only at cutover (pg_dump --data-only --large-objects, or lo_export/lo_import), or store them in bytea columns before migrating."
     });
   }
@@ -37760,7 +38096,7 @@ function checkTarget(facts, t) {
     out.push({
       code: "TARGET_NOT_EMPTY",
       severity: "error",
-      message: `The target database ${quoteIdent(t.database)} already has ${plural2(t.userTableCount, "user table")} in the schemas to migrate: ${names.join(", ")}${more > 0 ? ` \u2026 and ${more} more` : ""}.`,
+      message: `The target database ${quoteIdent(t.database)} already has ${plural3(t.userTableCount, "user table")} in the schemas to migrate: ${names.join(", ")}${more > 0 ? ` \u2026 and ${more} more` : ""}.`,
       fix: "Point --target at an empty database (CREATE DATABASE \u2026 on the target), drop those tables, or copy into existing empty tables with copy --skip-schema.",
       objects: names
     });
@@ -37782,12 +38118,14 @@ function checkCompatibility(s, t) {
   const targetRan = (check2) => !t.skipped.some((k) => k.check === check2);
   if (targetRan("available-extensions")) {
     const available = new Set(t.availableExtensions);
-    const missing = s.extensions.filter((e) => !available.has(e.name));
+    const missing = s.extensions.filter(
+      (e) => !available.has(e.name) && !(e.name === TIMESCALEDB && t.timescaledb !== null)
+    );
     if (missing.length > 0) {
       out.push({
         code: "TARGET_EXTENSION_UNAVAILABLE",
         severity: "error",
-        message: `${plural2(missing.length, "extension")} installed on the source ${missing.length === 1 ? "is" : "are"} not available on the target: ${listNames(missing.map((e) => `${e.name} ${e.version}`))}.`,
+        message: `${plural3(missing.length, "extension")} installed on the source ${missing.length === 1 ? "is" : "are"} not available on the target: ${listNames2(missing.map((e) => `${e.name} ${e.version}`))}.`,
         fix: "Install the extension packages on the target server (on managed services: enable them in the allowed extensions); SELECT name FROM pg_available_extensions; on the target must list them.",
         objects: missing.map((e) => e.name)
       });
@@ -37801,7 +38139,7 @@ function checkCompatibility(s, t) {
         out.push({
           code: "TABLESPACES_KEPT",
           severity: "info",
-          message: `${plural2(names.length, "relation")} in tablespace ${quoteIdent(space.name)} (${listNames(names)}) ${names.length === 1 ? "is" : "are"} restored into the target's tablespace of the same name.`,
+          message: `${plural3(names.length, "relation")} in tablespace ${quoteIdent(space.name)} (${listNames2(names)}) ${names.length === 1 ? "is" : "are"} restored into the target's tablespace of the same name.`,
           fix: "Nothing to do, if that tablespace has room on the target.",
           objects: names
         });
@@ -37809,7 +38147,7 @@ function checkCompatibility(s, t) {
         out.push({
           code: "TABLESPACE_MISSING_ON_TARGET",
           severity: "error",
-          message: `${plural2(names.length, "relation")} of the source ${names.length === 1 ? "uses" : "use"} tablespace ${quoteIdent(space.name)} (${listNames(names)}), which the target lacks: the schema restore sets default_tablespace = ${space.name} and fails.`,
+          message: `${plural3(names.length, "relation")} of the source ${names.length === 1 ? "uses" : "use"} tablespace ${quoteIdent(space.name)} (${listNames2(names)}), which the target lacks: the schema restore sets default_tablespace = ${space.name} and fails.`,
           fix: `On the target: CREATE TABLESPACE ${quoteIdent(space.name)} LOCATION '<empty directory owned by postgres>'; (managed services have no custom tablespaces: move these relations to pg_default on the source first with ALTER TABLE \u2026 SET TABLESPACE pg_default).`,
           objects: names
         });
@@ -37845,12 +38183,12 @@ function skippedFindings(role, skipped) {
     objects: [k.check]
   }));
 }
-function plural2(n, noun) {
+function plural3(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
-function listNames(names) {
-  if (names.length <= MAX_LISTED) return names.join(", ");
-  return `${names.slice(0, MAX_LISTED).join(", ")} \u2026 and ${names.length - MAX_LISTED} more`;
+function listNames2(names) {
+  if (names.length <= MAX_LISTED2) return names.join(", ");
+  return `${names.slice(0, MAX_LISTED2).join(", ")} \u2026 and ${names.length - MAX_LISTED2} more`;
 }
 
 // src/workflows/preflight.ts
@@ -37880,9 +38218,13 @@ async function runPreflight(ctx, endpoints, options) {
     ),
     readToolFacts(tools)
   ]);
-  const findings = computeFindings({ ...scope, source, target, tools: toolFacts }).filter(
-    (f) => applies(f, options)
-  );
+  const findings = computeFindings({
+    ...scope,
+    source,
+    target,
+    tools: toolFacts,
+    allowTimescaledbVersionMismatch: options.allowTimescaledbVersionMismatch === true
+  }).filter((f) => applies(f, options));
   const safe = findings.map((f) => ({
     ...f,
     message: ctx.redactor.redact(f.message),
@@ -41152,7 +41494,7 @@ function renderPreflightText(report) {
   }
   lines.push(
     "",
-    report.ok ? "Preflight passed." : `Preflight failed: fix the ${plural3(report.counts.error, "error")} above, then run preflight again.`
+    report.ok ? "Preflight passed." : `Preflight failed: fix the ${plural4(report.counts.error, "error")} above, then run preflight again.`
   );
   return `${lines.join("\n")}
 `;
@@ -41180,12 +41522,12 @@ function cell(text) {
 }
 function summary(report) {
   const { error: error62, warning, info } = report.counts;
-  return `${plural3(error62, "error")}, ${plural3(warning, "warning")}, ${info} informational`;
+  return `${plural4(error62, "error")}, ${plural4(warning, "warning")}, ${info} informational`;
 }
 function indent(text, first, rest = first) {
   return text.split("\n").map((line, i) => `${i === 0 ? first : rest}${line}`);
 }
-function plural3(n, noun) {
+function plural4(n, noun) {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
@@ -42915,6 +43257,10 @@ var OPTIONS = {
   },
   "skip-roles": { type: "boolean", doc: "copy (and preflight): do not create roles (implies --no-owner)" },
   "no-owner": { type: "boolean", doc: "copy: do not restore ownership and grants" },
+  "allow-timescaledb-version-mismatch": {
+    type: "boolean",
+    doc: "preflight: accept different TimescaleDB versions on source and target (a warning, not an error)"
+  },
   "parts-only": {
     type: "boolean",
     doc: "copy: help a running copy from another machine (claims parts; no schema steps)"
@@ -43103,7 +43449,8 @@ async function main(argv, env) {
         const report = await runPreflight(ctx, resolveEndpoints(options, redactor), {
           ...options,
           skipSchema: bool("skip-schema"),
-          skipRoles: bool("skip-roles")
+          skipRoles: bool("skip-roles"),
+          allowTimescaledbVersionMismatch: bool("allow-timescaledb-version-mismatch")
         });
         const markdown = str("markdown");
         if (markdown) {

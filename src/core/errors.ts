@@ -72,6 +72,10 @@ export const ERROR_CODES = {
     'Every replication slot allowed by max_replication_slots is taken.',
   ],
   SOURCE_NO_FREE_WAL_SENDER: ['preflight', 'Every WAL sender allowed by max_wal_senders is busy.'],
+  TIMESCALEDB_NOT_SUPPORTED_YET: [
+    'preflight',
+    'The source has hypertables or continuous aggregates, which this release does not migrate yet.',
+  ],
 } as const satisfies Record<string, readonly [ExitCategory, string]>;
 export type ErrorCode = keyof typeof ERROR_CODES;
 

@@ -4,6 +4,13 @@
 import type { ErrorCode } from './errors';
 import { formatBytes, formatDuration } from './format';
 import { isCopied, isReplicated, type TableInfo } from './plan';
+import {
+  checkTimescale,
+  checkTimescaleSupported,
+  type SourceTimescaleFacts,
+  type TargetTimescaleFacts,
+  TIMESCALEDB,
+} from './preflight-timescaledb';
 import { displayName, type QualifiedName, quoteIdent, quoteLiteral, quoteQualified } from './sql';
 
 export type Severity = 'error' | 'warning' | 'info';
@@ -55,6 +62,20 @@ export const FINDING_CODES = {
   ENCODING_MISMATCH: 'Source and target databases use different encodings.',
   COLLATION_MISMATCH: 'Source and target databases use different collations (text sorts differently).',
   PREFLIGHT_CHECK_SKIPPED: 'A check could not run (a catalog query failed); its condition is unknown.',
+  TIMESCALEDB_NOT_SUPPORTED_YET:
+    'The source has hypertables or continuous aggregates, which this release does not migrate yet.',
+  TIMESCALEDB_VERSIONS: 'The TimescaleDB versions of source and target (for the record).',
+  TIMESCALEDB_MISSING_ON_TARGET: 'The source uses TimescaleDB; the target server does not have it.',
+  TIMESCALEDB_NOT_PRELOADED_ON_TARGET:
+    'The target has TimescaleDB but not in shared_preload_libraries, so CREATE EXTENSION fails.',
+  TIMESCALEDB_VERSION_MISMATCH:
+    'Source and target run different TimescaleDB versions (a warning with --allow-timescaledb-version-mismatch).',
+  TIMESCALEDB_ONLY_ON_TARGET: 'The target has TimescaleDB and the source does not: tables stay plain tables.',
+  TIMESCALEDB_HYPERTABLES_WITHOUT_REPLICA_IDENTITY:
+    'Hypertables without primary key or replica identity: their UPDATE/DELETE cannot be replicated.',
+  TIMESCALEDB_COMPRESSION: 'Hypertables with compression (and how many chunks are compressed).',
+  TIMESCALEDB_CONTINUOUS_AGGREGATES: 'Continuous aggregates on the source.',
+  TIMESCALEDB_JOBS: 'TimescaleDB background jobs (policies and user jobs) on the source.',
 } as const satisfies Record<string, string>;
 export type FindingCode = keyof typeof FINDING_CODES;
 
@@ -109,7 +130,8 @@ export type ProbeName =
   | 'target-tables'
   | 'migration-record'
   | 'available-extensions'
-  | 'target-tablespaces';
+  | 'target-tablespaces'
+  | 'target-timescaledb';
 
 export interface ServerFacts {
   /** Redacted connection string. */
@@ -168,6 +190,8 @@ export interface SourceFacts extends ServerFacts {
   slot: { activePid: number | null } | null;
   /** The migration's publications that exist. */
   publications: string[];
+  /** TimescaleDB in the source database; null when it is not installed there. */
+  timescaledb: SourceTimescaleFacts | null;
 }
 
 export interface TargetFacts extends ServerFacts {
@@ -178,6 +202,8 @@ export interface TargetFacts extends ServerFacts {
   migration: { phase: string } | null;
   availableExtensions: string[];
   tablespaces: string[];
+  /** TimescaleDB on the target server; null when it could not be read. */
+  timescaledb: TargetTimescaleFacts | null;
 }
 
 export type ToolName = 'pg_dump' | 'pg_restore' | 'pg_dumpall';
@@ -199,6 +225,8 @@ export interface PreflightFacts {
   source: Probe<SourceFacts>;
   target: Probe<TargetFacts>;
   tools: ToolFact[];
+  /** --allow-timescaledb-version-mismatch: different TimescaleDB versions are a warning, not an error. */
+  allowTimescaledbVersionMismatch?: boolean;
 }
 
 /** Copy rate assumed for the WAL retention estimate; stated in every message that uses it. */
@@ -228,6 +256,13 @@ export function computeFindings(facts: PreflightFacts): Finding[] {
   findings.push(...checkTools(facts.tools, source));
   if (target) findings.push(...checkTarget(facts, target));
   if (source && target && sourceUsable) findings.push(...checkCompatibility(source, target));
+  if (source && sourceUsable) {
+    findings.push(
+      ...checkTimescale(source.timescaledb, target?.timescaledb ?? undefined, {
+        allowVersionMismatch: facts.allowTimescaledbVersionMismatch === true,
+      }),
+    );
+  }
   if (source) findings.push(...skippedFindings('source', source.skipped));
   if (target) findings.push(...skippedFindings('target', target.skipped));
   return findings;
@@ -248,7 +283,11 @@ export function buildPreflightReport(migrationId: string, findings: Finding[]): 
  */
 export function computeSnapshotReadiness(source: SourceFacts, schemas: string[] | null): Finding[] {
   if (source.versionNum < 100000) return checkSourceVersion(source);
-  return [...checkReplicationSettings(source), ...checkPrivileges(source, schemas)];
+  return [
+    ...checkReplicationSettings(source),
+    ...checkPrivileges(source, schemas),
+    ...checkTimescaleSupported(source.timescaledb),
+  ];
 }
 
 /** The MigrationError code a blocking finding maps to when `snapshot`/`copy` refuse to start. */
@@ -267,6 +306,7 @@ export function errorCodeForFinding(code: FindingCode): ErrorCode {
     TARGET_NOT_EMPTY: 'TARGET_NOT_EMPTY',
     PG_TOOL_NOT_FOUND: 'PG_TOOL_NOT_FOUND',
     PG_TOOL_TOO_OLD: 'PG_TOOL_TOO_OLD',
+    TIMESCALEDB_NOT_SUPPORTED_YET: 'TIMESCALEDB_NOT_SUPPORTED_YET',
   };
   return map[code] ?? 'PREFLIGHT_FAILED';
 }
@@ -511,7 +551,11 @@ function checkConflicts(migrationId: string, s: SourceFacts, target: Probe<Targe
 
 function checkTables(s: SourceFacts): Finding[] {
   const out: Finding[] = [];
-  const noIdentity = s.tables.filter((t) => isReplicated(t) && !t.hasReplicaIdentity);
+  // Hypertables and their chunks are TIMESCALEDB_HYPERTABLES_WITHOUT_REPLICA_IDENTITY's.
+  const managed = new Set((s.timescaledb?.managedRelations ?? []).map(displayName));
+  const noIdentity = s.tables.filter(
+    (t) => isReplicated(t) && !t.hasReplicaIdentity && !managed.has(displayName(t)),
+  );
   if (noIdentity.length > 0) {
     out.push({
       code: 'TABLES_WITHOUT_REPLICA_IDENTITY',
@@ -716,7 +760,10 @@ function checkCompatibility(s: SourceFacts, t: TargetFacts): Finding[] {
   const targetRan = (check: ProbeName) => !t.skipped.some((k) => k.check === check);
   if (targetRan('available-extensions')) {
     const available = new Set(t.availableExtensions);
-    const missing = s.extensions.filter((e) => !available.has(e.name));
+    // TimescaleDB has its own finding (TIMESCALEDB_MISSING_ON_TARGET) when the target's was read.
+    const missing = s.extensions.filter(
+      (e) => !available.has(e.name) && !(e.name === TIMESCALEDB && t.timescaledb !== null),
+    );
     if (missing.length > 0) {
       out.push({
         code: 'TARGET_EXTENSION_UNAVAILABLE',

@@ -83,6 +83,10 @@ const OPTIONS = {
   },
   'skip-roles': { type: 'boolean', doc: 'copy (and preflight): do not create roles (implies --no-owner)' },
   'no-owner': { type: 'boolean', doc: 'copy: do not restore ownership and grants' },
+  'allow-timescaledb-version-mismatch': {
+    type: 'boolean',
+    doc: 'preflight: accept different TimescaleDB versions on source and target (a warning, not an error)',
+  },
   'parts-only': {
     type: 'boolean',
     doc: 'copy: help a running copy from another machine (claims parts; no schema steps)',
@@ -284,6 +288,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
           ...options,
           skipSchema: bool('skip-schema'),
           skipRoles: bool('skip-roles'),
+          allowTimescaledbVersionMismatch: bool('allow-timescaledb-version-mismatch'),
         });
         const markdown = str('markdown');
         if (markdown) {

@@ -34,6 +34,8 @@ export interface PreflightOptions extends Pick<CommonOptions, 'migrationId' | 's
   skipSchema?: boolean;
   /** The copy will run with --skip-roles (no pg_dumpall needed). */
   skipRoles?: boolean;
+  /** --allow-timescaledb-version-mismatch: different TimescaleDB versions are a warning, not an error. */
+  allowTimescaledbVersionMismatch?: boolean;
 }
 
 /** Findings that do not apply to how the copy will run. */
@@ -64,9 +66,13 @@ export async function runPreflight(
     ),
     readToolFacts(tools),
   ]);
-  const findings = computeFindings({ ...scope, source, target, tools: toolFacts }).filter((f) =>
-    applies(f, options),
-  );
+  const findings = computeFindings({
+    ...scope,
+    source,
+    target,
+    tools: toolFacts,
+    allowTimescaledbVersionMismatch: options.allowTimescaledbVersionMismatch === true,
+  }).filter((f) => applies(f, options));
   // Server messages can quote anything; whatever a finding says passes the redactor once more.
   const safe = findings.map((f) => ({
     ...f,

@@ -81,6 +81,7 @@ const sourceFacts = (overrides: Partial<SourceFacts> = {}): SourceFacts => ({
   },
   slot: null,
   publications: [],
+  timescaledb: null,
   ...overrides,
 });
 
@@ -93,6 +94,7 @@ const targetFacts = (overrides: Partial<TargetFacts> = {}): TargetFacts => ({
   migration: null,
   availableExtensions: ['plpgsql', 'pgcrypto'],
   tablespaces: ['pg_default', 'pg_global'],
+  timescaledb: { installedVersion: null, defaultVersion: null, availableVersions: [], preloaded: false },
   ...overrides,
 });
 
@@ -663,6 +665,86 @@ describe('snapshot readiness (the guard before creating a slot)', () => {
     );
     expect(codes(findings)).toEqual(['SOURCE_WAL_LEVEL_NOT_LOGICAL']);
     expect(computeSnapshotReadiness(sourceFacts(), null)).toEqual([]);
+  });
+});
+
+describe('TimescaleDB within the whole preflight', () => {
+  const timescale = {
+    version: '2.28.3',
+    unreadable: null,
+    hypertables: [
+      {
+        schema: 'public',
+        name: 'events',
+        timeColumn: 'time',
+        chunks: 1,
+        compressedChunks: 0,
+        compressionEnabled: false,
+        hasReplicaIdentity: false,
+        segmentBy: [],
+        orderBy: [],
+      },
+    ],
+    continuousAggregates: [],
+    jobs: [],
+    managedRelations: [
+      { schema: 'public', name: 'events' },
+      { schema: '_timescaledb_internal', name: '_hyper_1_1_chunk' },
+    ],
+  };
+  const keyless = (schema: string, name: string) =>
+    table({ schema, name, primaryKey: null, replicaIdentity: 'default', hasReplicaIdentity: false });
+  const source = {
+    extensions: [
+      { name: 'plpgsql', version: '1.0' },
+      { name: 'timescaledb', version: '2.28.3' },
+    ],
+    tables: [
+      keyless('public', 'events'),
+      keyless('_timescaledb_internal', '_hyper_1_1_chunk'),
+      keyless('public', 'log'),
+    ],
+    timescaledb: timescale,
+  };
+
+  it('blocks the snapshot guard too, with its own error code', () => {
+    const findings = computeSnapshotReadiness(sourceFacts(source), null);
+    expect(codes(findings)).toEqual(['TIMESCALEDB_NOT_SUPPORTED_YET']);
+    expect(errorCodeForFinding('TIMESCALEDB_NOT_SUPPORTED_YET')).toBe('TIMESCALEDB_NOT_SUPPORTED_YET');
+    expect(ERROR_CODES.TIMESCALEDB_NOT_SUPPORTED_YET[0]).toBe('preflight');
+  });
+
+  it('leaves hypertables and chunks out of the generic replica identity finding', () => {
+    const findings = computeFindings(facts({ source }));
+    expect(only(findings, 'TABLES_WITHOUT_REPLICA_IDENTITY').objects).toEqual(['public.log']);
+    expect(only(findings, 'TIMESCALEDB_HYPERTABLES_WITHOUT_REPLICA_IDENTITY').objects).toEqual([
+      'public.events',
+    ]);
+  });
+
+  it('reports a target without TimescaleDB once, as TIMESCALEDB_MISSING_ON_TARGET', () => {
+    const findings = computeFindings(facts({ source }));
+    expect(codes(findings)).toContain('TIMESCALEDB_MISSING_ON_TARGET');
+    expect(codes(findings)).not.toContain('TARGET_EXTENSION_UNAVAILABLE');
+    // When the target's TimescaleDB could not be read, the generic check still names it.
+    const unread = computeFindings(facts({ source, target: { timescaledb: null } }));
+    expect(only(unread, 'TARGET_EXTENSION_UNAVAILABLE').objects).toEqual(['timescaledb']);
+  });
+
+  it('passes --allow-timescaledb-version-mismatch through to the version finding', () => {
+    const target = {
+      availableExtensions: ['plpgsql', 'timescaledb'],
+      timescaledb: {
+        installedVersion: '2.29.0',
+        defaultVersion: '2.29.0',
+        availableVersions: ['2.29.0'],
+        preloaded: true,
+      },
+    };
+    const strict = computeFindings(facts({ source, target }));
+    expect(only(strict, 'TIMESCALEDB_VERSION_MISMATCH').severity).toBe('error');
+    const allowed = computeFindings({ ...facts({ source, target }), allowTimescaledbVersionMismatch: true });
+    expect(only(allowed, 'TIMESCALEDB_VERSION_MISMATCH').severity).toBe('warning');
   });
 });
 

@@ -1,6 +1,7 @@
 // Reads what preflight judges, with read-only catalog queries: server settings, privileges and the tables
 // to migrate on the source (plus a two-point sample of its WAL position), emptiness and extensions on the
-// target, and the client tools' versions. A query that fails is recorded as skipped, never thrown.
+// target, TimescaleDB on both, and the client tools' versions. A query that fails is recorded as skipped
+// (or, for the source's TimescaleDB catalog, as unreadable), never thrown.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -15,6 +16,12 @@ import type {
   ToolFact,
   ToolName,
 } from '../../core/preflight';
+import {
+  isTimescalePreloaded,
+  type SourceTimescaleFacts,
+  type TargetTimescaleFacts,
+  TIMESCALEDB,
+} from '../../core/preflight-timescaledb';
 import type { QualifiedName } from '../../core/sql';
 import { readMigration } from './control-schema';
 import { readToolMajor, type ToolContext, toolExists, toolPath } from './pg-tools';
@@ -195,6 +202,10 @@ export async function readSourceFacts(
     return rows[0] ? { activePid: (rows[0].active_pid as number | null) ?? null } : null;
   });
   const publications = await probe('publications', [], () => listPublications(client, options.migrationId));
+  const timescaleVersion = extensions.find((e) => e.name === TIMESCALEDB)?.version;
+  const timescaledb = timescaleVersion
+    ? await readSourceTimescale(client, timescaleVersion, options.schemas)
+    : null;
   const walStats =
     options.walSampleMs > 0 && basics.versionNum >= 140000
       ? await probe('wal-rate', null, async () => {
@@ -245,6 +256,7 @@ export async function readSourceFacts(
     names,
     slot,
     publications,
+    timescaledb,
   };
 }
 
@@ -271,6 +283,7 @@ function unknownSourceFacts(): Omit<SourceFacts, keyof ServerFacts | 'names'> {
     walStats: null,
     slot: null,
     publications: [],
+    timescaledb: null,
   };
 }
 
@@ -309,6 +322,7 @@ export async function readTargetFacts(
     const { rows } = await client.query('SELECT spcname FROM pg_tablespace ORDER BY 1');
     return rows.map((r) => r.spcname as string);
   });
+  const timescaledb = await probe('target-timescaledb', null, () => readTargetTimescale(client));
   return {
     ...basics,
     userTables: userTables.names,
@@ -316,6 +330,135 @@ export async function readTargetFacts(
     migration,
     availableExtensions,
     tablespaces,
+    timescaledb,
+  };
+}
+
+/**
+ * TimescaleDB in the source database, from its catalog views (timescaledb_information.*). A failed read
+ * is recorded in `unreadable`, not skipped: preflight must not pass a source whose hypertables it could
+ * not see.
+ */
+async function readSourceTimescale(
+  client: pg.Client,
+  version: string,
+  schemas: string[] | null,
+): Promise<SourceTimescaleFacts> {
+  const inScope = (column: string) => `($1::text[] IS NULL OR ${column} = ANY($1::text[]))`;
+  try {
+    // The identity test is the one listTables applies to plain tables; TimescaleDB copies the
+    // hypertable's replica identity to its chunks.
+    const hypertables = await client.query(
+      `SELECT h.hypertable_schema::text AS schema, h.hypertable_name::text AS name,
+              h.primary_dimension::text AS time_column, h.num_chunks::int AS chunks, h.compression_enabled,
+              (SELECT count(*)::int FROM timescaledb_information.chunks k
+                WHERE k.hypertable_schema = h.hypertable_schema AND k.hypertable_name = h.hypertable_name
+                  AND k.is_compressed) AS compressed_chunks,
+              c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))) AS has_identity
+         FROM timescaledb_information.hypertables h
+         JOIN pg_namespace n ON n.nspname = h.hypertable_schema
+         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.hypertable_name
+        WHERE ${inScope('h.hypertable_schema')}
+        ORDER BY 1, 2`,
+      [schemas],
+    );
+    const settings = await client.query(
+      `SELECT hypertable_schema::text AS schema, hypertable_name::text AS name, attname::text AS column,
+              segmentby_column_index AS segment_index, orderby_column_index AS order_index, orderby_asc
+         FROM timescaledb_information.compression_settings
+        ORDER BY 1, 2, segmentby_column_index, orderby_column_index`,
+    );
+    const caggs = await client.query(
+      `SELECT view_schema::text AS schema, view_name::text AS name, hypertable_schema::text AS hypertable_schema,
+              hypertable_name::text AS hypertable_name, materialized_only, compression_enabled
+         FROM timescaledb_information.continuous_aggregates
+        WHERE ${inScope('view_schema')}
+        ORDER BY 1, 2`,
+      [schemas],
+    );
+    // Jobs below 1000 are TimescaleDB's own (telemetry, job history retention), present in every database.
+    const jobs = await client.query(
+      `SELECT job_id::int AS id, proc_schema::text AS proc_schema, proc_name::text AS proc_name, scheduled,
+              schedule_interval::text AS schedule, hypertable_schema::text AS relation_schema,
+              hypertable_name::text AS relation_name
+         FROM timescaledb_information.jobs
+        WHERE job_id >= 1000 AND ${inScope('coalesce(hypertable_schema, proc_schema)')}
+        ORDER BY 1`,
+      [schemas],
+    );
+    // The information views hide the internal hypertables (materializations, compressed data) and
+    // compressed chunks by design; the catalog lists every relation TimescaleDB manages.
+    const managed = await client.query(
+      `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable
+       UNION ALL SELECT schema_name::text, table_name::text FROM _timescaledb_catalog.chunk`,
+    );
+    const key = (schema: string, name: string) => `${schema}\u0000${name}`;
+    const compression = new Map<string, { segmentBy: string[]; orderBy: string[] }>();
+    for (const r of settings.rows) {
+      const entry = compression.get(key(r.schema, r.name)) ?? { segmentBy: [], orderBy: [] };
+      if (r.segment_index !== null) entry.segmentBy.push(r.column);
+      if (r.order_index !== null) entry.orderBy.push(`${r.column}${r.orderby_asc === false ? ' DESC' : ''}`);
+      compression.set(key(r.schema, r.name), entry);
+    }
+    return {
+      version,
+      unreadable: null,
+      hypertables: hypertables.rows.map((r) => ({
+        schema: r.schema,
+        name: r.name,
+        timeColumn: r.time_column,
+        chunks: Number(r.chunks),
+        compressedChunks: Number(r.compressed_chunks),
+        compressionEnabled: r.compression_enabled === true,
+        hasReplicaIdentity: r.has_identity === true,
+        segmentBy: compression.get(key(r.schema, r.name))?.segmentBy ?? [],
+        orderBy: compression.get(key(r.schema, r.name))?.orderBy ?? [],
+      })),
+      continuousAggregates: caggs.rows.map((r) => ({
+        schema: r.schema,
+        name: r.name,
+        hypertable: { schema: r.hypertable_schema, name: r.hypertable_name },
+        materializedOnly: r.materialized_only === true,
+        compressionEnabled: r.compression_enabled === true,
+      })),
+      jobs: jobs.rows.map((r) => ({
+        id: Number(r.id),
+        proc: { schema: r.proc_schema, name: r.proc_name },
+        relation: r.relation_name ? { schema: r.relation_schema, name: r.relation_name } : null,
+        scheduled: r.scheduled === true,
+        schedule: r.schedule,
+      })),
+      managedRelations: managed.rows.map((r) => ({ schema: r.schema, name: r.name })),
+    };
+  } catch (error) {
+    return {
+      version,
+      unreadable: error instanceof Error ? error.message : String(error),
+      hypertables: [],
+      continuousAggregates: [],
+      jobs: [],
+      managedRelations: [],
+    };
+  }
+}
+
+/** TimescaleDB on the target: installed in its database, installable, and preloaded. */
+async function readTargetTimescale(client: pg.Client): Promise<TargetTimescaleFacts> {
+  const { rows } = await client.query(
+    `SELECT (SELECT extversion FROM pg_extension WHERE extname = $1) AS installed,
+            (SELECT default_version FROM pg_available_extensions WHERE name = $1) AS default_version,
+            coalesce((SELECT array_agg(version::text ORDER BY version) FROM pg_available_extension_versions
+                       WHERE name = $1), '{}') AS versions,
+            current_setting('shared_preload_libraries') AS preload`,
+    [TIMESCALEDB],
+  );
+  const r = rows[0];
+  return {
+    installedVersion: r?.installed ?? null,
+    defaultVersion: r?.default_version ?? null,
+    availableVersions: (r?.versions as string[] | undefined) ?? [],
+    preloaded: isTimescalePreloaded(String(r?.preload ?? '')),
   };
 }
 
