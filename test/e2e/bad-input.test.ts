@@ -1,7 +1,6 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../src/adapters/postgres/local-cluster';
 import {
@@ -10,9 +9,9 @@ import {
   freshDatabases,
   type Pair,
   query,
+  requireScram,
   runCli,
   startPair,
-  waitFor,
 } from '../helpers/clusters';
 
 /** Everything a failed command could have left behind: slots, publications, state rows, tables. */
@@ -236,32 +235,3 @@ describe('bad input through the CLI', () => {
     expectExplained(result, 'CONFIG_MISSING_SOURCE', 'No source connection string');
   });
 });
-
-/** Makes the cluster demand scram-sha-256 for `user` over TCP (the harness trusts everyone else). */
-async function requireScram(pair: Pair, user: string, password: string): Promise<void> {
-  await query(pair.source.uri(), `CREATE ROLE ${user} LOGIN PASSWORD '${password}'`);
-  const hba = join(pair.source.dataDir, 'pg_hba.conf');
-  const rules = await readFile(hba, 'utf8');
-  await writeFile(hba, `host all ${user} 127.0.0.1/32 scram-sha-256\n${rules}`);
-  await query(pair.source.uri(), 'SELECT pg_reload_conf()');
-  // The reload is asynchronous: wait until a wrong password is refused.
-  await waitFor(
-    async () => {
-      const client = new pg.Client({
-        host: '127.0.0.1',
-        port: pair.source.port,
-        user,
-        database: 'postgres',
-        password: 'certainly-wrong',
-      });
-      try {
-        await client.connect();
-        await client.end();
-        return false;
-      } catch (error) {
-        return (error as { code?: string }).code === '28P01';
-      }
-    },
-    { timeoutMs: 10_000, what: `scram-sha-256 for ${user}` },
-  );
-}

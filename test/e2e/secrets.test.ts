@@ -1,7 +1,6 @@
 import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findFreePort } from '../../src/adapters/postgres/local-cluster';
 import {
@@ -10,9 +9,9 @@ import {
   freshDatabases,
   type Pair,
   query,
+  requireScram,
   runCli,
   startPair,
-  waitFor,
 } from '../helpers/clusters';
 
 // Characters that must be URI-encoded, so both spellings of the secret are looked for.
@@ -53,7 +52,7 @@ describe('secrets stay out of output and work files', () => {
     pair = await startPair();
     uris = await freshDatabases(pair, 'shop');
     await query(uris.source, 'CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1), (2)');
-    await requireScram(pair, USER, PASSWORD);
+    await requireScram(pair, USER, PASSWORD, { superuser: true });
     sourceWithPassword = `postgresql://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${pair.source.port}/shop`;
   });
 
@@ -193,32 +192,3 @@ describe('secrets stay out of output and work files', () => {
     }
   });
 });
-
-/** Makes the cluster demand scram-sha-256 for `user` over TCP (the harness trusts everyone else). */
-async function requireScram(pair: Pair, user: string, password: string): Promise<void> {
-  await query(pair.source.uri(), `CREATE ROLE ${user} LOGIN SUPERUSER PASSWORD '${password}'`);
-  const hba = join(pair.source.dataDir, 'pg_hba.conf');
-  const rules = await readFile(hba, 'utf8');
-  await writeFile(hba, `host all ${user} 127.0.0.1/32 scram-sha-256\n${rules}`);
-  await query(pair.source.uri(), 'SELECT pg_reload_conf()');
-  // The reload is asynchronous: wait until a wrong password is refused.
-  await waitFor(
-    async () => {
-      const client = new pg.Client({
-        host: '127.0.0.1',
-        port: pair.source.port,
-        user,
-        database: 'postgres',
-        password: 'certainly-wrong',
-      });
-      try {
-        await client.connect();
-        await client.end();
-        return false;
-      } catch (error) {
-        return (error as { code?: string }).code === '28P01';
-      }
-    },
-    { timeoutMs: 10_000, what: `scram-sha-256 for ${user}` },
-  );
-}

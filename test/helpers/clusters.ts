@@ -1,6 +1,7 @@
 // Test harness: throwaway source and target clusters from the machine's PostgreSQL binaries, databases
 // per test, the CLI run as a user would run it, and leak checks (slots, backends, child processes).
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import {
@@ -529,3 +530,43 @@ export async function pgbenchInit(cluster: LocalCluster, database: string, scale
 /** Row count and an order-fixed md5 of a table's rows, to compare one table across servers or snapshots. */
 export const tableDigestSql = (table: string, order: string): string =>
   `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY ${order}), '')) AS h FROM ${table} t`;
+
+/**
+ * Creates `user` with `password` on the source and makes the cluster demand scram-sha-256 for it over TCP
+ * (the harness trusts everyone else); returns once a wrong password is refused.
+ */
+export async function requireScram(
+  pair: Pair,
+  user: string,
+  password: string,
+  o: { superuser?: boolean } = {},
+): Promise<void> {
+  await query(
+    pair.source.uri(),
+    `CREATE ROLE ${user} LOGIN${o.superuser ? ' SUPERUSER' : ''} PASSWORD '${password}'`,
+  );
+  const hba = join(pair.source.dataDir, 'pg_hba.conf');
+  const rules = await readFile(hba, 'utf8');
+  await writeFile(hba, `host all ${user} 127.0.0.1/32 scram-sha-256\n${rules}`);
+  await query(pair.source.uri(), 'SELECT pg_reload_conf()');
+  // The reload is asynchronous: wait until a wrong password is refused.
+  await waitFor(
+    async () => {
+      const client = new pg.Client({
+        host: '127.0.0.1',
+        port: pair.source.port,
+        user,
+        database: 'postgres',
+        password: 'certainly-wrong',
+      });
+      try {
+        await client.connect();
+        await client.end();
+        return false;
+      } catch (error) {
+        return (error as { code?: string }).code === '28P01';
+      }
+    },
+    { timeoutMs: 10_000, what: `scram-sha-256 for ${user}` },
+  );
+}

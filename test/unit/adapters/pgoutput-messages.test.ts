@@ -122,7 +122,7 @@ describe('pgoutput messages decoded by the replay', () => {
     const row = (parseMessage(message, new Map([[16385, odd]])) as { new: Record<string, unknown> }).new;
     expect(Object.getPrototypeOf(row)).toBeNull();
     expect(Object.keys(row)).toEqual(['id', '__proto__']);
-    expect(row.__proto__).toBe('value');
+    expect(Object.getOwnPropertyDescriptor(row, '__proto__')?.value).toBe('value');
   });
 
   it('reads a Delete by key or by old row, and refuses a row of an unannounced relation', () => {
