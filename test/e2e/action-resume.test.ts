@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  assertNoLeaks,
+  checkAndStop,
   createRandom,
   createWriterTables,
   diffSequences,
@@ -118,11 +118,7 @@ afterAll(async () => {
   await github?.close();
   if (temp) rmSync(temp, { recursive: true, force: true });
   if (pair) {
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   }
 });
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import {
-  assertNoLeaks,
+  checkAndStop,
   createRandom,
   createWriterTables,
   freshDatabases,
@@ -111,11 +111,7 @@ afterAll(async () => {
   await github?.close();
   if (temp) rmSync(temp, { recursive: true, force: true });
   if (pair) {
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   }
 });
 

@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  assertNoLeaks,
+  checkAndStop,
   freshDatabases,
   type Pair,
   query,
@@ -30,11 +30,7 @@ describe('clean', () => {
   });
 
   afterAll(async () => {
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   });
 
   it('ends the process holding the slot, drops slot, publications and state, keeps logs, and is idempotent', async () => {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ValidationReport } from '../../src/core/validation';
 import {
-  assertNoLeaks,
+  checkAndStop,
   freshDatabases,
   type Pair,
   psqlFile,
@@ -52,11 +52,7 @@ describe('copy of hostile names and values through the CLI', () => {
   afterAll(async () => {
     await runCli(['clean', ...common, '--prune']);
     await rm(`${pair.target.dataDir}-work`, { recursive: true, force: true });
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   });
 
   const both = async (sql: string) =>

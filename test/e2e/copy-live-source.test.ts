@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  assertNoLeaks,
+  checkAndStop,
   freshDatabases,
   type Pair,
   pgbenchInit,
@@ -39,11 +39,7 @@ describe('a copy while pgbench writes to the source', () => {
 
   afterAll(async () => {
     await runCli(['clean', '--source', uris.source, '--target', uris.target, '--dir', dir, '--prune']);
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   });
 
   it('makes the target equal to the source as of the snapshot, and the source keeps accepting every write', async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  assertNoLeaks,
+  checkAndStop,
   freshDatabases,
   loadPagila,
   type Pair,
@@ -38,11 +38,7 @@ describe('copy of the pagila database through the CLI', () => {
 
   afterAll(async () => {
     await runCli(['clean', '--source', uris.source, '--target', uris.target, '--dir', dir, '--prune']);
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   });
 
   it('copies every table with the same row count', async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  assertNoLeaks,
+  checkAndStop,
   freshDatabases,
   type Pair,
   pgbenchInit,
@@ -26,11 +26,7 @@ describe('a copy killed with SIGKILL and resumed inside the held snapshot', () =
 
   afterAll(async () => {
     await runCli(['clean', '--source', uris.source, '--target', uris.target, '--dir', dir, '--prune']);
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   });
 
   it('copies only the unfinished parts and ends equal to the source at the snapshot', async () => {

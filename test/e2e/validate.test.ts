@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TableValidation, ValidationReport } from '../../src/core/validation';
 import {
-  assertNoLeaks,
+  checkAndStop,
   freshDatabases,
   loadPagila,
   type Pair,
@@ -26,11 +26,7 @@ describe('validate through the CLI', () => {
   });
 
   afterAll(async () => {
-    try {
-      await assertNoLeaks(pair);
-    } finally {
-      await pair.stop();
-    }
+    await checkAndStop(pair);
   });
 
   async function copiedPagila(database: string, migrationId: string) {

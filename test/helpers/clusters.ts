@@ -164,6 +164,15 @@ export async function waitFor<T>(
  * Fails when a test left something behind: CLI child processes, backends of the tool
  * (application_name pg-live-migrate) or replication slots on the source.
  */
+/** Checks that nothing leaked on either cluster, and stops both whatever the check says. */
+export async function checkAndStop(pair: Pair): Promise<void> {
+  try {
+    await assertNoLeaks(pair);
+  } finally {
+    await pair.stop();
+  }
+}
+
 export async function assertNoLeaks(pair: Pair): Promise<void> {
   const problems: string[] = [];
   if (children.size > 0) problems.push(`${children.size} CLI processes still running`);
