@@ -231,6 +231,15 @@ describe.skipIf(!timescale.installed)('preflight of TimescaleDB sources and targ
     expect(leftovers).toEqual([{ slots: 0, publications: 0 }]);
   });
 
+  it('refuses `validate` on a source with hypertables with the same code, instead of failing inside TimescaleDB', async () => {
+    const result = await runCli(['validate', '--source', uris.source, '--target', uris.target, '--checksum']);
+    expect(result.code, result.stderr).toBe(3);
+    expect(result.stderr).toContain(
+      'error TIMESCALEDB_NOT_SUPPORTED_YET: The source has hypertables (public.',
+    );
+    expect(result.stderr).not.toContain('INTERNAL');
+  });
+
   it('accepts --allow-timescaledb-version-mismatch on the command line', async () => {
     const result = await runCli([
       'preflight',
