@@ -1,7 +1,8 @@
 // The copy benchmark: one dataset on a fresh source cluster, then rounds in which each tool copies it into a
 // target cluster of its own with the same job count, in a rotating order; every copy is checked (row counts,
 // indexes, constraints) and the source is cleaned of slots and publications before the next run.
-import { chmod, mkdir, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
+
+import { chmod, mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -33,6 +34,7 @@ import { ensureDebianPackages } from './ensure-debian-packages.js';
 import { isInterrupted, onInterrupt, throwIfInterrupted } from './interrupts.js';
 import { findOnPath, hasGnuTime, runCommand } from './run-command.js';
 import { withPgClient } from './with-pg-client.js';
+import { writeResults } from './write-results';
 
 export interface CopyBenchmarkOptions {
   scale: number;
@@ -371,20 +373,10 @@ export function readLoadAverages(): LoadAverages {
   return [one, five, fifteen];
 }
 
-async function writeReport(
+function writeReport(
   report: CopyReport,
   resultsDir: string,
   startedAt: Date,
 ): Promise<{ jsonPath: string; markdownPath: string }> {
-  await mkdir(resultsDir, { recursive: true });
-  // ISO 8601 basic format (20250101T120000Z): no colons, so the names are safe on every file system.
-  const stamp = startedAt
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d+Z$/, 'Z');
-  const jsonPath = join(resultsDir, `copy-${stamp}.json`);
-  const markdownPath = join(resultsDir, `copy-${stamp}.md`);
-  await writeFile(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(markdownPath, renderCopyMarkdown(report));
-  return { jsonPath, markdownPath };
+  return writeResults('copy', report, renderCopyMarkdown(report), resultsDir, startedAt);
 }

@@ -2,9 +2,10 @@
 // cluster of its own, (1) replays a pgbench TPC-B load while its lag is sampled every 200 ms, and (2) drains a
 // backlog written while it was stopped. Lag and drain are measured the same way for every tool: positions read
 // from the servers, and a marker row written on the source after the load whose arrival on the target ends it.
+
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -54,6 +55,7 @@ import {
 } from './replay-report.js';
 import { describeFailure, findOnPath, isSuccess, runCommand } from './run-command.js';
 import { withPgClient } from './with-pg-client.js';
+import { writeResults } from './write-results';
 
 export interface ReplayBenchmarkOptions {
   /** pgbench scale of the source (100,000 pgbench_accounts rows per unit). */
@@ -743,19 +745,10 @@ async function readBuild(repoRoot: string, distCli: string): Promise<ReplayRepor
   };
 }
 
-async function writeReport(
+function writeReport(
   report: ReplayReport,
   resultsDir: string,
   startedAt: Date,
 ): Promise<{ jsonPath: string; markdownPath: string }> {
-  await mkdir(resultsDir, { recursive: true });
-  const stamp = startedAt
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d+Z$/, 'Z');
-  const jsonPath = join(resultsDir, `replay-${stamp}.json`);
-  const markdownPath = join(resultsDir, `replay-${stamp}.md`);
-  await writeFile(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(markdownPath, renderReplayMarkdown(report));
-  return { jsonPath, markdownPath };
+  return writeResults('replay', report, renderReplayMarkdown(report), resultsDir, startedAt);
 }
