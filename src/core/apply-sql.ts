@@ -1,6 +1,7 @@
-// SQL for replayed changes. Values arrive as the source's text forms and are written as quoted literals
-// (untyped, so PostgreSQL coerces them to each target column's type); many statements are sent in one
-// simple-query round trip, which is what makes replay fast without server-side prepared statements.
+// SQL for replayed changes. Values arrive as the source's text forms. Runs of inserts go through COPY, runs of
+// updates and deletes of distinct keys through one statement over unnest() of text[] parameters; the rest
+// are single statements with quoted, untyped literals (PostgreSQL coerces them to each column's type), many
+// per simple-query round trip. No server-side prepared statements: any mix of tables costs no parse cache.
 import type { Change, ColumnValue, RelationRef, Row } from './changes';
 import { quoteIdent, quoteLiteral, quoteQualified } from './sql';
 
@@ -89,7 +90,7 @@ export interface ApplyStatement {
   expectRows?: { table: string; count: number };
 }
 
-/** Runs of at least this many updates or deletes of one table become one statement over a VALUES list. */
+/** Runs of at least this many updates or deletes of one table become one statement over unnest() arrays. */
 export const BATCH_MIN_ROWS = 8;
 
 /**
