@@ -38413,6 +38413,19 @@ async function runSnapshot(ctx, endpoints, options) {
 
 // src/workflows/copy.ts
 var EARLY_INDEX_BYTES = 64 * 1024 * 1024;
+function copyResult(parts, stats, seconds, snapshotName, consistentLsn) {
+  return {
+    tables: new Set(parts.map((p) => tableKey(p))).size,
+    parts: parts.length,
+    partsCopied: stats.copied,
+    partsSkipped: stats.skipped,
+    rows: stats.rows,
+    bytes: stats.bytes,
+    seconds,
+    snapshotName,
+    consistentLsn
+  };
+}
 async function runCopy(ctx, input2, options, onSnapshotReady) {
   const started = ctx.clock.nowMs();
   const id = options.migrationId;
@@ -38591,17 +38604,7 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
       await updateMigration(control, id, { copyFinishedAt: "now", error: null });
       const seconds = (ctx.clock.nowMs() - started) / 1e3;
       ctx.emit({ type: "copy:done", rows: stats.rows, bytes: stats.bytes, seconds });
-      return {
-        tables: new Set(parts.map((p) => tableKey(p))).size,
-        parts: parts.length,
-        partsCopied: stats.copied,
-        partsSkipped: stats.skipped,
-        rows: stats.rows,
-        bytes: stats.bytes,
-        seconds,
-        snapshotName,
-        consistentLsn: migration.consistentLsn
-      };
+      return copyResult(parts, stats, seconds, snapshotName, migration.consistentLsn);
     } finally {
       await catalog.end().catch(() => void 0);
     }
@@ -38685,17 +38688,7 @@ async function copyAsHelper(ctx, endpoints, control, options, first, started) {
     level: "info",
     message: `Helper done: copied ${stats.copied} parts (${stats.rows - parts.filter((p) => p.done).reduce((s, p) => s + (p.rows ?? 0), 0)} rows).`
   });
-  return {
-    tables: new Set(parts.map((p) => tableKey(p))).size,
-    parts: parts.length,
-    partsCopied: stats.copied,
-    partsSkipped: stats.skipped,
-    rows: stats.rows,
-    bytes: stats.bytes,
-    seconds,
-    snapshotName,
-    consistentLsn: migration.consistentLsn
-  };
+  return copyResult(parts, stats, seconds, snapshotName, migration.consistentLsn);
 }
 async function planRefresh(ctx, control, id, tables, parts, lsn) {
   const byTable = /* @__PURE__ */ new Map();
@@ -39594,13 +39587,14 @@ function whereClause(rel, table, key, old, values) {
   });
   return ` WHERE ${conditions.join(" AND ")}`;
 }
-function insertColumns(table, values) {
-  return Object.keys(values).filter((c) => values[c] !== void 0 && table.writable.has(c));
+var writes = (table, values, column, notKey) => values[column] !== void 0 && table.writable.has(column) && !(notKey && table.key.includes(column));
+function writtenColumns(table, values, notKey = false) {
+  return Object.keys(values).filter((c) => writes(table, values, c, notKey));
 }
-function hasColumns(columns, table, values) {
+function writesExactly(columns, table, values, notKey = false) {
   let i = 0;
   for (const column in values) {
-    if (values[column] === void 0 || !table.writable.has(column)) continue;
+    if (!writes(table, values, column, notKey)) continue;
     if (columns[i] !== column) return false;
     i += 1;
   }
@@ -39614,16 +39608,6 @@ function batchRunEnd(changes, start, catalog) {
   if (!table.typeNames || table.key.length === 0) return start;
   if (first.kind === "update" && table.uniqueBeyondKey) return start;
   const key = table.key;
-  const setColumns = (values) => Object.keys(values).filter((k) => values[k] !== void 0 && table.writable.has(k) && !key.includes(k));
-  const setsColumns = (values, columns2) => {
-    let i = 0;
-    for (const k in values) {
-      if (values[k] === void 0 || !table.writable.has(k) || key.includes(k)) continue;
-      if (columns2[i] !== k) return false;
-      i += 1;
-    }
-    return i === columns2.length;
-  };
   const keyText2 = (row2) => {
     let text = "";
     for (let i = 0; i < key.length; i++) {
@@ -39641,7 +39625,7 @@ function batchRunEnd(changes, start, catalog) {
     }
     return c.kind === "delete" ? keyText2(c.key ?? c.old) : void 0;
   };
-  const columns = first.kind === "update" ? setColumns(first.values) : [];
+  const columns = first.kind === "update" ? writtenColumns(table, first.values, true) : [];
   if (first.kind === "update" && columns.length === 0) return start;
   const seen = /* @__PURE__ */ new Set();
   let end = start;
@@ -39649,7 +39633,7 @@ function batchRunEnd(changes, start, catalog) {
     const c = changes[end];
     if (c.kind !== first.kind) break;
     if (c.rel !== first.rel && (c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name)) break;
-    if (c.kind === "update" && !setsColumns(c.values, columns)) break;
+    if (c.kind === "update" && !writesExactly(columns, table, c.values, true)) break;
     const k = keyOf2(c);
     if (k === void 0 || seen.has(k)) break;
     seen.add(k);
@@ -39663,10 +39647,7 @@ function buildBatch(run, table, rel) {
   const cast = (column) => `v.${quoteIdent(column)}::${types2.get(column) ?? "text"}`;
   const match = table.key.map((k) => `t.${quoteIdent(k)} = ${cast(k)}`).join(" AND ");
   const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
-  const values = first.kind === "update" ? first.values : {};
-  const setColumns = Object.keys(values).filter(
-    (k) => values[k] !== void 0 && table.writable.has(k) && !table.key.includes(k)
-  );
+  const setColumns = first.kind === "update" ? writtenColumns(table, first.values, true) : [];
   const all = [...table.key, ...setColumns];
   const params = all.map(
     (column) => run.map((c) => {
@@ -39741,7 +39722,7 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       }
     }
     if (change.kind === "insert") {
-      if (pending && (pending.rel === change.rel || pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name) && hasColumns(pending.columns, pending.table, change.values)) {
+      if (pending && (pending.rel === change.rel || pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name) && writesExactly(pending.columns, pending.table, change.values)) {
         pending.values.push(change.values);
       } else {
         flush();
@@ -39749,7 +39730,7 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
         pending = {
           rel: change.rel,
           table,
-          columns: insertColumns(table, change.values),
+          columns: writtenColumns(table, change.values),
           values: [change.values]
         };
       }
@@ -39758,7 +39739,8 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
     flush();
     if (change.kind === "update") {
       const table = catalog(change.rel);
-      const sets = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
+      const assign = (c) => `${quoteIdent(c)} = ${literal2(change.values[c])}`;
+      const sets = writtenColumns(table, change.values).map(assign);
       if (sets.length === 0) continue;
       const oldKeyRow = change.key ?? (table.key.length ? change.old : null);
       const keyChanged = oldKeyRow !== null && table.key.some((c) => change.values[c] !== void 0 && oldKeyRow[c] !== change.values[c]);
@@ -39770,7 +39752,7 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
           sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`
         });
         out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(", ")}${oldKey}` });
-        const nonKey = Object.entries(change.values).filter(([c, v]) => v !== void 0 && table.writable.has(c) && !table.key.includes(c)).map(([c, v]) => `${quoteIdent(c)} = ${literal2(v)}`);
+        const nonKey = writtenColumns(table, change.values, true).map(assign);
         if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(", ")}${newKey}` });
         continue;
       }
@@ -40835,17 +40817,23 @@ async function runSession(ctx, endpoints, options, shared) {
       groupOpen = true;
       groupStartedMs = ctx.clock.nowMs();
     };
-    const commitCompleted = async () => {
-      if (!inTxn || groupTxns === 0) return;
+    const withCurrentAside = async (work) => {
       const current = buffer.slice(txnStart);
       buffer = buffer.slice(0, txnStart);
-      inTxn = false;
-      try {
-        await commitNow();
-      } finally {
-        inTxn = true;
-      }
+      await work();
       buffer = current;
+      return current;
+    };
+    const commitCompleted = async () => {
+      if (!inTxn || groupTxns === 0) return;
+      const current = await withCurrentAside(async () => {
+        inTxn = false;
+        try {
+          await commitNow();
+        } finally {
+          inTxn = true;
+        }
+      });
       groupCount = current.length;
       await beginGroup();
       groupFirstLsn = txnFirstLsn;
@@ -40934,10 +40922,7 @@ async function runSession(ctx, endpoints, options, shared) {
           takeChange(change, bytes);
           if (buffer.length < batchChanges && bufferBytes < BATCH_BYTES) return;
           if (txnStart > 0) {
-            const current = buffer.slice(txnStart);
-            buffer = buffer.slice(0, txnStart);
-            await flush();
-            buffer = current;
+            await withCurrentAside(flush);
             return;
           }
           await commitCompleted();
@@ -41325,16 +41310,9 @@ async function readRefreshRules(client, id) {
 }
 async function applyReconciled(apply, items, targetOf) {
   const byRef = /* @__PURE__ */ new Map();
-  const known = /* @__PURE__ */ new Map();
   for (const { change } of items) {
-    if (change.kind !== "truncate" && byRef.has(change.rel)) continue;
     for (const rel of change.kind === "truncate" ? change.rels : [change.rel]) {
-      let table = known.get(relKey(rel));
-      if (!table) {
-        table = await targetOf(rel);
-        known.set(relKey(rel), table);
-      }
-      byRef.set(rel, table);
+      if (!byRef.has(rel)) byRef.set(rel, await targetOf(rel));
     }
   }
   const catalog = (rel) => byRef.get(rel);

@@ -63,15 +63,20 @@ function whereClause(
   return ` WHERE ${conditions.join(' AND ')}`;
 }
 
-function insertColumns(table: TargetTable, values: Row): string[] {
-  return Object.keys(values).filter((c) => values[c] !== undefined && table.writable.has(c));
+/** Whether a change writes `column` of its row: present, writable, and (with `notKey`) outside the key. */
+const writes = (table: TargetTable, values: Row, column: string, notKey: boolean): boolean =>
+  values[column] !== undefined && table.writable.has(column) && !(notKey && table.key.includes(column));
+
+/** The columns a row writes, in its order (for an UPDATE's SET, `notKey`: the key's columns left out). */
+function writtenColumns(table: TargetTable, values: Row, notKey = false): string[] {
+  return Object.keys(values).filter((c) => writes(table, values, c, notKey));
 }
 
-/** Whether insertColumns(table, values) would be exactly `columns`, without building the list. */
-function hasColumns(columns: readonly string[], table: TargetTable, values: Row): boolean {
+/** Whether writtenColumns(table, values, notKey) would be exactly `columns`, without building the list. */
+function writesExactly(columns: readonly string[], table: TargetTable, values: Row, notKey = false): boolean {
   let i = 0;
   for (const column in values) {
-    if (values[column] === undefined || !table.writable.has(column)) continue;
+    if (!writes(table, values, column, notKey)) continue;
     if (columns[i] !== column) return false;
     i += 1;
   }
@@ -105,18 +110,6 @@ function batchRunEnd(changes: readonly Change[], start: number, catalog: TargetC
   if (!table.typeNames || table.key.length === 0) return start;
   if (first.kind === 'update' && table.uniqueBeyondKey) return start;
   const key = table.key;
-  const setColumns = (values: Row): string[] =>
-    Object.keys(values).filter((k) => values[k] !== undefined && table.writable.has(k) && !key.includes(k));
-  /** Whether an update sets exactly `columns` (in order), without building its list. */
-  const setsColumns = (values: Row, columns: readonly string[]): boolean => {
-    let i = 0;
-    for (const k in values) {
-      if (values[k] === undefined || !table.writable.has(k) || key.includes(k)) continue;
-      if (columns[i] !== k) return false;
-      i += 1;
-    }
-    return i === columns.length;
-  };
   // Key values joined by NUL, which no PostgreSQL text value contains.
   const keyText = (row: Row | null | undefined): string | undefined => {
     let text = '';
@@ -136,7 +129,7 @@ function batchRunEnd(changes: readonly Change[], start: number, catalog: TargetC
     }
     return c.kind === 'delete' ? keyText(c.key ?? c.old) : undefined;
   };
-  const columns = first.kind === 'update' ? setColumns(first.values) : [];
+  const columns = first.kind === 'update' ? writtenColumns(table, first.values, true) : [];
   if (first.kind === 'update' && columns.length === 0) return start;
   const seen = new Set<string>();
   let end = start;
@@ -144,7 +137,7 @@ function batchRunEnd(changes: readonly Change[], start: number, catalog: TargetC
     const c = changes[end] as Change;
     if (c.kind !== first.kind) break;
     if (c.rel !== first.rel && (c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name)) break;
-    if (c.kind === 'update' && !setsColumns(c.values, columns)) break;
+    if (c.kind === 'update' && !writesExactly(columns, table, c.values, true)) break;
     const k = keyOf(c);
     if (k === undefined || seen.has(k)) break;
     seen.add(k);
@@ -165,10 +158,7 @@ function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef
   const cast = (column: string) => `v.${quoteIdent(column)}::${types.get(column) ?? 'text'}`;
   const match = table.key.map((k) => `t.${quoteIdent(k)} = ${cast(k)}`).join(' AND ');
   const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
-  const values = first.kind === 'update' ? first.values : {};
-  const setColumns = Object.keys(values).filter(
-    (k) => values[k] !== undefined && table.writable.has(k) && !table.key.includes(k),
-  );
+  const setColumns = first.kind === 'update' ? writtenColumns(table, first.values, true) : [];
   const all = [...table.key, ...setColumns];
   const params = all.map((column) =>
     run.map((c) => {
@@ -278,7 +268,7 @@ export function buildApplySql(
         pending &&
         (pending.rel === change.rel ||
           (pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name)) &&
-        hasColumns(pending.columns, pending.table, change.values)
+        writesExactly(pending.columns, pending.table, change.values)
       ) {
         pending.values.push(change.values);
       } else {
@@ -287,7 +277,7 @@ export function buildApplySql(
         pending = {
           rel: change.rel,
           table,
-          columns: insertColumns(table, change.values),
+          columns: writtenColumns(table, change.values),
           values: [change.values],
         };
       }
@@ -296,9 +286,8 @@ export function buildApplySql(
     flush();
     if (change.kind === 'update') {
       const table = catalog(change.rel);
-      const sets = Object.entries(change.values)
-        .filter(([c, v]) => v !== undefined && table.writable.has(c))
-        .map(([c, v]) => `${quoteIdent(c)} = ${literal(v)}`);
+      const assign = (c: string) => `${quoteIdent(c)} = ${literal(change.values[c])}`;
+      const sets = writtenColumns(table, change.values).map(assign);
       if (sets.length === 0) continue;
       // The old key arrives as `key` (replica identity DEFAULT or USING INDEX) or inside `old` (FULL); only a
       // real change of it counts (an unchanged key can be sent too, e.g. when it is stored out of line).
@@ -317,9 +306,7 @@ export function buildApplySql(
           sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`,
         });
         out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(', ')}${oldKey}` });
-        const nonKey = Object.entries(change.values)
-          .filter(([c, v]) => v !== undefined && table.writable.has(c) && !table.key.includes(c))
-          .map(([c, v]) => `${quoteIdent(c)} = ${literal(v)}`);
+        const nonKey = writtenColumns(table, change.values, true).map(assign);
         if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(', ')}${newKey}` });
         continue;
       }

@@ -35,6 +35,7 @@ import { listMaterializedViews, listTables, readSequences } from '../adapters/po
 import type { CopyOptions } from '../config/options';
 import { MigrationError } from '../core/errors';
 import { buildCopyPlan, type TableInfo, tableKey } from '../core/plan';
+import type { QualifiedName } from '../core/sql';
 import { displayName, quoteIdent, quoteQualified } from '../core/sql';
 import type { WorkflowContext } from '../ports';
 import type { Endpoints } from './connections';
@@ -54,6 +55,26 @@ export interface CopyResult {
   seconds: number;
   snapshotName: string;
   consistentLsn: string | null;
+}
+
+function copyResult(
+  parts: readonly QualifiedName[],
+  stats: { copied: number; skipped: number; rows: number; bytes: number },
+  seconds: number,
+  snapshotName: string,
+  consistentLsn: string | null,
+): CopyResult {
+  return {
+    tables: new Set(parts.map((p) => tableKey(p))).size,
+    parts: parts.length,
+    partsCopied: stats.copied,
+    partsSkipped: stats.skipped,
+    rows: stats.rows,
+    bytes: stats.bytes,
+    seconds,
+    snapshotName,
+    consistentLsn,
+  };
 }
 
 export async function runCopy(
@@ -259,17 +280,7 @@ export async function runCopy(
       await updateMigration(control, id, { copyFinishedAt: 'now', error: null });
       const seconds = (ctx.clock.nowMs() - started) / 1000;
       ctx.emit({ type: 'copy:done', rows: stats.rows, bytes: stats.bytes, seconds });
-      return {
-        tables: new Set(parts.map((p) => tableKey(p))).size,
-        parts: parts.length,
-        partsCopied: stats.copied,
-        partsSkipped: stats.skipped,
-        rows: stats.rows,
-        bytes: stats.bytes,
-        seconds,
-        snapshotName,
-        consistentLsn: migration.consistentLsn,
-      };
+      return copyResult(parts, stats, seconds, snapshotName, migration.consistentLsn);
     } finally {
       await catalog.end().catch(() => undefined);
     }
@@ -368,17 +379,7 @@ async function copyAsHelper(
     level: 'info',
     message: `Helper done: copied ${stats.copied} parts (${stats.rows - parts.filter((p) => p.done).reduce((s, p) => s + (p.rows ?? 0), 0)} rows).`,
   });
-  return {
-    tables: new Set(parts.map((p) => tableKey(p))).size,
-    parts: parts.length,
-    partsCopied: stats.copied,
-    partsSkipped: stats.skipped,
-    rows: stats.rows,
-    bytes: stats.bytes,
-    seconds,
-    snapshotName,
-    consistentLsn: migration.consistentLsn,
-  };
+  return copyResult(parts, stats, seconds, snapshotName, migration.consistentLsn);
 }
 
 /**

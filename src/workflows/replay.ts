@@ -462,17 +462,25 @@ async function runSession(
      * back the transactions before it (after a schema change they would no longer fit the corrected target,
      * and the replay could not get past them).
      */
-    const commitCompleted = async () => {
-      if (!inTxn || groupTxns === 0) return;
+    /** Runs `work` on the complete transactions' changes, with the current transaction's set aside meanwhile. */
+    const withCurrentAside = async (work: () => Promise<void>) => {
       const current = buffer.slice(txnStart);
       buffer = buffer.slice(0, txnStart);
-      inTxn = false; // what is left in the group is complete
-      try {
-        await commitNow();
-      } finally {
-        inTxn = true;
-      }
+      await work();
       buffer = current;
+      return current;
+    };
+
+    const commitCompleted = async () => {
+      if (!inTxn || groupTxns === 0) return;
+      const current = await withCurrentAside(async () => {
+        inTxn = false; // what is left in the group is complete
+        try {
+          await commitNow();
+        } finally {
+          inTxn = true;
+        }
+      });
       groupCount = current.length;
       await beginGroup();
       groupFirstLsn = txnFirstLsn;
@@ -579,10 +587,7 @@ async function runSession(
           if (txnStart > 0) {
             // Complete transactions fill most of the buffer: send them (the group stays open), keep the
             // current one's changes. The target's open transaction still holds only complete ones.
-            const current = buffer.slice(txnStart);
-            buffer = buffer.slice(0, txnStart);
-            await flush();
-            buffer = current;
+            await withCurrentAside(flush);
             return;
           }
           // The current transaction alone fills the buffer: it must send changes before it is complete, so
@@ -1037,18 +1042,11 @@ async function applyReconciled(
   items: Reconciled[],
   targetOf: (rel: RelationRef) => Promise<TargetColumns>,
 ): Promise<void> {
-  // By relation object first: the stream hands every change of a table the same one.
+  // By relation object (the stream hands every change of a table the same one); targetOf caches by name.
   const byRef = new Map<RelationRef, TargetColumns>();
-  const known = new Map<string, TargetColumns>();
   for (const { change } of items) {
-    if (change.kind !== 'truncate' && byRef.has(change.rel)) continue;
     for (const rel of change.kind === 'truncate' ? change.rels : [change.rel]) {
-      let table = known.get(relKey(rel));
-      if (!table) {
-        table = await targetOf(rel);
-        known.set(relKey(rel), table);
-      }
-      byRef.set(rel, table);
+      if (!byRef.has(rel)) byRef.set(rel, await targetOf(rel));
     }
   }
   const catalog = (rel: RelationRef) => byRef.get(rel) as TargetColumns;
