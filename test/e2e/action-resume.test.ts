@@ -117,9 +117,7 @@ afterAll(async () => {
   await artifacts?.close();
   await github?.close();
   if (temp) rmSync(temp, { recursive: true, force: true });
-  if (pair) {
-    await checkAndStop(pair);
-  }
+  if (pair) await checkAndStop(pair);
 });
 
 describe('the GitHub Action across workflow runs', () => {
