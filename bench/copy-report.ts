@@ -63,19 +63,22 @@ export interface ToolSummary {
 /** The three load averages of /proc/loadavg (1, 5 and 15 minutes). */
 export type LoadAverages = [number, number, number];
 
+/** The machine and versions a benchmark ran on, with the load before and after. */
+export interface Machine {
+  cpus: number;
+  memoryGiB: number;
+  os: string;
+  node: string;
+  postgres: string;
+  pgcopydb?: string;
+  loadAverages: { atStart: LoadAverages; atEnd: LoadAverages };
+}
+
 export interface CopyReport {
   benchmark: 'copy';
   startedAt: string;
   finishedAt: string;
-  machine: {
-    cpus: number;
-    memoryGiB: number;
-    os: string;
-    node: string;
-    postgres: string;
-    pgcopydb?: string;
-    loadAverages: { atStart: LoadAverages; atEnd: LoadAverages };
-  };
+  machine: Machine;
   options: { scale: number; jobs: number; repeat: number; tools: CopyTool[] };
   /** The order the tools ran in, one list per round. */
   rounds: CopyTool[][];

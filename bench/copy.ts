@@ -26,6 +26,7 @@ import {
   type CopyTool,
   computeCopyResults,
   type LoadAverages,
+  type Machine,
   renderCopyMarkdown,
   TOOL_LABELS,
   type ToolRun,
@@ -163,15 +164,7 @@ export async function runCopyBenchmark(options: CopyBenchmarkOptions): Promise<C
         benchmark: 'copy',
         startedAt: startedAt.toISOString(),
         finishedAt: new Date().toISOString(),
-        machine: {
-          cpus: cpus().length,
-          memoryGiB: Math.round(totalmem() / 2 ** 30),
-          os: `Linux ${release()}`,
-          node: process.version,
-          postgres: postgresVersion.stdoutTail.trim(),
-          pgcopydb: pgcopydbVersion,
-          loadAverages: { atStart: loadAtStart, atEnd: readLoadAverages() },
-        },
+        machine: describeMachine(postgresVersion.stdoutTail.trim(), pgcopydbVersion, loadAtStart),
         options: { scale: options.scale, jobs: options.jobs, repeat: options.repeat, tools: options.tools },
         rounds,
         clusterSettings: settings,
@@ -366,6 +359,23 @@ export async function dropLeftoversOnSource(
     );
     return { dropped, remaining: remaining.map((row) => row.what) };
   });
+}
+
+/** The machine now: CPUs, memory, versions, and the load since `loadAtStart`. */
+export function describeMachine(
+  postgres: string,
+  pgcopydb: string | undefined,
+  loadAtStart: LoadAverages,
+): Machine {
+  return {
+    cpus: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    os: `Linux ${release()}`,
+    node: process.version,
+    postgres,
+    pgcopydb,
+    loadAverages: { atStart: loadAtStart, atEnd: readLoadAverages() },
+  };
 }
 
 export function readLoadAverages(): LoadAverages {

@@ -4,6 +4,7 @@
 import {
   computeMedian,
   type LoadAverages,
+  type Machine,
   renderMarkdownTable,
   renderTextTable,
   type Table,
@@ -106,15 +107,7 @@ export interface ReplayReport {
   benchmark: 'replay';
   startedAt: string;
   finishedAt: string;
-  machine: {
-    cpus: number;
-    memoryGiB: number;
-    os: string;
-    node: string;
-    postgres: string;
-    pgcopydb?: string;
-    loadAverages: { atStart: LoadAverages; atEnd: LoadAverages };
-  };
+  machine: Machine;
   /** What `ours` ran: the sha256 of the dist/cli.js copied at the start, and the git state of the work tree. */
   build: { cliSha256?: string; gitHead?: string; gitDirty?: string[] };
   options: {

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,6 +15,7 @@ import { findPgBinDir, type LocalCluster } from '../src/adapters/postgres/local-
 import {
   buildClusterSettings,
   checkFreeDisk,
+  describeMachine,
   dropLeftoversOnSource,
   readLoadAverages,
   startCluster,
@@ -186,15 +187,11 @@ export async function runReplayBenchmark(options: ReplayBenchmarkOptions): Promi
         benchmark: 'replay',
         startedAt: startedAt.toISOString(),
         finishedAt: new Date().toISOString(),
-        machine: {
-          cpus: cpus().length,
-          memoryGiB: Math.round(totalmem() / 2 ** 30),
-          os: `Linux ${release()}`,
-          node: process.version,
-          postgres: postgresVersion,
-          pgcopydb: options.tools.includes('pgcopydb') ? await readPgcopydbVersion() : undefined,
-          loadAverages: { atStart: loadAtStart, atEnd: readLoadAverages() },
-        },
+        machine: describeMachine(
+          postgresVersion,
+          options.tools.includes('pgcopydb') ? await readPgcopydbVersion() : undefined,
+          loadAtStart,
+        ),
         build,
         options: {
           scale: options.scale,
