@@ -7065,10 +7065,10 @@ var require_pg_copy_streams = __commonJS({
     var CopyToQueryStream = require_copy_to();
     var CopyFromQueryStream = require_copy_from();
     var CopyBothQueryStream = require_copy_both();
-    exports.to = function copyTo2(txt, options) {
+    exports.to = function copyTo3(txt, options) {
       return new CopyToQueryStream(txt, options);
     };
-    exports.from = function copyFrom3(txt, options) {
+    exports.from = function copyFrom4(txt, options) {
       return new CopyFromQueryStream(txt, options);
     };
     exports.both = function copyBoth(txt, options) {
@@ -15731,6 +15731,7 @@ var ERROR_CODES = {
   REPLAY_STREAM_FAILED: ["runtime", "The replication stream from the source ended with an error."],
   REPLAY_APPLY_FAILED: ["runtime", "The target refused a replayed change (constraint, type, permission \u2026)."],
   REPLAY_NOT_RUNNING: ["runtime", "No replay process is running for this migration."],
+  REPLAY_RUNNING: ["runtime", "A replay process is running, and the step needs it stopped."],
   ACTION_DISPATCH_FAILED: [
     "runtime",
     "The next replay segment could not be dispatched (workflow_dispatch refused)."
@@ -15752,7 +15753,15 @@ var ERROR_CODES = {
   SOURCE_NO_FREE_WAL_SENDER: ["preflight", "Every WAL sender allowed by max_wal_senders is busy."],
   TIMESCALEDB_NOT_SUPPORTED_YET: [
     "preflight",
-    "The source has hypertables or continuous aggregates, which this release does not migrate yet."
+    "The source's TimescaleDB catalog could not be read (e.g. TimescaleDB 1.x), so its hypertables are unknown."
+  ],
+  TIMESCALEDB_OBJECTS_FAILED: [
+    "runtime",
+    "Continuous aggregates or jobs could not be created on the target; nothing of that step was applied."
+  ],
+  TIMESCALEDB_COMPRESSION_MARKERS_OFF: [
+    "preflight",
+    "Compression is in use but timescaledb.enable_compression_wal_markers is off on the source."
   ]
 };
 var MigrationError = class extends Error {
@@ -15864,7 +15873,7 @@ function toPgConfig(info, extra = {}) {
     if (value !== void 0) params.set(key, value);
   }
   const host = k.host ?? k.hostaddr;
-  const uri = `postgresql://${host && !host.startsWith("/") ? encodeURIComponent(host) : ""}${k.port ? `:${k.port}` : ""}/${params.size ? `?${params}` : ""}`;
+  const uri = `postgresql://${host && !host.startsWith("/") ? encodeURIComponent(host) : "localhost"}${k.port ? `:${k.port}` : ""}/${params.size ? `?${params}` : ""}`;
   const parsed = toClientConfig(parse(uri, { useLibpqCompat: true }));
   const config2 = {
     ...parsed,
@@ -35734,7 +35743,9 @@ var copyOptions = commonOptions.extend({
 var validateOptions = commonOptions.extend({
   checksum: external_exports.boolean().default(false),
   markdown: external_exports.string().optional(),
-  buckets: external_exports.number().int().min(1).max(4096).default(16)
+  buckets: external_exports.number().int().min(1).max(4096).default(16),
+  /** Copy TimescaleDB chunks that differ again from the source (nothing may write to either side). */
+  repair: external_exports.boolean().default(false)
 });
 var cleanOptions = commonOptions.extend({ prune: external_exports.boolean().default(false) });
 
@@ -35836,6 +35847,23 @@ var ENSURE_SQL = `
       copy_started_at timestamptz,
       copy_finished_at timestamptz,
       error jsonb
+    );
+    -- TimescaleDB jobs created on the target (paused) for the source's jobs, resumed at cutover.
+    CREATE TABLE IF NOT EXISTS ${S}.ts_job (
+      migration_id text NOT NULL,
+      source_job_id integer NOT NULL,
+      target_job_id integer NOT NULL,
+      PRIMARY KEY (migration_id, source_job_id)
+    );
+    -- Chunks created on the source during the migration, added to the publication by the replay.
+    CREATE TABLE IF NOT EXISTS ${S}.ts_late_chunk (
+      migration_id text NOT NULL,
+      chunk_schema text NOT NULL,
+      chunk_name text NOT NULL,
+      hypertable_schema text NOT NULL,
+      hypertable_name text NOT NULL,
+      added_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (migration_id, chunk_schema, chunk_name)
     );
     CREATE TABLE IF NOT EXISTS ${S}.step (
       migration_id text NOT NULL,
@@ -36106,6 +36134,8 @@ async function dropControlState(client, migrationId) {
     "altered",
     "refresh",
     "slack_message",
+    "ts_job",
+    "ts_late_chunk",
     "migration"
   ]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);
@@ -36325,7 +36355,7 @@ function buildCopyPlan(tables, options) {
   const parts = [];
   const copied = tables.filter(isCopied).sort((a, b) => b.bytes - a.bytes || tableKey(a).localeCompare(tableKey(b)));
   for (const table of copied) {
-    const count = options.splitBytes > 0 ? Math.max(1, Math.ceil(table.bytes / options.splitBytes)) : 1;
+    const count = options.splitBytes > 0 && !table.chunkOf ? Math.max(1, Math.ceil(table.bytes / options.splitBytes)) : 1;
     const bounds = options.keyBounds.get(tableKey(table));
     const ranges = count <= 1 ? [{ kind: "all", column: null, from: null, to: null }] : table.integerKey && bounds ? splitRange(bounds.min, bounds.max + 1n, count).map(([from, to], i, all) => ({
       kind: "key",
@@ -36378,8 +36408,11 @@ function buildPartPredicate(part) {
   }
   return conditions.length ? ` WHERE ${conditions.join(" AND ")}` : "";
 }
-function buildCopyOutSql(part, columns) {
+function buildCopyOutSql(part, columns, options = {}) {
   const predicate = buildPartPredicate(part);
+  if (options.chunk) {
+    return `COPY (SELECT ${columns.map(quoteIdent).join(", ")} FROM ${quoteQualified(part)}${predicate}) TO STDOUT`;
+  }
   if (!predicate) return `COPY ${quoteQualified(part)}${columnList(columns)} TO STDOUT`;
   const select = columns.length ? columns.map(quoteIdent).join(", ") : "";
   return `COPY (SELECT ${select} FROM ONLY ${quoteQualified(part)}${predicate}) TO STDOUT`;
@@ -36391,7 +36424,7 @@ var columnList = (columns) => columns.length ? ` (${columns.map(quoteIdent).join
 
 // src/adapters/postgres/replication-slot.ts
 var slotNameFor = (migrationId) => `pg_live_migrate_${migrationId}`;
-var publicationNameFor = (migrationId, kind) => kind === "full" ? `pg_live_migrate_${migrationId}` : `pg_live_migrate_${migrationId}_insert_only`;
+var publicationNameFor = (migrationId, kind) => kind === "full" ? `pg_live_migrate_${migrationId}` : `pg_live_migrate_${migrationId}_${kind}`;
 async function readSlot(client, slotName) {
   const { rows } = await client.query(
     `SELECT slot_name, plugin, database, active_pid, confirmed_flush_lsn::text AS confirmed,
@@ -36411,7 +36444,7 @@ async function readSlot(client, slotName) {
     retainedBytes: r.retained === null ? null : Number(r.retained)
   };
 }
-async function createPublications(client, migrationId, tables) {
+async function createPublications(client, migrationId, tables, chunkSchemas = []) {
   const sets = buildPublicationSets(tables);
   const created = [];
   const define2 = async (name, members2, publish) => {
@@ -36425,12 +36458,19 @@ async function createPublications(client, migrationId, tables) {
   if (sets.insertOnly.length > 0) {
     await define2(publicationNameFor(migrationId, "insert_only"), sets.insertOnly, "insert, truncate");
   }
+  if (chunkSchemas.length > 0) {
+    const name = publicationNameFor(migrationId, "chunks");
+    await client.query(
+      `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLES IN SCHEMA ${chunkSchemas.map(quoteIdent).join(", ")} WITH (publish = 'insert')`
+    );
+    created.push(name);
+  }
   return created;
 }
 async function listPublications(client, migrationId) {
   const { rows } = await client.query(
-    `SELECT pubname FROM pg_publication WHERE pubname = $1 OR pubname = $2 ORDER BY 1`,
-    [publicationNameFor(migrationId, "full"), publicationNameFor(migrationId, "insert_only")]
+    `SELECT pubname FROM pg_publication WHERE pubname = ANY($1::text[]) ORDER BY 1`,
+    [["full", "insert_only", "chunks"].map((kind) => publicationNameFor(migrationId, kind))]
   );
   return rows.map((r) => r.pubname);
 }
@@ -36674,8 +36714,8 @@ async function copyPart(args) {
   if (!args.inTransaction) await target.query("BEGIN");
   try {
     await target.query("SET LOCAL synchronous_commit = off");
-    const reader = source.query((0, import_pg_copy_streams2.to)(buildCopyOutSql(part, columns)));
-    const writer = target.query((0, import_pg_copy_streams2.from)(buildCopyInSql(part, columns)));
+    const reader = source.query((0, import_pg_copy_streams2.to)(buildCopyOutSql(part, columns, { chunk: Boolean(args.into) })));
+    const writer = target.query((0, import_pg_copy_streams2.from)(buildCopyInSql(args.into ?? part, columns)));
     let bytes = 0;
     let lastReport = 0;
     reader.on("data", (chunk) => {
@@ -36767,6 +36807,10 @@ async function dumpSchema(ctx, source, options) {
     `--file=${options.file}`,
     // -n takes a pattern that folds case unless quoted: quote so 'Mixed Case' means exactly that schema.
     ...(options.schemas ?? []).map((s) => `--schema=${quoteIdent(s)}`),
+    ...(options.exclude?.schemas ?? []).map((s) => `--exclude-schema=${quoteIdent(s)}`),
+    ...(options.exclude?.tables ?? []).map(
+      (t) => `--exclude-table=${quoteIdent(t.schema)}.${quoteIdent(t.name)}`
+    ),
     dbnameArg(source)
   ];
   try {
@@ -36871,9 +36915,34 @@ async function dumpRoles(ctx, source) {
 var EXCLUDED_SCHEMAS = ["pg_catalog", "information_schema", "_pg_live_migrate"];
 var SCHEMA_FILTER = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`;
+var TIMESCALE_JOIN = `
+       LEFT JOIN LATERAL (
+         SELECT h.schema_name::text AS schema, h.table_name::text AS name,
+                (h.compression_state = 2 OR EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca
+                                                     WHERE ca.mat_hypertable_id = h.id)) AS internal
+           FROM _timescaledb_catalog.chunk ch JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+          WHERE ch.schema_name = n.nspname AND ch.table_name = c.relname
+       ) ts_chunk ON true
+       LEFT JOIN LATERAL (
+         SELECT true AS hypertable,
+                (h.compression_state = 2 OR EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca
+                                                     WHERE ca.mat_hypertable_id = h.id)) AS internal
+           FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = n.nspname AND h.table_name = c.relname
+       ) ts_root ON true`;
+var TIMESCALE_SCHEMA_PATTERN = "\\_timescaledb\\_%";
+async function hasTimescaleCatalog(client) {
+  const { rows } = await client.query(
+    `SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AND to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL AS ts`
+  );
+  return Boolean(rows[0]?.ts);
+}
 async function listTables(client, schemas) {
   const version2 = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
   const notGenerated = version2 >= 12e4 ? "a.attgenerated = ''" : "true";
+  const timescale = await hasTimescaleCatalog(client);
+  const filter = timescale ? `(CASE WHEN ts_chunk.schema IS NOT NULL
+             THEN NOT ts_chunk.internal AND ts_chunk.schema <> ALL($1::text[]) AND ($2::text[] IS NULL OR ts_chunk.schema = ANY($2::text[]))
+             ELSE ${SCHEMA_FILTER} AND n.nspname NOT LIKE '${TIMESCALE_SCHEMA_PATTERN}' AND NOT coalesce(ts_root.internal, false) END)` : SCHEMA_FILTER;
   const { rows } = await client.query(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence,
             c.relreplident AS replident, c.relispartition AS is_partition,
@@ -36886,7 +36955,8 @@ async function listTables(client, schemas) {
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
                      '{}') AS all_columns,
             pk.columns AS pk_columns, pk.types AS pk_types,
-            ri.columns AS ri_columns
+            ri.columns AS ri_columns,
+            ${timescale ? "ts_chunk.schema AS chunk_of_schema, ts_chunk.name AS chunk_of_name, ts_root.hypertable AS is_hypertable" : "NULL AS chunk_of_schema, NULL AS chunk_of_name, NULL AS is_hypertable"}
        FROM pg_class c
        JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN LATERAL (
@@ -36902,8 +36972,8 @@ async function listTables(client, schemas) {
            CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
           WHERE i.indrelid = c.oid AND i.indisreplident
-       ) ri ON true
-      WHERE c.relkind IN ('r', 'p', 'f') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER}
+       ) ri ON true${timescale ? TIMESCALE_JOIN : ""}
+      WHERE c.relkind IN ('r', 'p', 'f') AND c.relpersistence <> 't' AND ${filter}
         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
       ORDER BY n.nspname, c.relname`,
     [EXCLUDED_SCHEMAS, schemas]
@@ -36926,7 +36996,9 @@ async function listTables(client, schemas) {
       hasReplicaIdentity: identity === "full" || keyColumns !== null && keyColumns.length > 0,
       integerKey: pkColumns?.length === 1 && intTypes.includes(r.pk_types[0] ?? "") ? pkColumns[0] ?? null : null,
       bytes: Number(r.bytes),
-      pages: Number(r.pages)
+      pages: Number(r.pages),
+      ...r.chunk_of_schema ? { chunkOf: { schema: r.chunk_of_schema, name: r.chunk_of_name } } : {},
+      ...r.is_hypertable ? { hypertable: true } : {}
     };
   });
 }
@@ -36961,6 +37033,419 @@ async function listMaterializedViews(client, schemas) {
     [EXCLUDED_SCHEMAS, schemas]
   );
   return rows;
+}
+
+// src/adapters/postgres/timescaledb.ts
+var import_pg_copy_streams3 = __toESM(require_pg_copy_streams(), 1);
+import { pipeline as pipeline3 } from "node:stream/promises";
+var TIME_TYPES = /* @__PURE__ */ new Set(["timestamp with time zone", "timestamp without time zone", "date"]);
+async function readTimescaleLayout(client, schemas) {
+  const ext = await client.query(
+    `SELECT e.extversion, n.nspname::text AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+      WHERE e.extname = 'timescaledb'`
+  );
+  if (ext.rows.length === 0) return null;
+  const inSchemas = (schema) => schemas === null || schemas.includes(schema);
+  const userHypertables = `SELECT h.* FROM _timescaledb_catalog.hypertable h
+     WHERE h.compression_state <> 2
+       AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca WHERE ca.mat_hypertable_id = h.id)`;
+  const { rows: hts } = await client.query(
+    `SELECT h.id, h.schema_name::text AS schema, h.table_name::text AS name, h.compression_state,
+            s.segmentby, s.orderby
+       FROM (${userHypertables}) h
+       LEFT JOIN timescaledb_information.hypertable_compression_settings s
+              ON s.hypertable = format('%I.%I', h.schema_name, h.table_name)::regclass
+      ORDER BY h.id`
+  );
+  const { rows: dims } = await client.query(
+    `SELECT d.hypertable_id, d.column_name::text AS column, format_type(d.column_type, NULL) AS column_type,
+            d.num_slices, d.interval_length::text AS interval_length,
+            d.partitioning_func_schema::text AS pf_schema, d.partitioning_func::text AS pf_name,
+            d.integer_now_func_schema::text AS now_schema, d.integer_now_func::text AS now_name
+       FROM _timescaledb_catalog.dimension d ORDER BY d.hypertable_id, d.id`
+  );
+  const hypertables = hts.filter((h) => inSchemas(h.schema)).map((h) => ({
+    id: h.id,
+    schema: h.schema,
+    name: h.name,
+    compression: h.compression_state === 1 ? { segmentBy: h.segmentby, orderBy: h.orderby } : null,
+    dimensions: dims.filter((d) => d.hypertable_id === h.id).map(
+      (d) => ({
+        column: d.column,
+        columnType: d.column_type,
+        kind: d.num_slices === null ? "range" : "hash",
+        intervalLength: d.interval_length,
+        slices: d.num_slices,
+        partitioningFunc: d.pf_name && !(d.pf_schema === "_timescaledb_functions" && d.pf_name === "get_partition_hash") ? { schema: d.pf_schema, name: d.pf_name } : null,
+        integerNowFunc: d.now_name ? { schema: d.now_schema, name: d.now_name } : null
+      })
+    )
+  }));
+  const htNames = new Map(hts.map((h) => [h.id, { schema: h.schema, name: h.name }]));
+  const searchPath = (await client.query(`SELECT current_setting('search_path') AS p`)).rows[0].p;
+  await client.query(`SELECT set_config('search_path', '', false)`);
+  const { rows: caggs } = await client.query(
+    `SELECT ca.user_view_schema::text AS schema, ca.user_view_name::text AS name, ca.mat_hypertable_id,
+            ca.materialized_only,
+            pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass) AS definition,
+            h.schema_name::text AS raw_schema
+       FROM _timescaledb_catalog.continuous_agg ca
+       JOIN _timescaledb_catalog.hypertable h ON h.id = ca.raw_hypertable_id
+      ORDER BY ca.mat_hypertable_id`
+  );
+  await client.query(`SELECT set_config('search_path', $1, false)`, [searchPath]);
+  const continuousAggregates = caggs.filter((c) => inSchemas(c.schema)).map((c) => ({
+    schema: c.schema,
+    name: c.name,
+    matHypertableId: c.mat_hypertable_id,
+    definition: String(c.definition).trim().replace(/;$/, ""),
+    materializedOnly: c.materialized_only
+  }));
+  for (const c of continuousAggregates) htNames.set(c.matHypertableId, c);
+  const { rows: jobs } = await client.query(
+    `SELECT j.id, j.proc_schema::text, j.proc_name::text, j.hypertable_id, j.config,
+            j.schedule_interval::text, j.max_runtime::text, j.max_retries, j.retry_period::text,
+            j.scheduled, j.fixed_schedule, j.initial_start::text,
+            j.check_schema::text, j.check_name::text
+       FROM _timescaledb_config.bgw_job j WHERE j.id >= 1000 ORDER BY j.id`
+  );
+  const relations = new Set([...hypertables, ...continuousAggregates].map((r) => `${r.schema}.${r.name}`));
+  const tsJobs = jobs.map(
+    (j) => ({
+      id: j.id,
+      proc: { schema: j.proc_schema, name: j.proc_name },
+      relation: j.hypertable_id === null ? null : htNames.get(j.hypertable_id) ?? null,
+      config: j.config,
+      scheduleInterval: j.schedule_interval,
+      maxRuntime: j.max_runtime,
+      maxRetries: j.max_retries,
+      retryPeriod: j.retry_period,
+      scheduled: j.scheduled,
+      fixedSchedule: j.fixed_schedule,
+      initialStart: j.initial_start,
+      check: j.check_name ? { schema: j.check_schema, name: j.check_name } : null
+    })
+  ).filter((j) => j.relation === null || relations.has(`${j.relation.schema}.${j.relation.name}`));
+  const { rows: chunkSchemas } = await client.query(
+    `SELECT DISTINCT associated_schema_name::text AS schema FROM _timescaledb_catalog.hypertable ORDER BY 1`
+  );
+  return {
+    version: ext.rows[0].extversion,
+    api: quoteIdent(ext.rows[0].schema),
+    hypertables,
+    continuousAggregates,
+    jobs: tsJobs,
+    chunkSchemas: chunkSchemas.map((r) => r.schema)
+  };
+}
+var isTimeType = (type) => TIME_TYPES.has(type);
+function intervalExpr(d) {
+  const length = BigInt(d.intervalLength ?? "0").toString();
+  return isTimeType(d.columnType) ? `(${length} * interval '1 microsecond')` : `${length}::${d.columnType}`;
+}
+function dimensionExpr(api, d) {
+  if (d.kind === "range") return `${api}.by_range(${quoteLiteral(d.column)}, ${intervalExpr(d)})`;
+  const func = d.partitioningFunc ? `, partition_func => ${quoteLiteral(`${quoteQualified(d.partitioningFunc)}`)}::regproc` : "";
+  return `${api}.by_hash(${quoteLiteral(d.column)}, ${Number(d.slices)}${func})`;
+}
+function buildHypertableSql(layout) {
+  const out = [];
+  for (const h of layout.hypertables) {
+    const table = quoteLiteral(quoteQualified(h));
+    const [first, ...rest] = h.dimensions;
+    if (!first) continue;
+    out.push(
+      `SELECT ${layout.api}.create_hypertable(${table}, ${dimensionExpr(layout.api, first)}, create_default_indexes => false);`
+    );
+    for (const d of rest)
+      out.push(`SELECT ${layout.api}.add_dimension(${table}, ${dimensionExpr(layout.api, d)});`);
+    const now = h.dimensions.find((d) => d.integerNowFunc)?.integerNowFunc;
+    if (now)
+      out.push(`SELECT ${layout.api}.set_integer_now_func(${table}, ${quoteLiteral(quoteQualified(now))});`);
+    if (h.compression) {
+      const options = [
+        "timescaledb.compress",
+        ...h.compression.segmentBy ? [`timescaledb.compress_segmentby = ${quoteLiteral(h.compression.segmentBy)}`] : [],
+        ...h.compression.orderBy ? [`timescaledb.compress_orderby = ${quoteLiteral(h.compression.orderBy)}`] : []
+      ];
+      out.push(`ALTER TABLE ${quoteQualified(h)} SET (${options.join(", ")});`);
+    }
+  }
+  return out.join("\n");
+}
+async function readChunks(client, hypertables) {
+  if (hypertables.length === 0) return [];
+  await client.query(`SELECT set_config('TimeZone', 'UTC', false)`);
+  const { rows } = await client.query(
+    `SELECT ch.schema_name::text AS schema, ch.table_name::text AS name,
+            h.schema_name::text AS ht_schema, h.table_name::text AS ht_name,
+            (ch.compressed_chunk_id IS NOT NULL) AS compressed,
+            (SELECT string_agg(regexp_replace(pg_get_constraintdef(k.oid), '^CHECK ', ''), ' AND ' ORDER BY k.conname)
+               FROM pg_constraint k
+              WHERE k.conrelid = format('%I.%I', ch.schema_name, ch.table_name)::regclass AND k.contype = 'c'
+                AND k.conname LIKE 'constraint\\_%') AS predicate
+       FROM _timescaledb_catalog.chunk ch
+       JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = h.schema_name AND want.name = h.table_name
+      WHERE NOT ch.osm_chunk
+      ORDER BY ch.id`,
+    [hypertables.map((h) => h.schema), hypertables.map((h) => h.name)]
+  );
+  return rows.map((r) => ({
+    schema: r.schema,
+    name: r.name,
+    hypertable: { schema: r.ht_schema, name: r.ht_name },
+    predicate: r.predicate ?? "true",
+    compressed: r.compressed
+  }));
+}
+var chunkKey = (c) => `${c.hypertable.schema}\0${c.hypertable.name}\0${c.predicate}`;
+async function compressLikeSource(source, target, layout) {
+  const compressed = new Set(
+    (await readChunks(source, layout.hypertables)).filter((c) => c.compressed).map(chunkKey)
+  );
+  let count = 0;
+  for (const chunk of await readChunks(target, layout.hypertables)) {
+    if (chunk.compressed || !compressed.has(chunkKey(chunk))) continue;
+    await target.query(`SELECT ${layout.api}.compress_chunk($1::regclass, if_not_compressed => true)`, [
+      quoteQualified(chunk)
+    ]);
+    count += 1;
+  }
+  return count;
+}
+async function dropChunksGoneFromSource(source, target, layout) {
+  const onSource = new Set((await readChunks(source, layout.hypertables)).map(chunkKey));
+  const gone = (await readChunks(target, layout.hypertables)).filter((c) => !onSource.has(chunkKey(c)));
+  for (const chunk of gone) await target.query(`DROP TABLE ${quoteQualified(chunk)}`);
+  return gone;
+}
+var J = `${quoteIdent(CONTROL_SCHEMA)}.ts_job`;
+var POLICY_ARGS = {
+  policy_compression: (c) => "compress_created_before" in c ? [["compress_created_before", c.compress_created_before]] : [["compress_after", c.compress_after]],
+  policy_retention: (c) => "drop_created_before" in c ? [["drop_created_before", c.drop_created_before]] : [["drop_after", c.drop_after]],
+  policy_refresh_continuous_aggregate: (c) => [
+    ["start_offset", c.start_offset ?? null],
+    ["end_offset", c.end_offset ?? null]
+  ],
+  policy_reorder: (c) => [["index_name", c.index_name]]
+};
+var POLICY_FUNCTIONS = {
+  policy_compression: "add_compression_policy",
+  policy_retention: "add_retention_policy",
+  policy_refresh_continuous_aggregate: "add_continuous_aggregate_policy",
+  policy_reorder: "add_reorder_policy"
+};
+function policyArg(name, value, integerType) {
+  if (value === null || value === void 0) return `${name} => NULL`;
+  if (name === "index_name") return `${name} => ${quoteLiteral(String(value))}`;
+  if (typeof value === "number") return `${name} => ${Math.trunc(value)}::${integerType ?? "bigint"}`;
+  return `${name} => ${quoteLiteral(String(value))}::interval`;
+}
+async function createCaggsAndJobs(target, migrationId, layout) {
+  for (const c of layout.continuousAggregates) {
+    await target.query(
+      `CREATE MATERIALIZED VIEW ${quoteQualified(c)} WITH (timescaledb.continuous, timescaledb.materialized_only = ${c.materializedOnly})
+         AS ${c.definition} WITH NO DATA`
+    );
+  }
+  const skipped = [];
+  let created = 0;
+  const timeTypeOf = (relation) => {
+    const h = layout.hypertables.find(
+      (x) => relation && x.schema === relation.schema && x.name === relation.name
+    );
+    const type = h?.dimensions[0]?.columnType;
+    return type && !isTimeType(type) ? type : null;
+  };
+  for (const job of layout.jobs) {
+    const internal = job.proc.schema === "_timescaledb_functions" || job.proc.schema === "_timescaledb_internal";
+    let id;
+    if (internal) {
+      const fn = POLICY_FUNCTIONS[job.proc.name];
+      const args = POLICY_ARGS[job.proc.name];
+      if (!fn || !args || !job.relation || !job.config) {
+        skipped.push(`job ${job.id} (${job.proc.name})`);
+        continue;
+      }
+      const list = args(job.config).map(([name, value]) => policyArg(name, value, timeTypeOf(job.relation)));
+      if (fn === "add_continuous_aggregate_policy")
+        list.push(`schedule_interval => ${quoteLiteral(job.scheduleInterval)}::interval`);
+      const { rows } = await target.query(
+        `SELECT ${layout.api}.${fn}(${quoteLiteral(quoteQualified(job.relation))}::regclass, ${list.join(", ")}) AS id`
+      );
+      id = rows[0].id;
+      const own2 = (await target.query("SELECT config FROM _timescaledb_config.bgw_job WHERE id = $1", [id])).rows[0].config;
+      const config2 = { ...job.config };
+      for (const key of ["hypertable_id", "mat_hypertable_id"]) if (key in own2) config2[key] = own2[key];
+      await target.query(`SELECT ${layout.api}.alter_job($1, config => $2::jsonb)`, [
+        id,
+        JSON.stringify(config2)
+      ]);
+    } else {
+      const { rows } = await target.query(
+        `SELECT ${layout.api}.add_job($1::regproc, $2::interval, config => $3::jsonb, initial_start => $4::timestamptz,
+                               scheduled => false, check_config => $5::regproc, fixed_schedule => $6) AS id`,
+        [
+          quoteQualified(job.proc),
+          job.scheduleInterval,
+          job.config === null ? null : JSON.stringify(job.config),
+          job.initialStart,
+          job.check ? quoteQualified(job.check) : null,
+          job.fixedSchedule
+        ]
+      );
+      id = rows[0].id;
+    }
+    await target.query(
+      `SELECT ${layout.api}.alter_job($1, schedule_interval => $2::interval, max_runtime => $3::interval,
+                               max_retries => $4, retry_period => $5::interval, scheduled => false)`,
+      [id, job.scheduleInterval, job.maxRuntime, job.maxRetries, job.retryPeriod]
+    );
+    await target.query(
+      `INSERT INTO ${J} (migration_id, source_job_id, target_job_id) VALUES ($1, $2, $3)
+       ON CONFLICT (migration_id, source_job_id) DO UPDATE SET target_job_id = EXCLUDED.target_job_id`,
+      [migrationId, job.id, id]
+    );
+    created += 1;
+  }
+  return { caggs: layout.continuousAggregates.length, jobs: created, skipped };
+}
+async function refreshContinuousAggregates(target, layout) {
+  for (const c of layout.continuousAggregates) {
+    await target.query(`CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, NULL, NULL)`, [
+      quoteQualified(c)
+    ]);
+  }
+  return layout.continuousAggregates.length;
+}
+async function resumeJobsLikeSource(source, target, migrationId, layout) {
+  const { rows: map2 } = await target.query(
+    `SELECT source_job_id, target_job_id FROM ${J} WHERE migration_id = $1 ORDER BY source_job_id`,
+    [migrationId]
+  );
+  if (map2.length === 0) return { resumed: 0, paused: 0, goneOnSource: [] };
+  const { rows: now } = await source.query(
+    `SELECT id, scheduled FROM _timescaledb_config.bgw_job WHERE id = ANY($1::int[])`,
+    [map2.map((m) => m.source_job_id)]
+  );
+  const scheduled = new Map(now.map((r) => [r.id, r.scheduled]));
+  let resumed = 0;
+  let paused = 0;
+  const goneOnSource = [];
+  for (const m of map2) {
+    const state = scheduled.get(m.source_job_id);
+    if (state === void 0) {
+      goneOnSource.push(m.source_job_id);
+      continue;
+    }
+    await target.query(`SELECT ${layout.api}.alter_job($1, scheduled => $2)`, [m.target_job_id, state]);
+    if (state) resumed += 1;
+    else paused += 1;
+  }
+  return { resumed, paused, goneOnSource };
+}
+function dumpExclusions(layout) {
+  if (!layout) return { schemas: [], tables: [] };
+  return {
+    schemas: [.../* @__PURE__ */ new Set(["_timescaledb_internal", ...layout.chunkSchemas])],
+    tables: layout.continuousAggregates
+  };
+}
+function createChunkRouter(args) {
+  const key = (r) => `${r.schema}\0${r.name}`;
+  const hypertables = new Map(args.layout.hypertables.map((h) => [key(h), h]));
+  const byId = new Map(args.layout.hypertables.map((h) => [h.id, h]));
+  const internalSchemas = /* @__PURE__ */ new Set(["_timescaledb_internal", ...args.layout.chunkSchemas]);
+  const cache = /* @__PURE__ */ new Map();
+  return async (rel) => {
+    const hypertable = hypertables.get(key(rel));
+    if (hypertable) return { schema: hypertable.schema, name: hypertable.name, via: "hypertable" };
+    if (!internalSchemas.has(rel.schema)) return void 0;
+    const cached2 = cache.get(key(rel));
+    if (cached2 !== void 0) return cached2;
+    const { rows } = await args.source.query(
+      `SELECT h.id, c.oid::regclass::text AS chunk,
+              (c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                 AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))) AS keyed,
+              EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = $3 AND pr.prrelid = c.oid) AS published
+         FROM _timescaledb_catalog.chunk ch
+         JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+         LEFT JOIN pg_namespace n ON n.nspname = ch.schema_name
+         LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = ch.table_name
+        WHERE ch.schema_name = $1 AND ch.table_name = $2`,
+      [rel.schema, rel.name, args.fullPublication]
+    );
+    const row2 = rows[0];
+    const id = row2?.id ?? Number(/^_hyper_(\d+)_\d+_chunk$/.exec(rel.name)?.[1] ?? Number.NaN);
+    const owner = byId.get(id);
+    const route = owner ? { schema: owner.schema, name: owner.name, via: "chunk" } : null;
+    if (owner && row2?.chunk && row2.keyed && !row2.published) {
+      await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row2.chunk}`);
+      await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
+    }
+    cache.set(key(rel), route);
+    return route;
+  };
+}
+async function recopyChunks(source, target, chunks) {
+  if (chunks.length === 0) return [];
+  const predicates = new Map(
+    (await readChunks(source, [
+      ...new Map(chunks.map((c) => [quoteQualified(c.hypertable), c.hypertable])).values()
+    ])).map((c) => [quoteQualified(c), c.predicate])
+  );
+  const copied = [];
+  for (const item of chunks) {
+    const predicate = predicates.get(quoteQualified(item.chunk));
+    if (predicate === void 0)
+      throw new Error(`chunk ${quoteQualified(item.chunk)} no longer exists on the source`);
+    const columns = item.columns.map(quoteIdent).join(", ");
+    await target.query("BEGIN");
+    try {
+      await target.query(`DELETE FROM ${quoteQualified(item.hypertable)} WHERE ${predicate}`);
+      const reader = source.query(
+        (0, import_pg_copy_streams3.to)(`COPY (SELECT ${columns} FROM ${quoteQualified(item.chunk)}) TO STDOUT`)
+      );
+      const writer = target.query(
+        (0, import_pg_copy_streams3.from)(`COPY ${quoteQualified(item.hypertable)} (${columns}) FROM STDIN`)
+      );
+      await pipeline3(reader, writer);
+      await target.query("COMMIT");
+      copied.push(writer.rowCount);
+    } catch (error62) {
+      await target.query("ROLLBACK").catch(() => void 0);
+      throw error62;
+    }
+  }
+  return copied;
+}
+async function chunkCopies(source, schemas, chunks) {
+  const wanted = new Set(chunks.map((c) => `${c.schema}.${c.name}`));
+  return (await listTables(source, schemas)).flatMap(
+    (t) => t.chunkOf && wanted.has(`${t.schema}.${t.name}`) ? [{ chunk: { schema: t.schema, name: t.name }, hypertable: t.chunkOf, columns: t.columns }] : []
+  );
+}
+async function lateChunksWithChanges(source, target, migrationId) {
+  const { rows: late } = await target.query(
+    `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+      WHERE migration_id = $1`,
+    [migrationId]
+  );
+  if (late.length === 0) return [];
+  const { rows } = await source.query(
+    `SELECT s.schemaname::text AS schema, s.relname::text AS name FROM pg_stat_all_tables s
+       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = s.schemaname AND want.name = s.relname
+      WHERE s.n_tup_upd + s.n_tup_del > 0`,
+    [late.map((r) => r.chunk_schema), late.map((r) => r.chunk_name)]
+  );
+  const changed = new Set(rows.map((r) => `${r.schema}.${r.name}`));
+  return late.filter((r) => changed.has(`${r.chunk_schema}.${r.chunk_name}`)).map((r) => ({
+    schema: r.chunk_schema,
+    name: r.chunk_name,
+    hypertable: { schema: r.hypertable_schema, name: r.hypertable_name }
+  }));
 }
 
 // src/workflows/post-data.ts
@@ -37023,6 +37508,24 @@ async function planPostData(ctx, tools, endpoints, o) {
     });
     return skipped;
   };
+  const runWithoutOnly = async (name, entries) => {
+    const existing = await withClient(endpoints.target, readExisting);
+    const keep = entries.filter((e) => !existing.has(`${e.schema} ${e.name}`));
+    if (keep.length === 0) return;
+    const listFile = join3(o.workDir, `${name}.list`);
+    await writeFile(listFile, `${keep.map((e) => e.line).join("\n")}
+`);
+    const sql = await readRestoreSql(tools, {
+      file: o.file,
+      section: "post-data",
+      noOwner: o.noOwner,
+      listFile
+    });
+    await withClient(
+      endpoints.target,
+      (client) => client.query(sql.replace(/^ALTER TABLE ONLY /gm, "ALTER TABLE "))
+    );
+  };
   let early = 0;
   return {
     tableCopied(table) {
@@ -37055,7 +37558,16 @@ async function planPostData(ctx, tools, endpoints, o) {
           level: "info",
           message: `post-data: ${early} tables had their indexes built during the copy.`
         });
-      const skipped = await restoreList("post-data", toc, o.jobs);
+      const onHypertable = (e) => (e.type === "CONSTRAINT" || e.type === "FK CONSTRAINT") && Boolean(o.hypertables?.has(tableKey({ schema: e.schema, name: e.name.split(" ")[0] ?? "" })));
+      const keys = toc.filter((e) => onHypertable(e) && e.type === "CONSTRAINT");
+      const foreign = toc.filter((e) => onHypertable(e) && e.type === "FK CONSTRAINT");
+      await runWithoutOnly("post-data-hypertable-keys", keys);
+      const skipped = await restoreList(
+        "post-data",
+        toc.filter((e) => !onHypertable(e)),
+        o.jobs
+      );
+      await runWithoutOnly("post-data-hypertable-fks", foreign);
       if (skipped) {
         ctx.emit({
           type: "log",
@@ -37081,36 +37593,42 @@ function isTimescalePreloaded(sharedPreloadLibraries) {
     (entry) => entry.trim().replace(/^"(.*)"$/, "$1").replace(/^'(.*)'$/, "$1")
   ).some((entry) => /(^|\/)timescaledb(\.so|\.dll|\.dylib)?$/.test(entry));
 }
-function checkTimescaleSupported(ts) {
+function checkTimescaleSupported(ts, superuser) {
   if (!ts) return [];
   if (ts.unreadable !== null) {
     return [
       {
         code: "TIMESCALEDB_NOT_SUPPORTED_YET",
         severity: "error",
-        message: `TimescaleDB ${ts.version} is installed on the source, but its catalog views (timescaledb_information.*) could not be read: ${ts.unreadable}. pg-live-migrate cannot tell whether the schemas to migrate hold hypertables, which this release does not migrate.`,
-        fix: `Upgrade TimescaleDB on the source to 2.x (ALTER EXTENSION timescaledb UPDATE;) or grant the source user read access to the timescaledb_information views, then run preflight again.`,
+        message: `TimescaleDB ${ts.version} is installed on the source, but its catalog views (timescaledb_information.*) could not be read: ${ts.unreadable}. pg-live-migrate cannot tell which hypertables, continuous aggregates and jobs the schemas to migrate hold.`,
+        fix: `Upgrade TimescaleDB on the source to 2.x (ALTER EXTENSION timescaledb UPDATE;) or grant the source user read access to TimescaleDB's catalog, then run preflight again.`,
         objects: [TIMESCALEDB]
       }
     ];
   }
-  if (ts.hypertables.length === 0 && ts.continuousAggregates.length === 0) return [];
-  const names = [...ts.hypertables, ...ts.continuousAggregates].map(displayName);
-  const caggs = ts.continuousAggregates.length;
-  const chunks = ts.hypertables.reduce((n, h) => n + h.chunks, 0);
-  const what = [
-    plural2(ts.hypertables.length, "hypertable"),
-    ...caggs ? [plural2(caggs, "continuous aggregate")] : []
-  ].join(" and ");
-  return [
-    {
-      code: "TIMESCALEDB_NOT_SUPPORTED_YET",
+  if (ts.hypertables.length === 0) return [];
+  const out = [];
+  const names = ts.hypertables.map(displayName);
+  if (!superuser) {
+    out.push({
+      code: "TIMESCALEDB_NEEDS_SUPERUSER",
       severity: "error",
-      message: `The source has ${what} in the schemas to migrate (TimescaleDB ${ts.version}, ${plural2(chunks, "chunk")}): ${listNames(names)}. This release does not migrate hypertables as hypertables: it would copy each chunk as a separate plain table, leave the hypertables empty and unknown to TimescaleDB on the target, lose the rows of compressed chunks, turn continuous aggregates into views that are never refreshed and drop the jobs; chunks created during the migration would be in no publication.`,
-      fix: `Leave the schemas with hypertables out (--schema for the others), or migrate this database with pg_dump and pg_restore around timescaledb_pre_restore() and timescaledb_post_restore() (with downtime) until a later release of pg-live-migrate migrates hypertables.`,
+      message: `The source has ${plural2(ts.hypertables.length, "hypertable")} (${listNames(names)}). Chunks that TimescaleDB creates during the migration are only replicated by a publication FOR TABLES IN SCHEMA ${ts.chunkSchemas.join(", ")}, which only a superuser can create; without it their rows would be lost.`,
+      fix: "Connect to the source as a superuser (on a managed service, the most privileged role it offers may not be enough: then migrate with a pause in writes, or leave the hypertables out with --schema).",
       objects: names
-    }
-  ];
+    });
+  }
+  const compressed = ts.hypertables.filter((h) => h.compressionEnabled || h.compressedChunks > 0);
+  if (compressed.length > 0 && ts.compressionMarkers !== true) {
+    out.push({
+      code: "TIMESCALEDB_COMPRESSION_MARKERS_OFF",
+      severity: "error",
+      message: `Compression is in use (${listNames(compressed.map(displayName))}) but timescaledb.enable_compression_wal_markers is ${ts.compressionMarkers === false ? "off" : "unknown"} on the source. Without its markers, compressing or decompressing a chunk is decoded as deletes and inserts of its rows: the replay would delete or duplicate rows on the target.`,
+      fix: "On the source: ALTER SYSTEM SET timescaledb.enable_compression_wal_markers = on; SELECT pg_reload_conf(); (it only adds two small logical messages per compression).",
+      objects: [TIMESCALEDB]
+    });
+  }
+  return out;
 }
 function checkTimescale(source, target, options) {
   const out = [];
@@ -37192,7 +37710,7 @@ function checkReplicaIdentity(ts) {
     {
       code: "TIMESCALEDB_HYPERTABLES_WITHOUT_REPLICA_IDENTITY",
       severity: "warning",
-      message: `${plural2(keyless.length, "hypertable")} ${keyless.length === 1 ? "has" : "have"} no primary key or replica identity: ${listNames(keyless.map(displayName))}. Their chunks have none either, so UPDATE and DELETE on them cannot be replicated (logical decoding cannot identify the old row).`,
+      message: `${plural2(keyless.length, "hypertable")} ${keyless.length === 1 ? "has" : "have"} no primary key or replica identity: ${listNames(keyless.map(displayName))}. Their chunks have none either, so UPDATE and DELETE on them cannot be replicated (logical decoding cannot identify the old row); their inserts are. The cutover compares every chunk and copies the ones that differ again, with the writers stopped: the downtime grows with the size of those chunks.`,
       fix: `${keyless.slice(0, MAX_LISTED).map((h) => `ALTER TABLE ${quoteQualified(h)} REPLICA IDENTITY FULL;`).join(
         "\n"
       )}${keyless.length > MAX_LISTED ? "\n(\u2026 and the same for the other hypertables)" : ""}
@@ -37215,8 +37733,8 @@ function checkCompression(ts) {
     {
       code: "TIMESCALEDB_COMPRESSION",
       severity: "warning",
-      message: `Compression is in use on ${plural2(compressed.length, "hypertable")}: ${listNames(compressed.map(settings))}. The rows of a compressed chunk live in TimescaleDB's internal compressed tables, not in the chunk; changes to compressed chunks (INSERT, UPDATE, DELETE, compression and recompression) are not decoded as row changes of the hypertable. This release does not migrate them (see TIMESCALEDB_NOT_SUPPORTED_YET); the planned treatment is to copy compressed chunks through their hypertable and compress them again on the target with the same settings, and to re-copy chunks changed while compressed.`,
-      fix: "Nothing to change on the source; during a migration avoid writing into compressed chunks.",
+      message: `Compression is in use on ${plural2(compressed.length, "hypertable")}: ${listNames(compressed.map(settings))}. Compressed chunks are copied through a query (decompressed on the way) into the target's hypertable, which gets the same compression settings, and compressed again there. During the replay, TimescaleDB's compression markers let compressing and decompressing pass as no change; inserts and updates into compressed chunks replicate. Deletes of whole compressed batches (timescaledb.enable_compressed_direct_batch_delete) and direct inserts into compressed form are not decoded: the cutover finds the chunks that differ and copies them again, with the writers stopped.`,
+      fix: "Nothing to change. To keep the cutover short, avoid deleting whole compressed batches during the migration (or SET timescaledb.enable_compressed_direct_batch_delete = off for the sessions that do).",
       objects: compressed.map(displayName)
     }
   ];
@@ -37229,8 +37747,8 @@ function checkContinuousAggregates(ts) {
     {
       code: "TIMESCALEDB_CONTINUOUS_AGGREGATES",
       severity: "warning",
-      message: `${plural2(caggs.length, "continuous aggregate")}: ${listNames(caggs.map(describe3))}. Their materialized rows live in internal hypertables; a plain copy would make each a view over a table that is never refreshed. This release does not migrate them (see TIMESCALEDB_NOT_SUPPORTED_YET); the planned treatment is to create them on the target with the same definition and refresh them at cutover.`,
-      fix: "Nothing to change on the source.",
+      message: `${plural2(caggs.length, "continuous aggregate")}: ${listNames(caggs.map(describe3))}. They are created on the target with the same definition after the copy (empty) and refreshed over their whole range at cutover, from the raw data. Their materialized rows are not copied: buckets whose raw data a retention policy has already dropped on the source are not on the target.`,
+      fix: "Nothing to change when the raw data is all there. Where retention dropped raw data that an aggregate still summarizes, export those buckets (COPY (SELECT \u2026) on the source) before the cutover and keep them in a table on the target.",
       objects: caggs.map(displayName)
     }
   ];
@@ -37256,8 +37774,8 @@ function checkJobs(ts) {
     {
       code: "TIMESCALEDB_JOBS",
       severity: running.length > 0 ? "warning" : "info",
-      message: `${plural2(jobs.length, "background job")} (${running.length} scheduled): ${listNames(jobs.map(describeJob))}. On the source they keep running during a migration: a retention policy drops chunks and a compression policy rewrites them, which logical replication does not carry. This release restores no job on the target (see TIMESCALEDB_NOT_SUPPORTED_YET where hypertables are concerned); the planned treatment is to create them on the target paused and to resume them at cutover as they are scheduled on the source.`,
-      fix: `Keep a record of the jobs (SELECT * FROM timescaledb_information.jobs WHERE job_id >= 1000;) and recreate the user jobs on the target after the cutover (add_job); pause a job during a migration with SELECT alter_job(<job_id>, scheduled => false);.`,
+      message: `${plural2(jobs.length, "background job")} (${running.length} scheduled): ${listNames(jobs.map(describeJob))}. They are created on the target after the copy, paused (policies through add_*_policy, user jobs through add_job, each with the source's config and schedule), and at cutover each gets the state its source job has then (scheduled or paused). On the source they keep running: chunks a retention policy drops there are dropped on the target at cutover, and compression is carried by TimescaleDB's markers.`,
+      fix: "Nothing to do. A job created on the source during the migration is not carried over: create it on the target after the cutover.",
       objects: jobs.map((j) => String(j.id))
     }
   ];
@@ -37573,6 +38091,11 @@ async function readSourceTimescale(client, version2, schemas) {
       `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable
        UNION ALL SELECT schema_name::text, table_name::text FROM _timescaledb_catalog.chunk`
     );
+    const extra = await client.query(
+      `SELECT array(SELECT DISTINCT associated_schema_name::text FROM _timescaledb_catalog.hypertable ORDER BY 1) AS schemas,
+              current_setting('timescaledb.enable_compression_wal_markers', true) AS markers`
+    );
+    const markers = extra.rows[0]?.markers;
     const key = (schema, name) => `${schema}\0${name}`;
     const compression = /* @__PURE__ */ new Map();
     for (const r of settings.rows) {
@@ -37609,7 +38132,9 @@ async function readSourceTimescale(client, version2, schemas) {
         scheduled: r.scheduled === true,
         schedule: r.schedule
       })),
-      managedRelations: managed.rows.map((r) => ({ schema: r.schema, name: r.name }))
+      managedRelations: managed.rows.map((r) => ({ schema: r.schema, name: r.name })),
+      chunkSchemas: extra.rows[0]?.schemas?.length ? extra.rows[0].schemas : ["_timescaledb_internal"],
+      compressionMarkers: markers === null || markers === "" ? null : markers === "on"
     };
   } catch (error62) {
     return {
@@ -37618,7 +38143,9 @@ async function readSourceTimescale(client, version2, schemas) {
       hypertables: [],
       continuousAggregates: [],
       jobs: [],
-      managedRelations: []
+      managedRelations: [],
+      chunkSchemas: [],
+      compressionMarkers: null
     };
   }
 }
@@ -37710,7 +38237,7 @@ function computeSnapshotReadiness(source, schemas) {
   return [
     ...checkReplicationSettings(source),
     ...checkPrivileges(source, schemas),
-    ...checkTimescaleSupported(source.timescaledb)
+    ...checkTimescaleSupported(source.timescaledb, source.isSuperuser)
   ];
 }
 function errorCodeForFinding(code) {
@@ -37728,7 +38255,9 @@ function errorCodeForFinding(code) {
     TARGET_NOT_EMPTY: "TARGET_NOT_EMPTY",
     PG_TOOL_NOT_FOUND: "PG_TOOL_NOT_FOUND",
     PG_TOOL_TOO_OLD: "PG_TOOL_TOO_OLD",
-    TIMESCALEDB_NOT_SUPPORTED_YET: "TIMESCALEDB_NOT_SUPPORTED_YET"
+    TIMESCALEDB_NOT_SUPPORTED_YET: "TIMESCALEDB_NOT_SUPPORTED_YET",
+    TIMESCALEDB_NEEDS_SUPERUSER: "PERMISSION_DENIED",
+    TIMESCALEDB_COMPRESSION_MARKERS_OFF: "TIMESCALEDB_COMPRESSION_MARKERS_OFF"
   };
   return map2[code] ?? "PREFLIGHT_FAILED";
 }
@@ -38313,7 +38842,9 @@ async function startSnapshot(endpoints, options) {
     await dropPublications(source, options.migrationId);
     let publications;
     try {
-      publications = await createPublications(source, options.migrationId, tables);
+      const layout = await readTimescaleLayout(source, options.schemas);
+      const chunkSchemas = layout?.hypertables.length ? layout.chunkSchemas : [];
+      publications = await createPublications(source, options.migrationId, tables, chunkSchemas);
     } catch (error62) {
       await dropPublications(source, options.migrationId).catch(() => void 0);
       throw translatePgError(error62, endpoints.source);
@@ -38503,9 +39034,11 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
     const catalog = await openClient(endpoints.source);
     let tables;
     let parts;
+    let layout = null;
     try {
       await beginInSnapshot(catalog, snapshotName);
       tables = await listTables(catalog, migration.schemas);
+      layout = await readTimescaleLayout(catalog, migration.schemas);
       const workDir = join5(options.dir, id);
       await mkdir(workDir, { recursive: true });
       const dumpFile = join5(workDir, "schema.dump");
@@ -38521,7 +39054,8 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
           dumpSchema(tools, endpoints.source, {
             snapshotName,
             schemas: migration.schemas,
-            file: `${dumpFile}.partial`
+            file: `${dumpFile}.partial`,
+            exclude: dumpExclusions(layout)
           }).then(() => rename(`${dumpFile}.partial`, dumpFile)).then(() => ctx.emit({ type: "step", step: "schema-dump", status: "done" }))
         ) : void 0
       ]);
@@ -38532,7 +39066,9 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
       if (needSchema && !await isStepDone(control, id, "pre-data")) {
         ctx.emit({ type: "step", step: "pre-data", status: "start" });
         const sql = await readRestoreSql(tools, { file: dumpFile, section: "pre-data", noOwner });
-        await restoreInTransaction(endpoints, sql, id, "pre-data");
+        const hypertables = layout ? `
+${buildHypertableSql(layout)}` : "";
+        await restoreInTransaction(endpoints, `${sql}${hypertables}`, id, "pre-data");
         ctx.emit({ type: "step", step: "pre-data", status: "done" });
       }
       parts = await readParts(control, id);
@@ -38551,7 +39087,8 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
         jobs: options.indexJobs,
         workDir,
         owners: await readPostDataOwners(catalog),
-        earlyTables: new Set(tables.filter((t) => t.bytes >= EARLY_INDEX_BYTES).map(tableKey))
+        earlyTables: new Set(tables.filter((t) => t.bytes >= EARLY_INDEX_BYTES).map(tableKey)),
+        hypertables: new Set(tables.filter((t) => t.hypertable).map(tableKey))
       }) : void 0;
       await catalog.query("COMMIT");
       const columnsByTable = new Map(tables.map((t) => [tableKey(t), t.columns]));
@@ -38560,6 +39097,7 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
         snapshotName,
         parts,
         columnsByTable,
+        hypertableOf: hypertablesOfChunks(tables),
         jobs: options.tableJobs,
         skipSchema: options.skipSchema,
         onTableCopied: (table) => postData?.tableCopied(table)
@@ -38601,6 +39139,9 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
         if (views.length)
           ctx.emit({ type: "step", step: "matviews", status: "done", detail: `${views.length} refreshed` });
       }
+      if (layout && needSchema && !await isStepDone(control, id, "timescaledb")) {
+        await finishTimescale(ctx, endpoints, control, id, layout);
+      }
       await updateMigration(control, id, { copyFinishedAt: "now", error: null });
       const seconds = (ctx.clock.nowMs() - started) / 1e3;
       ctx.emit({ type: "copy:done", rows: stats.rows, bytes: stats.bytes, seconds });
@@ -38618,6 +39159,40 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
   } finally {
     await holder?.close();
     await control.end().catch(() => void 0);
+  }
+}
+async function finishTimescale(ctx, endpoints, control, id, layout) {
+  ctx.emit({ type: "step", step: "timescaledb", status: "start" });
+  const compressed = await withClient(
+    endpoints.source,
+    (source) => compressLikeSource(source, control, layout)
+  );
+  await control.query("BEGIN");
+  try {
+    const made = await createCaggsAndJobs(control, id, layout);
+    await markStepDone(control, id, "timescaledb");
+    await control.query("COMMIT");
+    for (const skipped of made.skipped) {
+      ctx.emit({
+        type: "log",
+        level: "warn",
+        message: `TimescaleDB ${skipped} is of a kind pg-live-migrate does not recreate: create it on the target yourself.`
+      });
+    }
+    ctx.emit({
+      type: "step",
+      step: "timescaledb",
+      status: "done",
+      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed, ${made.caggs} continuous aggregates (refreshed at cutover), ${made.jobs} jobs (paused until cutover)`
+    });
+  } catch (error62) {
+    await control.query("ROLLBACK").catch(() => void 0);
+    throw new MigrationError(
+      "TIMESCALEDB_OBJECTS_FAILED",
+      `Creating the continuous aggregates and jobs on the target failed: ${error62.message}`,
+      "Nothing of this step was applied. Fix the cause named above on the target (a missing function a job calls, a privilege), then run the same command with --resume.",
+      { cause: error62 }
+    );
   }
 }
 async function copyAsHelper(ctx, endpoints, control, options, first, started) {
@@ -38678,6 +39253,7 @@ async function copyAsHelper(ctx, endpoints, control, options, first, started) {
     snapshotName,
     parts,
     columnsByTable: new Map(tables.map((t) => [tableKey(t), t.columns])),
+    hypertableOf: hypertablesOfChunks(tables),
     jobs: options.tableJobs,
     skipSchema: options.skipSchema,
     partsOnly: true
@@ -38803,6 +39379,9 @@ async function applyRoles(ctx, target, script) {
     ctx.emit({ type: "log", level: "warn", message: `roles: ${ctx.redactor.redact(failure2)}` });
   }
 }
+function hypertablesOfChunks(tables) {
+  return new Map(tables.flatMap((t) => t.chunkOf ? [[tableKey(t), t.chunkOf]] : []));
+}
 async function copyParts(ctx, endpoints, input2) {
   const done = input2.parts.filter((p) => p.done);
   const rowsBefore = done.reduce((s, p) => s + (p.rows ?? 0), 0);
@@ -38877,6 +39456,7 @@ async function copyParts(ctx, endpoints, input2) {
           migrationId: input2.migrationId,
           part,
           columns,
+          into: input2.hypertableOf.get(tableKey(part)),
           inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: "copy:part:progress", partId: part.partId, bytes: b })
@@ -39328,6 +39908,8 @@ function parseRowMessage(buffer, relations) {
 
 // src/adapters/replication/change-stream.ts
 var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
+var TIMESCALE_MARKER_START = /^::timescaledb-(de)?compression-start$/;
+var TIMESCALE_MARKER_END = /^::timescaledb-(de)?compression-end$/;
 var QUEUE_MAX_MESSAGES = 2e3;
 var QUEUE_MAX_BYTES = 8 * 1024 * 1024;
 var YIELD_EVERY = 256;
@@ -39362,13 +39944,21 @@ async function openChangeStream(info, options) {
     // the socket while it does; we queue messages ourselves and pause the socket only when the queue is full.
     flowControl: { enabled: false }
   });
-  const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
+  const plugin = new TextPgoutputPlugin({
+    protoVersion: 1,
+    publicationNames: options.publications,
+    messages: Boolean(options.timescaleMarkers)
+  });
+  let inMarkers = false;
   let handled = 0;
   let failure2;
   let keepalive;
   let stopping = false;
   const rels = /* @__PURE__ */ new Map();
+  const routes = /* @__PURE__ */ new Map();
   const relOf = (relation) => {
+    const routed = routes.get(relation.relationOid);
+    if (routed !== void 0) return routed;
     let rel = rels.get(relation.relationOid);
     if (!rel || rel.schema !== relation.schema || rel.name !== relation.name) {
       rel = { schema: relation.schema, name: relation.name };
@@ -39379,6 +39969,7 @@ async function openChangeStream(info, options) {
   const dispatch = (lsn, message, bytes) => {
     switch (message.tag) {
       case "begin": {
+        inMarkers = false;
         const m = message;
         return options.handlers.begin({
           commitLsn: m.commitLsn,
@@ -39403,22 +39994,40 @@ async function openChangeStream(info, options) {
           name: m.name,
           replicaIdentity: m.replicaIdentity,
           columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 }))
+        }).then((route) => {
+          if (route === void 0) routes.delete(m.relationOid);
+          else routes.set(m.relationOid, route);
         });
+      }
+      case "message": {
+        const m = message;
+        if (options.timescaleMarkers && m.transactional) {
+          if (TIMESCALE_MARKER_START.test(m.prefix)) inMarkers = true;
+          else if (TIMESCALE_MARKER_END.test(m.prefix)) inMarkers = false;
+        }
+        return void 0;
       }
       case "insert":
       case "update":
       case "delete": {
         const m = message;
         const rel = relOf(m.relation);
+        if (rel === null || inMarkers) return void 0;
         const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
         return options.handlers.change(change, bytes);
       }
       case "truncate": {
         const m = message;
+        if (inMarkers) return void 0;
+        const rels2 = m.relations.flatMap((r) => {
+          const rel = relOf(r);
+          return rel ? [rel] : [];
+        });
+        if (rels2.length === 0) return void 0;
         return options.handlers.change(
           {
             kind: "truncate",
-            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+            rels: rels2,
             cascade: m.cascade,
             restartIdentity: m.restartIdentity
           },
@@ -39570,6 +40179,7 @@ async function openChangeStream(info, options) {
 
 // src/core/apply-sql.ts
 var literal2 = (value) => value === null || value === void 0 ? "NULL" : quoteLiteral(value);
+var only = (rel) => rel.via ? "" : "ONLY ";
 function whereClause(rel, table, key, old, values) {
   if (old && table.key.length === 0) {
     const conditions2 = Object.entries(old).flatMap(([column, value]) => {
@@ -39577,6 +40187,8 @@ function whereClause(rel, table, key, old, values) {
       return value === null ? [`${quoteIdent(column)} IS NULL`] : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
     });
     const predicate = conditions2.length ? conditions2.join(" AND ") : "true";
+    if (rel.via)
+      return ` WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
     return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
   }
   const source = key ?? old ?? values ?? {};
@@ -39657,9 +40269,9 @@ function buildBatch(run, table, rel) {
   );
   const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(", ")}) AS v(${all.map(quoteIdent).join(", ")})`;
   if (first.kind === "delete")
-    return { sql: `DELETE FROM ONLY ${target} USING ${from} WHERE ${match}`, params, expectRows };
+    return { sql: `DELETE FROM ${only(rel)}${target} USING ${from} WHERE ${match}`, params, expectRows };
   const sets = setColumns.map((k) => `${quoteIdent(k)} = ${cast(k)}`).join(", ");
-  return { sql: `UPDATE ONLY ${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
+  return { sql: `UPDATE ${only(rel)}${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
 }
 var COPY_MIN_ROWS = 8;
 var COPY_SPECIAL = /[\\\t\n\r]/;
@@ -39747,17 +40359,17 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       if (mode.idempotent && keyChanged) {
         const oldKey = whereClause(change.rel, table, oldKeyRow, null, null);
         const newKey = whereClause(change.rel, table, null, null, change.values);
-        const target = quoteQualified(change.rel);
+        const target = `${only(change.rel)}${quoteQualified(change.rel)}`;
         out.push({
-          sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`
+          sql: `DELETE FROM ${target}${oldKey} AND EXISTS (SELECT 1 FROM ${target}${newKey})`
         });
-        out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(", ")}${oldKey}` });
+        out.push({ sql: `UPDATE ${target} SET ${sets.join(", ")}${oldKey}` });
         const nonKey = writtenColumns(table, change.values, true).map(assign);
-        if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(", ")}${newKey}` });
+        if (nonKey.length) out.push({ sql: `UPDATE ${target} SET ${nonKey.join(", ")}${newKey}` });
         continue;
       }
       const statement = {
-        sql: `UPDATE ONLY ${quoteQualified(change.rel)} SET ${sets.join(", ")}${whereClause(change.rel, table, change.key, change.old, change.values)}`
+        sql: `UPDATE ${only(change.rel)}${quoteQualified(change.rel)} SET ${sets.join(", ")}${whereClause(change.rel, table, change.key, change.old, change.values)}`
       };
       if (!mode.idempotent) {
         statement.expectOneRow = {
@@ -39769,7 +40381,7 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
     } else if (change.kind === "delete") {
       const table = catalog(change.rel);
       const statement = {
-        sql: `DELETE FROM ONLY ${quoteQualified(change.rel)}${whereClause(change.rel, table, change.key, change.old, null)}`
+        sql: `DELETE FROM ${only(change.rel)}${quoteQualified(change.rel)}${whereClause(change.rel, table, change.key, change.old, null)}`
       };
       if (!mode.idempotent) {
         statement.expectOneRow = {
@@ -39779,7 +40391,7 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       }
       out.push(statement);
     } else {
-      const names = change.rels.map((r) => `ONLY ${quoteQualified(r)}`).join(", ");
+      const names = [...new Set(change.rels.map((r) => `${only(r)}${quoteQualified(r)}`))].join(", ");
       out.push({
         sql: `TRUNCATE ${names}${change.restartIdentity ? " RESTART IDENTITY" : ""}${change.cascade ? " CASCADE" : ""}`
       });
@@ -39810,6 +40422,7 @@ function reconcile(change, commitLsn, rules) {
 }
 
 // src/adapters/postgres/checksum.ts
+var fromItem = (t) => t.from ?? `ONLY ${quoteQualified(t)}`;
 var LABEL_CHARS = 200;
 var rowText = (t) => `ROW(${t.columns.map((c) => `t.${quoteIdent(c)}`).join(", ")})::text`;
 var keyText = (t) => {
@@ -39825,12 +40438,12 @@ function digestFrom(t, buckets) {
   const key = keyText(t);
   const keyHash = key === null ? "r.rh" : `md5(${key})`;
   return {
-    from: `FROM ONLY ${quoteQualified(t)} AS t CROSS JOIN LATERAL (SELECT md5(${rowText(t)}) AS rh) AS r`,
+    from: `FROM ${fromItem(t)} AS t CROSS JOIN LATERAL (SELECT md5(${rowText(t)}) AS rh) AS r`,
     bucket: `mod(('x' || substr(${keyHash}, 1, 8))::bit(32)::bigint, ${positiveInt(buckets)})::int`
   };
 }
 async function readRowCount(client, table) {
-  const { rows } = await client.query(`SELECT count(*) AS n FROM ONLY ${quoteQualified(table)}`);
+  const { rows } = await client.query(`SELECT count(*) AS n FROM ${fromItem(table)} AS t`);
   return Number(rows[0]?.n ?? 0);
 }
 async function readBucketDigests(client, table, buckets) {
@@ -40010,7 +40623,6 @@ async function runValidate(ctx, endpoints, options) {
     const [source0, target0] = [sources[0], targets[0]];
     if (!source0 || !target0) throw new TypeError("validate needs at least one connection per side");
     const migration = await readMigration(target0, options.migrationId);
-    await refuseHypertables(source0, options.schemas ?? migration?.schemas ?? null);
     const warnings = [];
     let sourceMode = "live";
     if (options.alignedSnapshot) {
@@ -40054,6 +40666,22 @@ async function runValidate(ctx, endpoints, options) {
       sourceTables.filter((t) => !t.primaryKey?.length && t.replicaIdentity === "index")
     );
     const keyOf2 = (t) => t.primaryKey?.length ? t.primaryKey : identityKeys.get(tableKey(t)) ?? null;
+    const chunkedHypertables = [
+      ...new Map(
+        sourceTables.flatMap((t) => t.chunkOf ? [[tableKey(t.chunkOf), t.chunkOf]] : [])
+      ).values()
+    ];
+    const chunks = new Map((await readChunks(source0, chunkedHypertables)).map((c) => [tableKey(c), c]));
+    const readAs = (t) => {
+      const chunk = t.chunkOf ? chunks.get(tableKey(t)) : void 0;
+      if (!t.chunkOf) return { onTarget: targetTables.get(tableKey(t)) };
+      const predicate = chunk?.predicate ?? "false";
+      return {
+        source: quoteQualified(t),
+        target: `(SELECT * FROM ${quoteQualified(t.chunkOf)} WHERE ${predicate})`,
+        onTarget: targetTables.get(tableKey(t.chunkOf))
+      };
+    };
     ctx.emit({
       type: "step",
       step: "validate",
@@ -40071,7 +40699,7 @@ async function runValidate(ctx, endpoints, options) {
           const result = await compareTable(
             { source, target, endpoints },
             table,
-            targetTables.get(tableKey(table)),
+            readAs(table),
             keyOf2(table),
             options
           );
@@ -40123,12 +40751,15 @@ async function alignOnOneSnapshot(clients) {
   const snapshot = await beginExported(first);
   for (const client of rest) await beginInSnapshot(client, snapshot);
 }
-async function compareTable(sides, table, onTarget, keyColumns, options) {
+async function compareTable(sides, table, read, keyColumns, options) {
   const { source, target, endpoints } = sides;
+  const onTarget = read.onTarget;
+  const sourceRel = { ...table, ...read.source ? { from: read.source } : {} };
+  const targetRel = { ...table, ...read.target ? { from: read.target } : {} };
   const onSource = (p) => translated(p, endpoints.source);
   const onTargetSide = (p) => translated(p, endpoints.target);
   const base = {
-    table: displayName(table),
+    table: table.chunkOf ? `${displayName(table.chunkOf)} chunk ${table.name}` : displayName(table),
     schema: table.schema,
     name: table.name,
     keyColumns
@@ -40136,7 +40767,7 @@ async function compareTable(sides, table, onTarget, keyColumns, options) {
   if (!onTarget) {
     return buildTableValidation({
       ...base,
-      sourceRows: await onSource(readRowCount(source, table)),
+      sourceRows: await onSource(readRowCount(source, sourceRel)),
       targetRows: null,
       problem: "missing on the target",
       checksumSkipped: options.checksum
@@ -40146,8 +40777,8 @@ async function compareTable(sides, table, onTarget, keyColumns, options) {
   const missing = table.allColumns.filter((c) => !present.has(c));
   if (missing.length > 0) {
     const [sourceRows, targetRows] = await Promise.all([
-      onSource(readRowCount(source, table)),
-      onTargetSide(readRowCount(target, table))
+      onSource(readRowCount(source, sourceRel)),
+      onTargetSide(readRowCount(target, targetRel))
     ]);
     return buildTableValidation({
       ...base,
@@ -40159,8 +40790,8 @@ async function compareTable(sides, table, onTarget, keyColumns, options) {
   }
   if (!options.checksum) {
     const [sourceRows, targetRows] = await Promise.all([
-      onSource(readRowCount(source, table)),
-      onTargetSide(readRowCount(target, table))
+      onSource(readRowCount(source, sourceRel)),
+      onTargetSide(readRowCount(target, targetRel))
     ]);
     return buildTableValidation({ ...base, sourceRows, targetRows });
   }
@@ -40170,9 +40801,11 @@ async function compareTable(sides, table, onTarget, keyColumns, options) {
     columns: table.allColumns,
     keyColumns
   };
+  const sourceSpec = { ...spec, ...read.source ? { from: read.source } : {} };
+  const targetSpec = { ...spec, ...read.target ? { from: read.target } : {} };
   const [sourceDigests, targetDigests] = await Promise.all([
-    onSource(readBucketDigests(source, spec, options.buckets)),
-    onTargetSide(readBucketDigests(target, spec, options.buckets))
+    onSource(readBucketDigests(source, sourceSpec, options.buckets)),
+    onTargetSide(readBucketDigests(target, targetSpec, options.buckets))
   ]);
   const mismatched = diffBuckets(sourceDigests, targetDigests);
   let differences = [];
@@ -40183,8 +40816,8 @@ async function compareTable(sides, table, onTarget, keyColumns, options) {
       batchRows: options.batchRows ?? 1e3
     };
     differences = await diffRowStreams(
-      streamRowDigests(source, spec, stream),
-      streamRowDigests(target, spec, stream),
+      streamRowDigests(source, sourceSpec, stream),
+      streamRowDigests(target, targetSpec, stream),
       options.maxDifferences ?? 10
     );
   }
@@ -40202,22 +40835,28 @@ async function translated(promise2, info) {
     throw translatePgError(error62, info);
   }
 }
-async function refuseHypertables(source, schemas) {
-  const { rows } = await source.query(`SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'`);
-  if (rows.length === 0) return;
-  const found = await source.query(
-    `SELECT format('%I.%I', hypertable_schema, hypertable_name) AS name FROM timescaledb_information.hypertables
-      WHERE $1::text[] IS NULL OR hypertable_schema = ANY($1::text[]) ORDER BY 1`,
-    [schemas]
+async function repairDifferingChunks(ctx, endpoints, options, report) {
+  if (report.ok) return report;
+  const schemas = options.schemas ?? null;
+  const differing = report.tables.filter((t) => !t.ok);
+  const copies = await withClient(endpoints.source, (source) => chunkCopies(source, schemas, differing));
+  const log = (level, message) => ctx.emit({ type: "log", level, message });
+  if (copies.length < differing.length) {
+    log(
+      "warn",
+      `${differing.length - copies.length} differing tables are not TimescaleDB chunks: --repair leaves them as they are.`
+    );
+  }
+  if (copies.length === 0) return report;
+  const rows = await withClient(
+    endpoints.source,
+    (source) => withClient(endpoints.target, (target) => recopyChunks(source, target, copies))
   );
-  if (found.rows.length === 0) return;
-  throw new MigrationError(
-    "TIMESCALEDB_NOT_SUPPORTED_YET",
-    `The source has hypertables (${found.rows.slice(0, 5).map((r) => r.name).join(
-      ", "
-    )}${found.rows.length > 5 ? ` and ${found.rows.length - 5} more` : ""}); validate does not compare hypertables yet.`,
-    "Validate the other schemas with --schema, or compare the hypertables by hand (count(*) on each side) until TimescaleDB support lands."
+  log(
+    "info",
+    `Copied ${copies.length} chunks again (${rows.reduce((a, b) => a + b, 0)} rows): ${copies.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(", ")}.`
   );
+  return runValidate(ctx, endpoints, options);
 }
 
 // src/workflows/validate-render.ts
@@ -40436,7 +41075,26 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       for (const view of views) await c.query(`REFRESH MATERIALIZED VIEW ${quoteQualified(view)}`);
       step("materialized views", `${views.length} refreshed`);
     });
-    const validation = await runValidate(ctx, endpoints, {
+    const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
+    if (timescale?.hypertables.length) {
+      await withClient(
+        endpoints.source,
+        (source) => withClient(endpoints.target, async (target) => {
+          const gone = await dropChunksGoneFromSource(source, target, timescale);
+          if (gone.length)
+            step("dropped chunks", `${gone.length} chunks dropped on the source during the migration`);
+          const late = await lateChunksWithChanges(source, target, id);
+          if (late.length) {
+            await recopyChunks(source, target, await chunkCopies(source, schemas, late));
+            step(
+              "late chunks",
+              `${late.length} chunks created during the migration and then updated, copied again`
+            );
+          }
+        })
+      );
+    }
+    const validateNow = () => runValidate(ctx, endpoints, {
       migrationId: id,
       source: void 0,
       target: void 0,
@@ -40447,8 +41105,42 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       checksum: input2.request.checksum ?? false,
       markdown: void 0,
       buckets: 16,
+      repair: false,
       liveNote: input2.writesAfterEnd ? "Validating after the drain; the source received writes after the end position, so differences are expected." : "Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet)."
     });
+    let validation = await validateNow();
+    if (!validation.ok && timescale?.hypertables.length) {
+      const differing = validation.tables.filter((t) => !t.ok);
+      const chunks = await withClient(endpoints.source, (source) => chunkCopies(source, schemas, differing));
+      if (chunks.length > 0) {
+        ctx.emit({
+          type: "log",
+          level: "warn",
+          message: `${chunks.length} TimescaleDB chunks differ after the drain (changes logical decoding does not carry, e.g. deletes of whole compressed batches): copying them again.`
+        });
+        await withClient(
+          endpoints.source,
+          (source) => withClient(endpoints.target, (target) => recopyChunks(source, target, chunks))
+        );
+        step("chunks re-copied", chunks.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(", "));
+        validation = await validateNow();
+      }
+    }
+    if (validation.ok && timescale) {
+      await withClient(
+        endpoints.source,
+        (source) => withClient(endpoints.target, async (target) => {
+          const refreshed = await refreshContinuousAggregates(target, timescale);
+          if (refreshed) step("continuous aggregates", `${refreshed} refreshed`);
+          const jobs = await resumeJobsLikeSource(source, target, id, timescale);
+          if (jobs.resumed + jobs.paused + jobs.goneOnSource.length > 0)
+            step(
+              "jobs",
+              `${jobs.resumed} scheduled, ${jobs.paused} paused as on the source${jobs.goneOnSource.length ? `, ${jobs.goneOnSource.length} removed on the source since (left paused: jobs ${jobs.goneOnSource.join(", ")})` : ""}`
+            );
+        })
+      );
+    }
     ctx.emit({ type: "validation:done", report: validation });
     ctx.emit({ type: "log", level: "info", message: `
 ${renderValidationText(validation)}` });
@@ -40656,6 +41348,26 @@ async function runSession(ctx, endpoints, options, shared) {
     clients.push(apply);
     const sourceStatus = await openClient(endpoints.source);
     clients.push(sourceStatus);
+    const layout = await readTimescaleLayout(sourceStatus, shared.migration.schemas);
+    const routeChunk = layout?.hypertables.length ? createChunkRouter({
+      source: await (async () => {
+        const client = await openClient(endpoints.source);
+        clients.push(client);
+        return client;
+      })(),
+      layout,
+      fullPublication: publicationNameFor(id, "full"),
+      onLateChunk: async (chunk) => {
+        await control.query(
+          `INSERT INTO ${S5}.ts_late_chunk (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+          [id, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name]
+        );
+        log(
+          `TimescaleDB created chunk ${chunk.schema}.${chunk.name} of ${chunk.hypertable.schema}.${chunk.hypertable.name} during the migration: its inserts are replicated; it now publishes updates and deletes too (earlier ones are checked at cutover).`
+        );
+      }
+    }) : void 0;
     let triggerMode;
     if (options.mode === "apply") {
       triggerMode = await prepareApplySession(apply);
@@ -40897,11 +41609,14 @@ async function runSession(ctx, endpoints, options, shared) {
           });
         })();
       },
-      relation: (rel) => serial(async () => {
+      relation: (source) => serial(async () => {
+        const route = routeChunk ? await routeChunk(source) : void 0;
+        if (route === null) return null;
+        const rel = route ? { ...source, schema: route.schema, name: route.name } : source;
         relations.set(relKey(rel), rel);
         if (options.mode === "spool") {
           if (!skipping && groupOpen) buffer.push({ kind: "relation", rel });
-          return;
+          return route;
         }
         await settle2();
         const table = await readTargetColumns(apply, rel);
@@ -40912,6 +41627,7 @@ async function runSession(ctx, endpoints, options, shared) {
           throw schemaChanged(mismatch, durable);
         }
         if (table) targets.set(relKey(rel), table);
+        return route;
       }),
       change: (change, bytes) => {
         if (serialBusy === 0 && buffer.length + 1 < batchChanges && bufferBytes + bytes < BATCH_BYTES) {
@@ -40945,6 +41661,7 @@ async function runSession(ctx, endpoints, options, shared) {
     stream = await openChangeStream(endpoints.source, {
       slotName: shared.migration.slotName,
       publications: shared.migration.publications,
+      timescaleMarkers: routeChunk !== void 0,
       startLsn: durable,
       handlers
     });
@@ -43132,6 +43849,16 @@ async function runValidateCommand(ctx, endpoints, options) {
     );
     return rows[0]?.age_ms !== null && rows[0]?.age_ms !== void 0 && Number(rows[0].age_ms) < REPLAY_ALIVE_MS;
   });
+  if (options.repair) {
+    if (running) {
+      throw new MigrationError(
+        "REPLAY_RUNNING",
+        `The replay of '${options.migrationId}' is running: chunks copied again now would be changed twice by it.`,
+        "Let the cutover settle differing chunks (it copies them again with the writers stopped), or stop the replay and the writers first."
+      );
+    }
+    return repairDifferingChunks(ctx, endpoints, options, await runValidate(ctx, endpoints, options));
+  }
   if (!running) return runValidate(ctx, endpoints, options);
   const timeoutMs = options.pauseTimeoutMs ?? 5 * 6e4;
   const started = ctx.clock.nowMs();
@@ -43293,6 +44020,10 @@ var OPTIONS = {
     doc: "preflight, validate: also write the report as Markdown (a GitHub job summary) to this file"
   },
   buckets: { type: "string", doc: "validate: key-hash ranges per table for --checksum (default 16)" },
+  repair: {
+    type: "boolean",
+    doc: "validate: copy TimescaleDB chunks that differ again from the source (only while nothing writes to either side)"
+  },
   prune: { type: "boolean", doc: "clean: also delete --dir (except logs/)" },
   keep: { type: "boolean", doc: "demo: leave the clusters running and print how to connect" },
   help: { type: "boolean", short: "h", doc: "show help" },
@@ -43532,7 +44263,8 @@ async function main(argv, env) {
           ...common,
           checksum: bool("checksum"),
           markdown: str("markdown"),
-          buckets: parseCount(str("buckets"), "buckets", 16)
+          buckets: parseCount(str("buckets"), "buckets", 16),
+          repair: bool("repair")
         });
         const report = await runValidateCommand(ctx, resolveEndpoints(options, redactor), options);
         if (options.markdown) {

@@ -31,6 +31,8 @@ export const validateOptions = commonOptions.extend({
   checksum: z.boolean().default(false),
   markdown: z.string().optional(),
   buckets: z.number().int().min(1).max(4096).default(16),
+  /** Copy TimescaleDB chunks that differ again from the source (nothing may write to either side). */
+  repair: z.boolean().default(false),
 });
 
 export const cleanOptions = commonOptions.extend({ prune: z.boolean().default(false) });

@@ -33,6 +33,12 @@ export interface ApplyMode {
   idempotent: boolean;
 }
 
+/**
+ * `ONLY ` for a plain table (inheritance children and partitions are replayed on their own); nothing for a
+ * TimescaleDB hypertable, whose rows are in its chunks and whose changes arrive routed to it.
+ */
+const only = (rel: RelationRef) => (rel.via ? '' : 'ONLY ');
+
 function whereClause(
   rel: RelationRef,
   table: TargetTable,
@@ -50,6 +56,9 @@ function whereClause(
         : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
     });
     const predicate = conditions.length ? conditions.join(' AND ') : 'true';
+    // A hypertable's rows are in its chunks, where a ctid alone is ambiguous: the chunk's tableoid goes with it.
+    if (rel.via)
+      return ` WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
     return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
   }
   const source = key ?? old ?? values ?? {};
@@ -168,9 +177,9 @@ function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef
   );
   const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS v(${all.map(quoteIdent).join(', ')})`;
   if (first.kind === 'delete')
-    return { sql: `DELETE FROM ONLY ${target} USING ${from} WHERE ${match}`, params, expectRows };
+    return { sql: `DELETE FROM ${only(rel)}${target} USING ${from} WHERE ${match}`, params, expectRows };
   const sets = setColumns.map((k) => `${quoteIdent(k)} = ${cast(k)}`).join(', ');
-  return { sql: `UPDATE ONLY ${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
+  return { sql: `UPDATE ${only(rel)}${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
 }
 
 /** Runs of at least this many inserts into one table go through COPY, which the server parses far faster. */
@@ -301,17 +310,17 @@ export function buildApplySql(
         // set the non-key columns under the new key either way: each step is harmless when it finds nothing.
         const oldKey = whereClause(change.rel, table, oldKeyRow, null, null);
         const newKey = whereClause(change.rel, table, null, null, change.values);
-        const target = quoteQualified(change.rel);
+        const target = `${only(change.rel)}${quoteQualified(change.rel)}`;
         out.push({
-          sql: `DELETE FROM ONLY ${target}${oldKey} AND EXISTS (SELECT 1 FROM ONLY ${target}${newKey})`,
+          sql: `DELETE FROM ${target}${oldKey} AND EXISTS (SELECT 1 FROM ${target}${newKey})`,
         });
-        out.push({ sql: `UPDATE ONLY ${target} SET ${sets.join(', ')}${oldKey}` });
+        out.push({ sql: `UPDATE ${target} SET ${sets.join(', ')}${oldKey}` });
         const nonKey = writtenColumns(table, change.values, true).map(assign);
-        if (nonKey.length) out.push({ sql: `UPDATE ONLY ${target} SET ${nonKey.join(', ')}${newKey}` });
+        if (nonKey.length) out.push({ sql: `UPDATE ${target} SET ${nonKey.join(', ')}${newKey}` });
         continue;
       }
       const statement: ApplyStatement = {
-        sql: `UPDATE ONLY ${quoteQualified(change.rel)} SET ${sets.join(', ')}${whereClause(change.rel, table, change.key, change.old, change.values)}`,
+        sql: `UPDATE ${only(change.rel)}${quoteQualified(change.rel)} SET ${sets.join(', ')}${whereClause(change.rel, table, change.key, change.old, change.values)}`,
       };
       if (!mode.idempotent) {
         statement.expectOneRow = {
@@ -323,7 +332,7 @@ export function buildApplySql(
     } else if (change.kind === 'delete') {
       const table = catalog(change.rel);
       const statement: ApplyStatement = {
-        sql: `DELETE FROM ONLY ${quoteQualified(change.rel)}${whereClause(change.rel, table, change.key, change.old, null)}`,
+        sql: `DELETE FROM ${only(change.rel)}${quoteQualified(change.rel)}${whereClause(change.rel, table, change.key, change.old, null)}`,
       };
       if (!mode.idempotent) {
         statement.expectOneRow = {
@@ -333,7 +342,8 @@ export function buildApplySql(
       }
       out.push(statement);
     } else {
-      const names = change.rels.map((r) => `ONLY ${quoteQualified(r)}`).join(', ');
+      // A TimescaleDB TRUNCATE names the hypertable and each of its chunks, all routed to the hypertable.
+      const names = [...new Set(change.rels.map((r) => `${only(r)}${quoteQualified(r)}`))].join(', ');
       out.push({
         sql: `TRUNCATE ${names}${change.restartIdentity ? ' RESTART IDENTITY' : ''}${change.cascade ? ' CASCADE' : ''}`,
       });

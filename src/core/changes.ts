@@ -8,6 +8,11 @@ export type Row = Record<string, ColumnValue>;
 export interface RelationRef {
   schema: string;
   name: string;
+  /**
+   * A TimescaleDB hypertable (statements reach its chunks, no ONLY): named as itself ('hypertable') or as
+   * the destination of one of its chunks' changes ('chunk').
+   */
+  via?: 'hypertable' | 'chunk';
 }
 
 export interface RelationDef extends RelationRef {

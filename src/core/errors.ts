@@ -53,6 +53,7 @@ export const ERROR_CODES = {
   REPLAY_STREAM_FAILED: ['runtime', 'The replication stream from the source ended with an error.'],
   REPLAY_APPLY_FAILED: ['runtime', 'The target refused a replayed change (constraint, type, permission …).'],
   REPLAY_NOT_RUNNING: ['runtime', 'No replay process is running for this migration.'],
+  REPLAY_RUNNING: ['runtime', 'A replay process is running, and the step needs it stopped.'],
   ACTION_DISPATCH_FAILED: [
     'runtime',
     'The next replay segment could not be dispatched (workflow_dispatch refused).',
@@ -74,7 +75,15 @@ export const ERROR_CODES = {
   SOURCE_NO_FREE_WAL_SENDER: ['preflight', 'Every WAL sender allowed by max_wal_senders is busy.'],
   TIMESCALEDB_NOT_SUPPORTED_YET: [
     'preflight',
-    'The source has hypertables or continuous aggregates, which this release does not migrate yet.',
+    "The source's TimescaleDB catalog could not be read (e.g. TimescaleDB 1.x), so its hypertables are unknown.",
+  ],
+  TIMESCALEDB_OBJECTS_FAILED: [
+    'runtime',
+    'Continuous aggregates or jobs could not be created on the target; nothing of that step was applied.',
+  ],
+  TIMESCALEDB_COMPRESSION_MARKERS_OFF: [
+    'preflight',
+    'Compression is in use but timescaledb.enable_compression_wal_markers is off on the source.',
   ],
 } as const satisfies Record<string, readonly [ExitCategory, string]>;
 export type ErrorCode = keyof typeof ERROR_CODES;

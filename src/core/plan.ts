@@ -18,6 +18,13 @@ export interface TableInfo extends QualifiedName {
   integerKey: string | null;
   bytes: number;
   pages: number;
+  /**
+   * A TimescaleDB chunk: the hypertable its rows belong to. It is copied whole (its compressed rows too)
+   * into that hypertable, and its changes are applied to it.
+   */
+  chunkOf?: QualifiedName;
+  /** A TimescaleDB hypertable: its rows live in its chunks (listed as tables of their own). */
+  hypertable?: boolean;
 }
 
 export interface PartPlan extends QualifiedName {
@@ -68,7 +75,9 @@ export function buildCopyPlan(tables: TableInfo[], options: PlanOptions): PartPl
     .filter(isCopied)
     .sort((a, b) => b.bytes - a.bytes || tableKey(a).localeCompare(tableKey(b)));
   for (const table of copied) {
-    const count = options.splitBytes > 0 ? Math.max(1, Math.ceil(table.bytes / options.splitBytes)) : 1;
+    // A chunk is one part: its compressed rows have no ctid range, and chunks are already bounded in size.
+    const count =
+      options.splitBytes > 0 && !table.chunkOf ? Math.max(1, Math.ceil(table.bytes / options.splitBytes)) : 1;
     const bounds = options.keyBounds.get(tableKey(table));
     const ranges =
       count <= 1
@@ -135,9 +144,19 @@ export function buildPartPredicate(
   return conditions.length ? ` WHERE ${conditions.join(' AND ')}` : '';
 }
 
-/** COPY … TO STDOUT for one part on the source. */
-export function buildCopyOutSql(part: PartPlan, columns: string[]): string {
+/**
+ * COPY … TO STDOUT for one part on the source. A TimescaleDB chunk is read through a query: COPY of the
+ * table itself would read only its uncompressed rows.
+ */
+export function buildCopyOutSql(
+  part: PartPlan,
+  columns: string[],
+  options: { chunk?: boolean } = {},
+): string {
   const predicate = buildPartPredicate(part);
+  if (options.chunk) {
+    return `COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(part)}${predicate}) TO STDOUT`;
+  }
   if (!predicate) return `COPY ${quoteQualified(part)}${columnList(columns)} TO STDOUT`;
   // A table whose columns are all generated (or none at all) still has rows: select a constant-free row.
   const select = columns.length ? columns.map(quoteIdent).join(', ') : '';

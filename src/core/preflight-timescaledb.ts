@@ -1,6 +1,6 @@
 // Preflight for TimescaleDB: the facts read from TimescaleDB's catalog views on both sides, and the pure
 // checks that turn them into findings (versions, preloading, hypertables, compression, continuous
-// aggregates, jobs). This release migrates no hypertable as a hypertable, so a source that has one fails.
+// aggregates, jobs).
 import type { Finding } from './preflight';
 import { displayName, type QualifiedName, quoteLiteral, quoteQualified } from './sql';
 
@@ -46,6 +46,10 @@ export interface SourceTimescaleFacts {
   continuousAggregates: ContinuousAggregateFact[];
   /** User jobs and policies (job_id >= 1000; TimescaleDB's own telemetry and history jobs are left out). */
   jobs: JobFact[];
+  /** Schemas that hold chunks (associated_schema_name of the hypertables). */
+  chunkSchemas: string[];
+  /** timescaledb.enable_compression_wal_markers; null when the setting does not exist. */
+  compressionMarkers: boolean | null;
   /**
    * Every relation TimescaleDB manages (hypertables, internal materialization and compression hypertables,
    * chunks): the generic table findings leave them to the TimescaleDB findings.
@@ -83,39 +87,45 @@ export function isTimescalePreloaded(sharedPreloadLibraries: string): boolean {
 }
 
 /**
- * The finding that blocks a migration of a source with hypertables (or whose TimescaleDB catalog could
- * not be read). Part of the snapshot guard: `snapshot`, `copy` and `migrate` refuse such a source too.
+ * The findings that block a migration of a source with hypertables. Part of the snapshot guard:
+ * `snapshot`, `copy` and `migrate` refuse such a source too.
  */
-export function checkTimescaleSupported(ts: SourceTimescaleFacts | null): Finding[] {
+export function checkTimescaleSupported(ts: SourceTimescaleFacts | null, superuser: boolean): Finding[] {
   if (!ts) return [];
   if (ts.unreadable !== null) {
     return [
       {
         code: 'TIMESCALEDB_NOT_SUPPORTED_YET',
         severity: 'error',
-        message: `TimescaleDB ${ts.version} is installed on the source, but its catalog views (timescaledb_information.*) could not be read: ${ts.unreadable}. pg-live-migrate cannot tell whether the schemas to migrate hold hypertables, which this release does not migrate.`,
-        fix: `Upgrade TimescaleDB on the source to 2.x (ALTER EXTENSION timescaledb UPDATE;) or grant the source user read access to the timescaledb_information views, then run preflight again.`,
+        message: `TimescaleDB ${ts.version} is installed on the source, but its catalog views (timescaledb_information.*) could not be read: ${ts.unreadable}. pg-live-migrate cannot tell which hypertables, continuous aggregates and jobs the schemas to migrate hold.`,
+        fix: `Upgrade TimescaleDB on the source to 2.x (ALTER EXTENSION timescaledb UPDATE;) or grant the source user read access to TimescaleDB's catalog, then run preflight again.`,
         objects: [TIMESCALEDB],
       },
     ];
   }
-  if (ts.hypertables.length === 0 && ts.continuousAggregates.length === 0) return [];
-  const names = [...ts.hypertables, ...ts.continuousAggregates].map(displayName);
-  const caggs = ts.continuousAggregates.length;
-  const chunks = ts.hypertables.reduce((n, h) => n + h.chunks, 0);
-  const what = [
-    plural(ts.hypertables.length, 'hypertable'),
-    ...(caggs ? [plural(caggs, 'continuous aggregate')] : []),
-  ].join(' and ');
-  return [
-    {
-      code: 'TIMESCALEDB_NOT_SUPPORTED_YET',
+  if (ts.hypertables.length === 0) return [];
+  const out: Finding[] = [];
+  const names = ts.hypertables.map(displayName);
+  if (!superuser) {
+    out.push({
+      code: 'TIMESCALEDB_NEEDS_SUPERUSER',
       severity: 'error',
-      message: `The source has ${what} in the schemas to migrate (TimescaleDB ${ts.version}, ${plural(chunks, 'chunk')}): ${listNames(names)}. This release does not migrate hypertables as hypertables: it would copy each chunk as a separate plain table, leave the hypertables empty and unknown to TimescaleDB on the target, lose the rows of compressed chunks, turn continuous aggregates into views that are never refreshed and drop the jobs; chunks created during the migration would be in no publication.`,
-      fix: `Leave the schemas with hypertables out (--schema for the others), or migrate this database with pg_dump and pg_restore around timescaledb_pre_restore() and timescaledb_post_restore() (with downtime) until a later release of pg-live-migrate migrates hypertables.`,
+      message: `The source has ${plural(ts.hypertables.length, 'hypertable')} (${listNames(names)}). Chunks that TimescaleDB creates during the migration are only replicated by a publication FOR TABLES IN SCHEMA ${ts.chunkSchemas.join(', ')}, which only a superuser can create; without it their rows would be lost.`,
+      fix: 'Connect to the source as a superuser (on a managed service, the most privileged role it offers may not be enough: then migrate with a pause in writes, or leave the hypertables out with --schema).',
       objects: names,
-    },
-  ];
+    });
+  }
+  const compressed = ts.hypertables.filter((h) => h.compressionEnabled || h.compressedChunks > 0);
+  if (compressed.length > 0 && ts.compressionMarkers !== true) {
+    out.push({
+      code: 'TIMESCALEDB_COMPRESSION_MARKERS_OFF',
+      severity: 'error',
+      message: `Compression is in use (${listNames(compressed.map(displayName))}) but timescaledb.enable_compression_wal_markers is ${ts.compressionMarkers === false ? 'off' : 'unknown'} on the source. Without its markers, compressing or decompressing a chunk is decoded as deletes and inserts of its rows: the replay would delete or duplicate rows on the target.`,
+      fix: 'On the source: ALTER SYSTEM SET timescaledb.enable_compression_wal_markers = on; SELECT pg_reload_conf(); (it only adds two small logical messages per compression).',
+      objects: [TIMESCALEDB],
+    });
+  }
+  return out;
 }
 
 /** Every TimescaleDB finding except the blocking one (checkTimescaleSupported). */
@@ -221,7 +231,7 @@ function checkReplicaIdentity(ts: SourceTimescaleFacts): Finding[] {
     {
       code: 'TIMESCALEDB_HYPERTABLES_WITHOUT_REPLICA_IDENTITY',
       severity: 'warning',
-      message: `${plural(keyless.length, 'hypertable')} ${keyless.length === 1 ? 'has' : 'have'} no primary key or replica identity: ${listNames(keyless.map(displayName))}. Their chunks have none either, so UPDATE and DELETE on them cannot be replicated (logical decoding cannot identify the old row).`,
+      message: `${plural(keyless.length, 'hypertable')} ${keyless.length === 1 ? 'has' : 'have'} no primary key or replica identity: ${listNames(keyless.map(displayName))}. Their chunks have none either, so UPDATE and DELETE on them cannot be replicated (logical decoding cannot identify the old row); their inserts are. The cutover compares every chunk and copies the ones that differ again, with the writers stopped: the downtime grows with the size of those chunks.`,
       fix: `${keyless
         .slice(0, MAX_LISTED)
         .map((h) => `ALTER TABLE ${quoteQualified(h)} REPLICA IDENTITY FULL;`)
@@ -247,8 +257,8 @@ function checkCompression(ts: SourceTimescaleFacts): Finding[] {
     {
       code: 'TIMESCALEDB_COMPRESSION',
       severity: 'warning',
-      message: `Compression is in use on ${plural(compressed.length, 'hypertable')}: ${listNames(compressed.map(settings))}. The rows of a compressed chunk live in TimescaleDB's internal compressed tables, not in the chunk; changes to compressed chunks (INSERT, UPDATE, DELETE, compression and recompression) are not decoded as row changes of the hypertable. This release does not migrate them (see TIMESCALEDB_NOT_SUPPORTED_YET); the planned treatment is to copy compressed chunks through their hypertable and compress them again on the target with the same settings, and to re-copy chunks changed while compressed.`,
-      fix: 'Nothing to change on the source; during a migration avoid writing into compressed chunks.',
+      message: `Compression is in use on ${plural(compressed.length, 'hypertable')}: ${listNames(compressed.map(settings))}. Compressed chunks are copied through a query (decompressed on the way) into the target's hypertable, which gets the same compression settings, and compressed again there. During the replay, TimescaleDB's compression markers let compressing and decompressing pass as no change; inserts and updates into compressed chunks replicate. Deletes of whole compressed batches (timescaledb.enable_compressed_direct_batch_delete) and direct inserts into compressed form are not decoded: the cutover finds the chunks that differ and copies them again, with the writers stopped.`,
+      fix: 'Nothing to change. To keep the cutover short, avoid deleting whole compressed batches during the migration (or SET timescaledb.enable_compressed_direct_batch_delete = off for the sessions that do).',
       objects: compressed.map(displayName),
     },
   ];
@@ -263,8 +273,8 @@ function checkContinuousAggregates(ts: SourceTimescaleFacts): Finding[] {
     {
       code: 'TIMESCALEDB_CONTINUOUS_AGGREGATES',
       severity: 'warning',
-      message: `${plural(caggs.length, 'continuous aggregate')}: ${listNames(caggs.map(describe))}. Their materialized rows live in internal hypertables; a plain copy would make each a view over a table that is never refreshed. This release does not migrate them (see TIMESCALEDB_NOT_SUPPORTED_YET); the planned treatment is to create them on the target with the same definition and refresh them at cutover.`,
-      fix: 'Nothing to change on the source.',
+      message: `${plural(caggs.length, 'continuous aggregate')}: ${listNames(caggs.map(describe))}. They are created on the target with the same definition after the copy (empty) and refreshed over their whole range at cutover, from the raw data. Their materialized rows are not copied: buckets whose raw data a retention policy has already dropped on the source are not on the target.`,
+      fix: 'Nothing to change when the raw data is all there. Where retention dropped raw data that an aggregate still summarizes, export those buckets (COPY (SELECT …) on the source) before the cutover and keep them in a table on the target.',
       objects: caggs.map(displayName),
     },
   ];
@@ -296,8 +306,8 @@ function checkJobs(ts: SourceTimescaleFacts): Finding[] {
     {
       code: 'TIMESCALEDB_JOBS',
       severity: running.length > 0 ? 'warning' : 'info',
-      message: `${plural(jobs.length, 'background job')} (${running.length} scheduled): ${listNames(jobs.map(describeJob))}. On the source they keep running during a migration: a retention policy drops chunks and a compression policy rewrites them, which logical replication does not carry. This release restores no job on the target (see TIMESCALEDB_NOT_SUPPORTED_YET where hypertables are concerned); the planned treatment is to create them on the target paused and to resume them at cutover as they are scheduled on the source.`,
-      fix: `Keep a record of the jobs (SELECT * FROM timescaledb_information.jobs WHERE job_id >= 1000;) and recreate the user jobs on the target after the cutover (add_job); pause a job during a migration with SELECT alter_job(<job_id>, scheduled => false);.`,
+      message: `${plural(jobs.length, 'background job')} (${running.length} scheduled): ${listNames(jobs.map(describeJob))}. They are created on the target after the copy, paused (policies through add_*_policy, user jobs through add_job, each with the source's config and schedule), and at cutover each gets the state its source job has then (scheduled or paused). On the source they keep running: chunks a retention policy drops there are dropped on the target at cutover, and compression is carried by TimescaleDB's markers.`,
+      fix: 'Nothing to do. A job created on the source during the migration is not carried over: create it on the target after the cutover.',
       objects: jobs.map((j) => String(j.id)),
     },
   ];

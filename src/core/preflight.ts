@@ -63,7 +63,11 @@ export const FINDING_CODES = {
   COLLATION_MISMATCH: 'Source and target databases use different collations (text sorts differently).',
   PREFLIGHT_CHECK_SKIPPED: 'A check could not run (a catalog query failed); its condition is unknown.',
   TIMESCALEDB_NOT_SUPPORTED_YET:
-    'The source has hypertables or continuous aggregates, which this release does not migrate yet.',
+    "The source's TimescaleDB catalog could not be read (e.g. TimescaleDB 1.x), so its hypertables are unknown.",
+  TIMESCALEDB_NEEDS_SUPERUSER:
+    'Hypertables need a superuser on the source: only one can publish the chunks created during the migration.',
+  TIMESCALEDB_COMPRESSION_MARKERS_OFF:
+    'Compression is in use but timescaledb.enable_compression_wal_markers is off on the source.',
   TIMESCALEDB_VERSIONS: 'The TimescaleDB versions of source and target (for the record).',
   TIMESCALEDB_MISSING_ON_TARGET: 'The source uses TimescaleDB; the target server does not have it.',
   TIMESCALEDB_NOT_PRELOADED_ON_TARGET:
@@ -286,7 +290,7 @@ export function computeSnapshotReadiness(source: SourceFacts, schemas: string[] 
   return [
     ...checkReplicationSettings(source),
     ...checkPrivileges(source, schemas),
-    ...checkTimescaleSupported(source.timescaledb),
+    ...checkTimescaleSupported(source.timescaledb, source.isSuperuser),
   ];
 }
 
@@ -307,6 +311,8 @@ export function errorCodeForFinding(code: FindingCode): ErrorCode {
     PG_TOOL_NOT_FOUND: 'PG_TOOL_NOT_FOUND',
     PG_TOOL_TOO_OLD: 'PG_TOOL_TOO_OLD',
     TIMESCALEDB_NOT_SUPPORTED_YET: 'TIMESCALEDB_NOT_SUPPORTED_YET',
+    TIMESCALEDB_NEEDS_SUPERUSER: 'PERMISSION_DENIED',
+    TIMESCALEDB_COMPRESSION_MARKERS_OFF: 'TIMESCALEDB_COMPRESSION_MARKERS_OFF',
   };
   return map[code] ?? 'PREFLIGHT_FAILED';
 }

@@ -123,6 +123,10 @@ const OPTIONS = {
     doc: 'preflight, validate: also write the report as Markdown (a GitHub job summary) to this file',
   },
   buckets: { type: 'string', doc: 'validate: key-hash ranges per table for --checksum (default 16)' },
+  repair: {
+    type: 'boolean',
+    doc: 'validate: copy TimescaleDB chunks that differ again from the source (only while nothing writes to either side)',
+  },
   prune: { type: 'boolean', doc: 'clean: also delete --dir (except logs/)' },
   keep: { type: 'boolean', doc: 'demo: leave the clusters running and print how to connect' },
   help: { type: 'boolean', short: 'h', doc: 'show help' },
@@ -378,6 +382,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
           checksum: bool('checksum'),
           markdown: str('markdown'),
           buckets: parseCount(str('buckets'), 'buckets', 16),
+          repair: bool('repair'),
         });
         const report = await runValidateCommand(ctx, resolveEndpoints(options, redactor), options);
         if (options.markdown) {

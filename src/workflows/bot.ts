@@ -377,6 +377,7 @@ export function createBotHandlers(deps: BotDeps): BotHandlers {
           checksum,
           markdown: undefined,
           buckets: 16,
+          repair: false,
         },
       );
       await chat.post({ channel: thread.channel, threadTs: thread.ts, ...renderValidationReport(report) });

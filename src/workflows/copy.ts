@@ -32,6 +32,14 @@ import {
   slotNameFor,
 } from '../adapters/postgres/replication-slot';
 import { listMaterializedViews, listTables, readSequences } from '../adapters/postgres/source-catalog';
+import {
+  buildHypertableSql,
+  compressLikeSource,
+  createCaggsAndJobs,
+  dumpExclusions,
+  readTimescaleLayout,
+  type TimescaleLayout,
+} from '../adapters/postgres/timescaledb';
 import type { CopyOptions } from '../config/options';
 import { MigrationError } from '../core/errors';
 import { buildCopyPlan, type TableInfo, tableKey } from '../core/plan';
@@ -168,9 +176,11 @@ export async function runCopy(
     const catalog = await openClient(endpoints.source);
     let tables: TableInfo[];
     let parts: PartRow[];
+    let layout: TimescaleLayout | null = null;
     try {
       await beginInSnapshot(catalog, snapshotName);
       tables = await listTables(catalog, migration.schemas);
+      layout = await readTimescaleLayout(catalog, migration.schemas);
       const workDir = join(options.dir, id);
       await mkdir(workDir, { recursive: true });
       const dumpFile = join(workDir, 'schema.dump');
@@ -189,6 +199,7 @@ export async function runCopy(
               snapshotName,
               schemas: migration.schemas,
               file: `${dumpFile}.partial`,
+              exclude: dumpExclusions(layout),
             })
               .then(() => rename(`${dumpFile}.partial`, dumpFile))
               .then(() => ctx.emit({ type: 'step', step: 'schema-dump', status: 'done' }))
@@ -201,7 +212,9 @@ export async function runCopy(
       if (needSchema && !(await isStepDone(control, id, 'pre-data'))) {
         ctx.emit({ type: 'step', step: 'pre-data', status: 'start' });
         const sql = await readRestoreSql(tools, { file: dumpFile, section: 'pre-data', noOwner });
-        await restoreInTransaction(endpoints, sql, id, 'pre-data');
+        // The hypertables become hypertables in the same transaction as the tables they are made of.
+        const hypertables = layout ? `\n${buildHypertableSql(layout)}` : '';
+        await restoreInTransaction(endpoints, `${sql}${hypertables}`, id, 'pre-data');
         ctx.emit({ type: 'step', step: 'pre-data', status: 'done' });
       }
 
@@ -224,6 +237,7 @@ export async function runCopy(
             workDir,
             owners: await readPostDataOwners(catalog),
             earlyTables: new Set(tables.filter((t) => t.bytes >= EARLY_INDEX_BYTES).map(tableKey)),
+            hypertables: new Set(tables.filter((t) => t.hypertable).map(tableKey)),
           })
         : undefined;
       await catalog.query('COMMIT');
@@ -235,6 +249,7 @@ export async function runCopy(
         snapshotName,
         parts,
         columnsByTable,
+        hypertableOf: hypertablesOfChunks(tables),
         jobs: options.tableJobs,
         skipSchema: options.skipSchema,
         onTableCopied: (table) => postData?.tableCopied(table),
@@ -277,6 +292,9 @@ export async function runCopy(
         if (views.length)
           ctx.emit({ type: 'step', step: 'matviews', status: 'done', detail: `${views.length} refreshed` });
       }
+      if (layout && needSchema && !(await isStepDone(control, id, 'timescaledb'))) {
+        await finishTimescale(ctx, endpoints, control, id, layout);
+      }
       await updateMigration(control, id, { copyFinishedAt: 'now', error: null });
       const seconds = (ctx.clock.nowMs() - started) / 1000;
       ctx.emit({ type: 'copy:done', rows: stats.rows, bytes: stats.bytes, seconds });
@@ -295,6 +313,51 @@ export async function runCopy(
   } finally {
     await holder?.close();
     await control.end().catch(() => undefined);
+  }
+}
+
+/**
+ * TimescaleDB after the data: chunks compressed on the source are compressed on the target, then the
+ * continuous aggregates (empty until the cutover refreshes them) and the jobs (paused until the cutover)
+ * are created in one transaction with the step's mark.
+ */
+async function finishTimescale(
+  ctx: WorkflowContext,
+  endpoints: Endpoints,
+  control: pg.Client,
+  id: string,
+  layout: TimescaleLayout,
+): Promise<void> {
+  ctx.emit({ type: 'step', step: 'timescaledb', status: 'start' });
+  const compressed = await withClient(endpoints.source, (source) =>
+    compressLikeSource(source, control, layout),
+  );
+  await control.query('BEGIN');
+  try {
+    const made = await createCaggsAndJobs(control, id, layout);
+    await markStepDone(control, id, 'timescaledb');
+    await control.query('COMMIT');
+    for (const skipped of made.skipped) {
+      ctx.emit({
+        type: 'log',
+        level: 'warn',
+        message: `TimescaleDB ${skipped} is of a kind pg-live-migrate does not recreate: create it on the target yourself.`,
+      });
+    }
+    ctx.emit({
+      type: 'step',
+      step: 'timescaledb',
+      status: 'done',
+      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed, ${made.caggs} continuous aggregates (refreshed at cutover), ${made.jobs} jobs (paused until cutover)`,
+    });
+  } catch (error) {
+    await control.query('ROLLBACK').catch(() => undefined);
+    throw new MigrationError(
+      'TIMESCALEDB_OBJECTS_FAILED',
+      `Creating the continuous aggregates and jobs on the target failed: ${(error as Error).message}`,
+      'Nothing of this step was applied. Fix the cause named above on the target (a missing function a job calls, a privilege), then run the same command with --resume.',
+      { cause: error },
+    );
   }
 }
 
@@ -369,6 +432,7 @@ async function copyAsHelper(
     snapshotName,
     parts,
     columnsByTable: new Map(tables.map((t) => [tableKey(t), t.columns])),
+    hypertableOf: hypertablesOfChunks(tables),
     jobs: options.tableJobs,
     skipSchema: options.skipSchema,
     partsOnly: true,
@@ -523,11 +587,17 @@ async function applyRoles(ctx: WorkflowContext, target: pg.Client, script: strin
   }
 }
 
+function hypertablesOfChunks(tables: TableInfo[]): Map<string, QualifiedName> {
+  return new Map(tables.flatMap((t) => (t.chunkOf ? [[tableKey(t), t.chunkOf] as const] : [])));
+}
+
 interface CopyPartsInput {
   migrationId: string;
   snapshotName: string;
   parts: PartRow[];
   columnsByTable: Map<string, string[]>;
+  /** TimescaleDB chunks (by tableKey) and the hypertable their rows go into on the target. */
+  hypertableOf: Map<string, QualifiedName>;
   jobs: number;
   skipSchema: boolean;
   /** Called with a table's key once every part of it is on the target. */
@@ -621,6 +691,7 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
           migrationId: input.migrationId,
           part,
           columns,
+          into: input.hypertableOf.get(tableKey(part)),
           inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: 'copy:part:progress', partId: part.partId, bytes: b }),

@@ -5,6 +5,15 @@ import { restoreAltered } from '../adapters/postgres/apply-session';
 import { withClient } from '../adapters/postgres/client';
 import { CONTROL_SCHEMA, Phase, updateMigration } from '../adapters/postgres/control-schema';
 import { listMaterializedViews, readSequences } from '../adapters/postgres/source-catalog';
+import {
+  chunkCopies,
+  dropChunksGoneFromSource,
+  lateChunksWithChanges,
+  readTimescaleLayout,
+  recopyChunks,
+  refreshContinuousAggregates,
+  resumeJobsLikeSource,
+} from '../adapters/postgres/timescaledb';
 import { MigrationError } from '../core/errors';
 import { formatDuration } from '../core/format';
 import { quoteIdent, quoteQualified } from '../core/sql';
@@ -99,21 +108,75 @@ export async function runCutoverFinish(
       for (const view of views) await c.query(`REFRESH MATERIALIZED VIEW ${quoteQualified(view)}`);
       step('materialized views', `${views.length} refreshed`);
     });
-    const validation = await runValidate(ctx, endpoints, {
-      migrationId: id,
-      source: undefined,
-      target: undefined,
-      dir: '',
-      json: false,
-      pgBindir: undefined,
-      schemas,
-      checksum: input.request.checksum ?? false,
-      markdown: undefined,
-      buckets: 16,
-      liveNote: input.writesAfterEnd
-        ? 'Validating after the drain; the source received writes after the end position, so differences are expected.'
-        : 'Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet).',
-    });
+    // TimescaleDB: what logical decoding does not carry (dropped chunks, DML on compressed batches, updates
+    // of chunks created during the migration) is settled here, with the writers stopped.
+    const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
+    if (timescale?.hypertables.length) {
+      await withClient(endpoints.source, (source) =>
+        withClient(endpoints.target, async (target) => {
+          const gone = await dropChunksGoneFromSource(source, target, timescale);
+          if (gone.length)
+            step('dropped chunks', `${gone.length} chunks dropped on the source during the migration`);
+          const late = await lateChunksWithChanges(source, target, id);
+          if (late.length) {
+            await recopyChunks(source, target, await chunkCopies(source, schemas, late));
+            step(
+              'late chunks',
+              `${late.length} chunks created during the migration and then updated, copied again`,
+            );
+          }
+        }),
+      );
+    }
+    const validateNow = () =>
+      runValidate(ctx, endpoints, {
+        migrationId: id,
+        source: undefined,
+        target: undefined,
+        dir: '',
+        json: false,
+        pgBindir: undefined,
+        schemas,
+        checksum: input.request.checksum ?? false,
+        markdown: undefined,
+        buckets: 16,
+        repair: false,
+        liveNote: input.writesAfterEnd
+          ? 'Validating after the drain; the source received writes after the end position, so differences are expected.'
+          : 'Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet).',
+      });
+    let validation = await validateNow();
+    if (!validation.ok && timescale?.hypertables.length) {
+      // Chunks that differ are copied again (the writers are stopped) and everything compared once more.
+      const differing = validation.tables.filter((t) => !t.ok);
+      const chunks = await withClient(endpoints.source, (source) => chunkCopies(source, schemas, differing));
+      if (chunks.length > 0) {
+        ctx.emit({
+          type: 'log',
+          level: 'warn',
+          message: `${chunks.length} TimescaleDB chunks differ after the drain (changes logical decoding does not carry, e.g. deletes of whole compressed batches): copying them again.`,
+        });
+        await withClient(endpoints.source, (source) =>
+          withClient(endpoints.target, (target) => recopyChunks(source, target, chunks)),
+        );
+        step('chunks re-copied', chunks.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(', '));
+        validation = await validateNow();
+      }
+    }
+    if (validation.ok && timescale) {
+      await withClient(endpoints.source, (source) =>
+        withClient(endpoints.target, async (target) => {
+          const refreshed = await refreshContinuousAggregates(target, timescale);
+          if (refreshed) step('continuous aggregates', `${refreshed} refreshed`);
+          const jobs = await resumeJobsLikeSource(source, target, id, timescale);
+          if (jobs.resumed + jobs.paused + jobs.goneOnSource.length > 0)
+            step(
+              'jobs',
+              `${jobs.resumed} scheduled, ${jobs.paused} paused as on the source${jobs.goneOnSource.length ? `, ${jobs.goneOnSource.length} removed on the source since (left paused: jobs ${jobs.goneOnSource.join(', ')})` : ''}`,
+            );
+        }),
+      );
+    }
     ctx.emit({ type: 'validation:done', report: validation });
     ctx.emit({ type: 'log', level: 'info', message: `\n${renderValidationText(validation)}` });
     step('validation', validation.ok ? 'source and target match' : 'MISMATCH');

@@ -6,7 +6,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
 import { withClient } from '../adapters/postgres/client';
-import { listToc, restoreParallel, type TocEntry, type ToolContext } from '../adapters/postgres/pg-tools';
+import {
+  listToc,
+  readRestoreSql,
+  restoreParallel,
+  type TocEntry,
+  type ToolContext,
+} from '../adapters/postgres/pg-tools';
 import { tableKey } from '../core/plan';
 import type { WorkflowContext } from '../ports';
 import type { Endpoints } from './connections';
@@ -62,6 +68,12 @@ export async function planPostData(
     owners: Map<string, string>;
     /** Tables worth an early build (big ones: a pg_restore process per small table costs more than it saves). */
     earlyTables: Set<string>;
+    /**
+     * TimescaleDB hypertables (tableKey). pg_dump writes `ALTER TABLE ONLY` for constraints, which
+     * TimescaleDB refuses on a hypertable: their constraints are run here without ONLY, so that they
+     * reach the chunks too.
+     */
+    hypertables?: Set<string>;
   },
 ): Promise<PostDataPlan> {
   const toc = await listToc(tools, o.file, 'post-data');
@@ -91,6 +103,22 @@ export async function planPostData(
       listFile,
     });
     return skipped;
+  };
+  const runWithoutOnly = async (name: string, entries: TocEntry[]) => {
+    const existing = await withClient(endpoints.target, readExisting);
+    const keep = entries.filter((e) => !existing.has(`${e.schema} ${e.name}`));
+    if (keep.length === 0) return;
+    const listFile = join(o.workDir, `${name}.list`);
+    await writeFile(listFile, `${keep.map((e) => e.line).join('\n')}\n`);
+    const sql = await readRestoreSql(tools, {
+      file: o.file,
+      section: 'post-data',
+      noOwner: o.noOwner,
+      listFile,
+    });
+    await withClient(endpoints.target, (client) =>
+      client.query(sql.replace(/^ALTER TABLE ONLY /gm, 'ALTER TABLE ')),
+    );
   };
   let early = 0;
   return {
@@ -125,7 +153,19 @@ export async function planPostData(
           level: 'info',
           message: `post-data: ${early} tables had their indexes built during the copy.`,
         });
-      const skipped = await restoreList('post-data', toc, o.jobs);
+      const onHypertable = (e: TocEntry) =>
+        (e.type === 'CONSTRAINT' || e.type === 'FK CONSTRAINT') &&
+        Boolean(o.hypertables?.has(tableKey({ schema: e.schema, name: e.name.split(' ')[0] ?? '' })));
+      // Keys first (foreign keys elsewhere may reference them), foreign keys of hypertables last.
+      const keys = toc.filter((e) => onHypertable(e) && e.type === 'CONSTRAINT');
+      const foreign = toc.filter((e) => onHypertable(e) && e.type === 'FK CONSTRAINT');
+      await runWithoutOnly('post-data-hypertable-keys', keys);
+      const skipped = await restoreList(
+        'post-data',
+        toc.filter((e) => !onHypertable(e)),
+        o.jobs,
+      );
+      await runWithoutOnly('post-data-hypertable-fks', foreign);
       if (skipped) {
         ctx.emit({
           type: 'log',

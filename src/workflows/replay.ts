@@ -28,8 +28,9 @@ import {
   readMigration,
   updateMigration,
 } from '../adapters/postgres/control-schema';
-import { readSlot } from '../adapters/postgres/replication-slot';
+import { publicationNameFor, readSlot } from '../adapters/postgres/replication-slot';
 import { listTables } from '../adapters/postgres/source-catalog';
+import { createChunkRouter, readTimescaleLayout } from '../adapters/postgres/timescaledb';
 import { type ChangeStream, openChangeStream } from '../adapters/replication/change-stream';
 import { buildApplySql } from '../core/apply-sql';
 import { type Change, type RelationDef, type RelationRef, relKey } from '../core/changes';
@@ -257,6 +258,30 @@ async function runSession(
     clients.push(apply);
     const sourceStatus = await openClient(endpoints.source);
     clients.push(sourceStatus);
+
+    const layout = await readTimescaleLayout(sourceStatus, shared.migration.schemas);
+    const routeChunk = layout?.hypertables.length
+      ? createChunkRouter({
+          source: await (async () => {
+            // Its own connection: the router's queries run inside the stream's handlers.
+            const client = await openClient(endpoints.source);
+            clients.push(client);
+            return client;
+          })(),
+          layout,
+          fullPublication: publicationNameFor(id, 'full'),
+          onLateChunk: async (chunk) => {
+            await control.query(
+              `INSERT INTO ${S}.ts_late_chunk (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+              [id, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name],
+            );
+            log(
+              `TimescaleDB created chunk ${chunk.schema}.${chunk.name} of ${chunk.hypertable.schema}.${chunk.hypertable.name} during the migration: its inserts are replicated; it now publishes updates and deletes too (earlier ones are checked at cutover).`,
+            );
+          },
+        })
+      : undefined;
 
     let triggerMode: TriggerMode | undefined;
     if (options.mode === 'apply') {
@@ -557,12 +582,16 @@ async function runSession(
           });
         })();
       },
-      relation: (rel: RelationDef) =>
+      relation: (source: RelationDef) =>
         serial(async () => {
+          // TimescaleDB: a chunk's changes go to its hypertable; its internal tables' are dropped.
+          const route = routeChunk ? await routeChunk(source) : undefined;
+          if (route === null) return null;
+          const rel: RelationDef = route ? { ...source, schema: route.schema, name: route.name } : source;
           relations.set(relKey(rel), rel);
           if (options.mode === 'spool') {
             if (!skipping && groupOpen) buffer.push({ kind: 'relation', rel });
-            return;
+            return route;
           }
           // The columns read for the check are the ones changes of this relation are applied with.
           await settle();
@@ -574,6 +603,7 @@ async function runSession(
             throw schemaChanged(mismatch, durable);
           }
           if (table) targets.set(relKey(rel), table);
+          return route;
         }),
       change: (change: Change, bytes: number) => {
         // The hot path: nothing else is running, so the change joins the buffer right away (no promise).
@@ -613,6 +643,7 @@ async function runSession(
     stream = await openChangeStream(endpoints.source, {
       slotName: shared.migration.slotName,
       publications: shared.migration.publications,
+      timescaleMarkers: routeChunk !== undefined,
       startLsn: durable,
       handlers,
     });

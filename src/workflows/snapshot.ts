@@ -19,6 +19,7 @@ import {
   slotNameFor,
 } from '../adapters/postgres/replication-slot';
 import { EXCLUDED_SCHEMAS, listTables } from '../adapters/postgres/source-catalog';
+import { readTimescaleLayout } from '../adapters/postgres/timescaledb';
 import type { CommonOptions } from '../config/options';
 import { MigrationError } from '../core/errors';
 import { quoteIdent } from '../core/sql';
@@ -76,7 +77,9 @@ export async function startSnapshot(
     await dropPublications(source, options.migrationId);
     let publications: string[];
     try {
-      publications = await createPublications(source, options.migrationId, tables);
+      const layout = await readTimescaleLayout(source, options.schemas);
+      const chunkSchemas = layout?.hypertables.length ? layout.chunkSchemas : [];
+      publications = await createPublications(source, options.migrationId, tables, chunkSchemas);
     } catch (error) {
       await dropPublications(source, options.migrationId).catch(() => undefined);
       throw translatePgError(error, endpoints.source);

@@ -17,7 +17,7 @@ import type { ValidationReport } from '../core/validation';
 import type { WorkflowContext } from '../ports';
 import type { Endpoints } from './connections';
 import { REPLAY_ALIVE_MS } from './cutover';
-import { runValidate, type ValidateTuning } from './validate';
+import { repairDifferingChunks, runValidate, type ValidateTuning } from './validate';
 
 const S = quoteIdent(CONTROL_SCHEMA);
 
@@ -39,6 +39,16 @@ export async function runValidateCommand(
       rows[0]?.age_ms !== null && rows[0]?.age_ms !== undefined && Number(rows[0].age_ms) < REPLAY_ALIVE_MS
     );
   });
+  if (options.repair) {
+    if (running) {
+      throw new MigrationError(
+        'REPLAY_RUNNING',
+        `The replay of '${options.migrationId}' is running: chunks copied again now would be changed twice by it.`,
+        'Let the cutover settle differing chunks (it copies them again with the writers stopped), or stop the replay and the writers first.',
+      );
+    }
+    return repairDifferingChunks(ctx, endpoints, options, await runValidate(ctx, endpoints, options));
+  }
   if (!running) return runValidate(ctx, endpoints, options);
 
   const timeoutMs = options.pauseTimeoutMs ?? 5 * 60_000;

@@ -10,16 +10,17 @@ import {
   readRowCount,
   streamRowDigests,
 } from '../adapters/postgres/checksum';
-import { openClient, setCanonicalSession, translatePgError } from '../adapters/postgres/client';
+import { openClient, setCanonicalSession, translatePgError, withClient } from '../adapters/postgres/client';
 import type { ConnInfo } from '../adapters/postgres/connection';
 import { readMigration } from '../adapters/postgres/control-schema';
 import { beginInSnapshot } from '../adapters/postgres/copy-part';
 import { isBackendAlive } from '../adapters/postgres/replication-slot';
 import { listTables } from '../adapters/postgres/source-catalog';
+import { chunkCopies, readChunks, recopyChunks } from '../adapters/postgres/timescaledb';
 import type { ValidateOptions } from '../config/options';
 import { isMigrationError, MigrationError } from '../core/errors';
 import { isCopied, type TableInfo, tableKey } from '../core/plan';
-import { displayName } from '../core/sql';
+import { displayName, quoteQualified } from '../core/sql';
 import {
   buildTableValidation,
   buildValidationReport,
@@ -83,7 +84,6 @@ export async function runValidate(
     if (!source0 || !target0) throw new TypeError('validate needs at least one connection per side');
 
     const migration = await readMigration(target0, options.migrationId);
-    await refuseHypertables(source0, options.schemas ?? migration?.schemas ?? null);
     const warnings: string[] = [];
     let sourceMode: ValidationReport['sourceMode'] = 'live';
     if (options.alignedSnapshot) {
@@ -134,6 +134,24 @@ export async function runValidate(
     );
     const keyOf = (t: TableInfo) =>
       t.primaryKey?.length ? t.primaryKey : (identityKeys.get(tableKey(t)) ?? null);
+    // TimescaleDB: a chunk is compared with the rows of its range in the target's hypertable (the target's
+    // chunks have their own names); the chunk is read whole, compressed rows included.
+    const chunkedHypertables = [
+      ...new Map(
+        sourceTables.flatMap((t) => (t.chunkOf ? [[tableKey(t.chunkOf), t.chunkOf] as const] : [])),
+      ).values(),
+    ];
+    const chunks = new Map((await readChunks(source0, chunkedHypertables)).map((c) => [tableKey(c), c]));
+    const readAs = (t: TableInfo): { source?: string; target?: string; onTarget: TableInfo | undefined } => {
+      const chunk = t.chunkOf ? chunks.get(tableKey(t)) : undefined;
+      if (!t.chunkOf) return { onTarget: targetTables.get(tableKey(t)) };
+      const predicate = chunk?.predicate ?? 'false';
+      return {
+        source: quoteQualified(t),
+        target: `(SELECT * FROM ${quoteQualified(t.chunkOf)} WHERE ${predicate})`,
+        onTarget: targetTables.get(tableKey(t.chunkOf)),
+      };
+    };
 
     ctx.emit({
       type: 'step',
@@ -153,7 +171,7 @@ export async function runValidate(
           const result = await compareTable(
             { source, target, endpoints },
             table,
-            targetTables.get(tableKey(table)),
+            readAs(table),
             keyOf(table),
             options,
           );
@@ -215,15 +233,18 @@ async function alignOnOneSnapshot(clients: pg.Client[]): Promise<void> {
 async function compareTable(
   sides: { source: pg.Client; target: pg.Client; endpoints: Endpoints },
   table: TableInfo,
-  onTarget: TableInfo | undefined,
+  read: { source?: string; target?: string; onTarget: TableInfo | undefined },
   keyColumns: string[] | null,
   options: ValidateOptions & ValidateTuning,
 ): Promise<TableValidation> {
   const { source, target, endpoints } = sides;
+  const onTarget = read.onTarget;
+  const sourceRel = { ...table, ...(read.source ? { from: read.source } : {}) };
+  const targetRel = { ...table, ...(read.target ? { from: read.target } : {}) };
   const onSource = <T>(p: Promise<T>) => translated(p, endpoints.source);
   const onTargetSide = <T>(p: Promise<T>) => translated(p, endpoints.target);
   const base = {
-    table: displayName(table),
+    table: table.chunkOf ? `${displayName(table.chunkOf)} chunk ${table.name}` : displayName(table),
     schema: table.schema,
     name: table.name,
     keyColumns,
@@ -231,7 +252,7 @@ async function compareTable(
   if (!onTarget) {
     return buildTableValidation({
       ...base,
-      sourceRows: await onSource(readRowCount(source, table)),
+      sourceRows: await onSource(readRowCount(source, sourceRel)),
       targetRows: null,
       problem: 'missing on the target',
       checksumSkipped: options.checksum,
@@ -241,8 +262,8 @@ async function compareTable(
   const missing = table.allColumns.filter((c) => !present.has(c));
   if (missing.length > 0) {
     const [sourceRows, targetRows] = await Promise.all([
-      onSource(readRowCount(source, table)),
-      onTargetSide(readRowCount(target, table)),
+      onSource(readRowCount(source, sourceRel)),
+      onTargetSide(readRowCount(target, targetRel)),
     ]);
     return buildTableValidation({
       ...base,
@@ -254,8 +275,8 @@ async function compareTable(
   }
   if (!options.checksum) {
     const [sourceRows, targetRows] = await Promise.all([
-      onSource(readRowCount(source, table)),
-      onTargetSide(readRowCount(target, table)),
+      onSource(readRowCount(source, sourceRel)),
+      onTargetSide(readRowCount(target, targetRel)),
     ]);
     return buildTableValidation({ ...base, sourceRows, targetRows });
   }
@@ -266,9 +287,11 @@ async function compareTable(
     columns: table.allColumns,
     keyColumns,
   };
+  const sourceSpec: ChecksumTable = { ...spec, ...(read.source ? { from: read.source } : {}) };
+  const targetSpec: ChecksumTable = { ...spec, ...(read.target ? { from: read.target } : {}) };
   const [sourceDigests, targetDigests] = await Promise.all([
-    onSource(readBucketDigests(source, spec, options.buckets)),
-    onTargetSide(readBucketDigests(target, spec, options.buckets)),
+    onSource(readBucketDigests(source, sourceSpec, options.buckets)),
+    onTargetSide(readBucketDigests(target, targetSpec, options.buckets)),
   ]);
   const mismatched = diffBuckets(sourceDigests, targetDigests);
   let differences: KeyDifference[] = [];
@@ -279,8 +302,8 @@ async function compareTable(
       batchRows: options.batchRows ?? 1000,
     };
     differences = await diffRowStreams(
-      streamRowDigests(source, spec, stream),
-      streamRowDigests(target, spec, stream),
+      streamRowDigests(source, sourceSpec, stream),
+      streamRowDigests(target, targetSpec, stream),
       options.maxDifferences ?? 10,
     );
   }
@@ -301,26 +324,34 @@ async function translated<T>(promise: Promise<T>, info: ConnInfo): Promise<T> {
 }
 
 /**
- * Hypertables cannot be compared yet (their rows live in chunk tables, some of them compressed): say so
- * instead of failing inside TimescaleDB's catalog.
+ * `validate --repair`: the TimescaleDB chunks that differ are copied again from the source as it is now
+ * (each in one target transaction: the range's rows deleted from the hypertable, the chunk's rows copied),
+ * then everything is compared again. Other tables are only reported.
  */
-async function refuseHypertables(source: pg.Client, schemas: string[] | null): Promise<void> {
-  const { rows } = await source.query(`SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'`);
-  if (rows.length === 0) return;
-  const found = await source.query<{ name: string }>(
-    `SELECT format('%I.%I', hypertable_schema, hypertable_name) AS name FROM timescaledb_information.hypertables
-      WHERE $1::text[] IS NULL OR hypertable_schema = ANY($1::text[]) ORDER BY 1`,
-    [schemas],
+export async function repairDifferingChunks(
+  ctx: WorkflowContext,
+  endpoints: Endpoints,
+  options: ValidateOptions & ValidateTuning,
+  report: ValidationReport,
+): Promise<ValidationReport> {
+  if (report.ok) return report;
+  const schemas = options.schemas ?? null;
+  const differing = report.tables.filter((t) => !t.ok);
+  const copies = await withClient(endpoints.source, (source) => chunkCopies(source, schemas, differing));
+  const log = (level: 'info' | 'warn', message: string) => ctx.emit({ type: 'log', level, message });
+  if (copies.length < differing.length) {
+    log(
+      'warn',
+      `${differing.length - copies.length} differing tables are not TimescaleDB chunks: --repair leaves them as they are.`,
+    );
+  }
+  if (copies.length === 0) return report;
+  const rows = await withClient(endpoints.source, (source) =>
+    withClient(endpoints.target, (target) => recopyChunks(source, target, copies)),
   );
-  if (found.rows.length === 0) return;
-  throw new MigrationError(
-    'TIMESCALEDB_NOT_SUPPORTED_YET',
-    `The source has hypertables (${found.rows
-      .slice(0, 5)
-      .map((r) => r.name)
-      .join(
-        ', ',
-      )}${found.rows.length > 5 ? ` and ${found.rows.length - 5} more` : ''}); validate does not compare hypertables yet.`,
-    'Validate the other schemas with --schema, or compare the hypertables by hand (count(*) on each side) until TimescaleDB support lands.',
+  log(
+    'info',
+    `Copied ${copies.length} chunks again (${rows.reduce((a, b) => a + b, 0)} rows): ${copies.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(', ')}.`,
   );
+  return runValidate(ctx, endpoints, options);
 }

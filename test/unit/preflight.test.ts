@@ -691,6 +691,8 @@ describe('TimescaleDB within the whole preflight', () => {
       { schema: 'public', name: 'events' },
       { schema: '_timescaledb_internal', name: '_hyper_1_1_chunk' },
     ],
+    chunkSchemas: ['_timescaledb_internal'],
+    compressionMarkers: true,
   };
   const keyless = (schema: string, name: string) =>
     table({ schema, name, primaryKey: null, replicaIdentity: 'default', hasReplicaIdentity: false });
@@ -707,9 +709,11 @@ describe('TimescaleDB within the whole preflight', () => {
     timescaledb: timescale,
   };
 
-  it('blocks the snapshot guard too, with its own error code', () => {
-    const findings = computeSnapshotReadiness(sourceFacts(source), null);
-    expect(codes(findings)).toEqual(['TIMESCALEDB_NOT_SUPPORTED_YET']);
+  it('blocks the snapshot guard without a superuser, as a permission error', () => {
+    expect(codes(computeSnapshotReadiness(sourceFacts({ ...source, isSuperuser: true }), null))).toEqual([]);
+    const findings = computeSnapshotReadiness(sourceFacts({ ...source, isSuperuser: false }), null);
+    expect(codes(findings)).toContain('TIMESCALEDB_NEEDS_SUPERUSER');
+    expect(errorCodeForFinding('TIMESCALEDB_NEEDS_SUPERUSER')).toBe('PERMISSION_DENIED');
     expect(errorCodeForFinding('TIMESCALEDB_NOT_SUPPORTED_YET')).toBe('TIMESCALEDB_NOT_SUPPORTED_YET');
     expect(ERROR_CODES.TIMESCALEDB_NOT_SUPPORTED_YET[0]).toBe('preflight');
   });

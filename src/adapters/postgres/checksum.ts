@@ -12,7 +12,12 @@ export interface ChecksumTable extends QualifiedName {
   columns: string[];
   /** Primary key or replica identity index columns; null = keyless, the whole row is the key. */
   keyColumns: string[] | null;
+  /** What to read instead of the table's own rows (`ONLY schema.name`), e.g. a chunk's range of a hypertable. */
+  from?: string;
 }
+
+/** The rows compared: the table's own (not its inheritance children's), unless `from` says otherwise. */
+const fromItem = (t: QualifiedName & { from?: string }) => t.from ?? `ONLY ${quoteQualified(t)}`;
 
 /** Row text of a keyless row shown to humans is cut here: it can be megabytes. */
 const LABEL_CHARS = 200;
@@ -42,14 +47,17 @@ function digestFrom(t: ChecksumTable, buckets: number): { from: string; bucket: 
   const key = keyText(t);
   const keyHash = key === null ? 'r.rh' : `md5(${key})`;
   return {
-    from: `FROM ONLY ${quoteQualified(t)} AS t CROSS JOIN LATERAL (SELECT md5(${rowText(t)}) AS rh) AS r`,
+    from: `FROM ${fromItem(t)} AS t CROSS JOIN LATERAL (SELECT md5(${rowText(t)}) AS rh) AS r`,
     bucket: `mod(('x' || substr(${keyHash}, 1, 8))::bit(32)::bigint, ${positiveInt(buckets)})::int`,
   };
 }
 
-export async function readRowCount(client: pg.Client, table: QualifiedName): Promise<number> {
+export async function readRowCount(
+  client: pg.Client,
+  table: QualifiedName & { from?: string },
+): Promise<number> {
   // ONLY: COPY of a table with inheritance children copies the parent's own rows alone.
-  const { rows } = await client.query(`SELECT count(*) AS n FROM ONLY ${quoteQualified(table)}`);
+  const { rows } = await client.query(`SELECT count(*) AS n FROM ${fromItem(table)} AS t`);
   return Number(rows[0]?.n ?? 0);
 }
 

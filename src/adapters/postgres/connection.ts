@@ -73,7 +73,8 @@ export function toPgConfig(info: ConnInfo, extra: pg.ClientConfig = {}): pg.Clie
     if (value !== undefined) params.set(key, value);
   }
   const host = k.host ?? k.hostaddr;
-  const uri = `postgresql://${host && !host.startsWith('/') ? encodeURIComponent(host) : ''}${k.port ? `:${k.port}` : ''}/${params.size ? `?${params}` : ''}`;
+  // A socket directory is set below: the URI only carries a placeholder host (an empty one with a port is no URL).
+  const uri = `postgresql://${host && !host.startsWith('/') ? encodeURIComponent(host) : 'localhost'}${k.port ? `:${k.port}` : ''}/${params.size ? `?${params}` : ''}`;
   const parsed = toClientConfig(parseConnectionString(uri, { useLibpqCompat: true }));
   const config: pg.ClientConfig = {
     ...parsed,

@@ -69,6 +69,23 @@ const ENSURE_SQL = `
       copy_finished_at timestamptz,
       error jsonb
     );
+    -- TimescaleDB jobs created on the target (paused) for the source's jobs, resumed at cutover.
+    CREATE TABLE IF NOT EXISTS ${S}.ts_job (
+      migration_id text NOT NULL,
+      source_job_id integer NOT NULL,
+      target_job_id integer NOT NULL,
+      PRIMARY KEY (migration_id, source_job_id)
+    );
+    -- Chunks created on the source during the migration, added to the publication by the replay.
+    CREATE TABLE IF NOT EXISTS ${S}.ts_late_chunk (
+      migration_id text NOT NULL,
+      chunk_schema text NOT NULL,
+      chunk_name text NOT NULL,
+      hypertable_schema text NOT NULL,
+      hypertable_name text NOT NULL,
+      added_at timestamptz NOT NULL DEFAULT now(),
+      PRIMARY KEY (migration_id, chunk_schema, chunk_name)
+    );
     CREATE TABLE IF NOT EXISTS ${S}.step (
       migration_id text NOT NULL,
       step text NOT NULL,
@@ -401,6 +418,8 @@ export async function dropControlState(
     'altered',
     'refresh',
     'slack_message',
+    'ts_job',
+    'ts_late_chunk',
     'migration',
   ]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);

@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { MigrationError } from '../../core/errors';
 import { buildCopyInSql, buildCopyOutSql, type PartPlan } from '../../core/plan';
-import { displayName } from '../../core/sql';
+import { displayName, type QualifiedName } from '../../core/sql';
 import { sqlState } from './client';
 import { markPartDone } from './control-schema';
 
@@ -41,6 +41,8 @@ export async function copyPart(args: {
   migrationId: string;
   part: PartPlan;
   columns: string[];
+  /** A TimescaleDB chunk's hypertable on the target: the chunk's rows are copied into it. */
+  into?: QualifiedName;
   onBytes?: (bytes: number) => void;
   nowMs: () => number;
   /** The caller already opened the target transaction (it holds the part's claim). */
@@ -52,8 +54,8 @@ export async function copyPart(args: {
   try {
     // Safe without a durable flush: the rows and their done mark are lost or kept together.
     await target.query('SET LOCAL synchronous_commit = off');
-    const reader = source.query(copyTo(buildCopyOutSql(part, columns)));
-    const writer = target.query(copyFrom(buildCopyInSql(part, columns)));
+    const reader = source.query(copyTo(buildCopyOutSql(part, columns, { chunk: Boolean(args.into) })));
+    const writer = target.query(copyFrom(buildCopyInSql(args.into ?? part, columns)));
     let bytes = 0;
     let lastReport = 0;
     reader.on('data', (chunk: Buffer) => {

@@ -90,6 +90,8 @@ export interface SchemaDumpOptions {
   snapshotName: string;
   schemas: string[] | null;
   file: string;
+  /** Left out of the dump (TimescaleDB's chunk schemas and continuous aggregates' views, recreated through its API). */
+  exclude?: { schemas: string[]; tables: { schema: string; name: string }[] };
 }
 
 export async function dumpSchema(
@@ -107,6 +109,10 @@ export async function dumpSchema(
     `--file=${options.file}`,
     // -n takes a pattern that folds case unless quoted: quote so 'Mixed Case' means exactly that schema.
     ...(options.schemas ?? []).map((s) => `--schema=${quoteIdent(s)}`),
+    ...(options.exclude?.schemas ?? []).map((s) => `--exclude-schema=${quoteIdent(s)}`),
+    ...(options.exclude?.tables ?? []).map(
+      (t) => `--exclude-table=${quoteIdent(t.schema)}.${quoteIdent(t.name)}`,
+    ),
     dbnameArg(source),
   ];
   try {

@@ -393,6 +393,11 @@ async function readSourceTimescale(
       `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable
        UNION ALL SELECT schema_name::text, table_name::text FROM _timescaledb_catalog.chunk`,
     );
+    const extra = await client.query(
+      `SELECT array(SELECT DISTINCT associated_schema_name::text FROM _timescaledb_catalog.hypertable ORDER BY 1) AS schemas,
+              current_setting('timescaledb.enable_compression_wal_markers', true) AS markers`,
+    );
+    const markers = extra.rows[0]?.markers as string | null;
     const key = (schema: string, name: string) => `${schema}\u0000${name}`;
     const compression = new Map<string, { segmentBy: string[]; orderBy: string[] }>();
     for (const r of settings.rows) {
@@ -430,6 +435,8 @@ async function readSourceTimescale(
         schedule: r.schedule,
       })),
       managedRelations: managed.rows.map((r) => ({ schema: r.schema, name: r.name })),
+      chunkSchemas: extra.rows[0]?.schemas?.length ? extra.rows[0].schemas : ['_timescaledb_internal'],
+      compressionMarkers: markers === null || markers === '' ? null : markers === 'on',
     };
   } catch (error) {
     return {
@@ -439,6 +446,8 @@ async function readSourceTimescale(
       continuousAggregates: [],
       jobs: [],
       managedRelations: [],
+      chunkSchemas: [],
+      compressionMarkers: null,
     };
   }
 }

@@ -9,8 +9,8 @@ import { openClient, translatePgError } from './client';
 import type { ConnInfo } from './connection';
 
 export const slotNameFor = (migrationId: string) => `pg_live_migrate_${migrationId}`;
-export const publicationNameFor = (migrationId: string, kind: 'full' | 'insert_only') =>
-  kind === 'full' ? `pg_live_migrate_${migrationId}` : `pg_live_migrate_${migrationId}_insert_only`;
+export const publicationNameFor = (migrationId: string, kind: 'full' | 'insert_only' | 'chunks') =>
+  kind === 'full' ? `pg_live_migrate_${migrationId}` : `pg_live_migrate_${migrationId}_${kind}`;
 
 export interface SlotInfo {
   slotName: string;
@@ -47,6 +47,8 @@ export async function createPublications(
   client: pg.Client,
   migrationId: string,
   tables: TableInfo[],
+  /** TimescaleDB's chunk schemas: chunks created later are only caught by a publication of the schema. */
+  chunkSchemas: string[] = [],
 ): Promise<string[]> {
   const sets = buildPublicationSets(tables);
   const created: string[] = [];
@@ -61,13 +63,23 @@ export async function createPublications(
   if (sets.insertOnly.length > 0) {
     await define(publicationNameFor(migrationId, 'insert_only'), sets.insertOnly, 'insert, truncate');
   }
+  if (chunkSchemas.length > 0) {
+    // INSERT only: publishing UPDATE/DELETE would make them fail on the source for TimescaleDB's keyless
+    // internal tables (continuous aggregates' materializations, compressed data). The chunks of keyed
+    // hypertables are in the full publication; a chunk created later is added there by the replay.
+    const name = publicationNameFor(migrationId, 'chunks');
+    await client.query(
+      `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLES IN SCHEMA ${chunkSchemas.map(quoteIdent).join(', ')} WITH (publish = 'insert')`,
+    );
+    created.push(name);
+  }
   return created;
 }
 
 export async function listPublications(client: pg.Client, migrationId: string): Promise<string[]> {
   const { rows } = await client.query(
-    `SELECT pubname FROM pg_publication WHERE pubname = $1 OR pubname = $2 ORDER BY 1`,
-    [publicationNameFor(migrationId, 'full'), publicationNameFor(migrationId, 'insert_only')],
+    `SELECT pubname FROM pg_publication WHERE pubname = ANY($1::text[]) ORDER BY 1`,
+    [(['full', 'insert_only', 'chunks'] as const).map((kind) => publicationNameFor(migrationId, kind))],
   );
   return rows.map((r) => r.pubname);
 }

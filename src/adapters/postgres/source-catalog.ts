@@ -9,10 +9,48 @@ export const EXCLUDED_SCHEMAS = ['pg_catalog', 'information_schema', '_pg_live_m
 const SCHEMA_FILTER = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND ($2::text[] IS NULL OR n.nspname = ANY($2::text[]))`;
 
+/**
+ * TimescaleDB's relations, when its catalog is in this database: `chunk_of` names the user hypertable a
+ * chunk belongs to; `internal` marks what TimescaleDB manages itself (materialization and compression
+ * hypertables and their chunks, its statistics tables), which is never migrated as a table.
+ */
+const TIMESCALE_JOIN = `
+       LEFT JOIN LATERAL (
+         SELECT h.schema_name::text AS schema, h.table_name::text AS name,
+                (h.compression_state = 2 OR EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca
+                                                     WHERE ca.mat_hypertable_id = h.id)) AS internal
+           FROM _timescaledb_catalog.chunk ch JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+          WHERE ch.schema_name = n.nspname AND ch.table_name = c.relname
+       ) ts_chunk ON true
+       LEFT JOIN LATERAL (
+         SELECT true AS hypertable,
+                (h.compression_state = 2 OR EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca
+                                                     WHERE ca.mat_hypertable_id = h.id)) AS internal
+           FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = n.nspname AND h.table_name = c.relname
+       ) ts_root ON true`;
+
+/** Schemas of TimescaleDB's own objects: nothing in them is a user table (chunks are listed by their hypertable). */
+export const TIMESCALE_SCHEMA_PATTERN = '\\_timescaledb\\_%';
+
+async function hasTimescaleCatalog(client: pg.Client): Promise<boolean> {
+  const { rows } = await client.query(
+    `SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AND to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL AS ts`,
+  );
+  return Boolean(rows[0]?.ts);
+}
+
 export async function listTables(client: pg.Client, schemas: string[] | null): Promise<TableInfo[]> {
   // attgenerated exists from PostgreSQL 12; before that no column is generated.
   const version = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
   const notGenerated = version >= 120000 ? "a.attgenerated = ''" : 'true';
+  const timescale = await hasTimescaleCatalog(client);
+  // A chunk of a user hypertable is listed when its hypertable's schema is migrated; every other relation
+  // in TimescaleDB's schemas, and TimescaleDB's internal hypertables, are not.
+  const filter = timescale
+    ? `(CASE WHEN ts_chunk.schema IS NOT NULL
+             THEN NOT ts_chunk.internal AND ts_chunk.schema <> ALL($1::text[]) AND ($2::text[] IS NULL OR ts_chunk.schema = ANY($2::text[]))
+             ELSE ${SCHEMA_FILTER} AND n.nspname NOT LIKE '${TIMESCALE_SCHEMA_PATTERN}' AND NOT coalesce(ts_root.internal, false) END)`
+    : SCHEMA_FILTER;
   const { rows } = await client.query(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence,
             c.relreplident AS replident, c.relispartition AS is_partition,
@@ -25,7 +63,8 @@ export async function listTables(client: pg.Client, schemas: string[] | null): P
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
                      '{}') AS all_columns,
             pk.columns AS pk_columns, pk.types AS pk_types,
-            ri.columns AS ri_columns
+            ri.columns AS ri_columns,
+            ${timescale ? 'ts_chunk.schema AS chunk_of_schema, ts_chunk.name AS chunk_of_name, ts_root.hypertable AS is_hypertable' : 'NULL AS chunk_of_schema, NULL AS chunk_of_name, NULL AS is_hypertable'}
        FROM pg_class c
        JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN LATERAL (
@@ -41,8 +80,8 @@ export async function listTables(client: pg.Client, schemas: string[] | null): P
            CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
           WHERE i.indrelid = c.oid AND i.indisreplident
-       ) ri ON true
-      WHERE c.relkind IN ('r', 'p', 'f') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER}
+       ) ri ON true${timescale ? TIMESCALE_JOIN : ''}
+      WHERE c.relkind IN ('r', 'p', 'f') AND c.relpersistence <> 't' AND ${filter}
         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
       ORDER BY n.nspname, c.relname`,
     [EXCLUDED_SCHEMAS, schemas],
@@ -76,6 +115,8 @@ export async function listTables(client: pg.Client, schemas: string[] | null): P
           : null,
       bytes: Number(r.bytes),
       pages: Number(r.pages),
+      ...(r.chunk_of_schema ? { chunkOf: { schema: r.chunk_of_schema, name: r.chunk_of_name } } : {}),
+      ...(r.is_hypertable ? { hypertable: true } : {}),
     };
   });
 }

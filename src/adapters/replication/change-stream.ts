@@ -31,7 +31,11 @@ export interface CommitFrame {
 export interface StreamHandlers {
   // Each may return nothing when it finished synchronously (most messages only update state or join a buffer).
   begin(frame: BeginFrame): Promise<void> | undefined;
-  relation(rel: RelationDef): Promise<void>;
+  /**
+   * May route the relation: its changes then carry the returned reference instead (a TimescaleDB chunk's go
+   * to its hypertable), or, for null, are not handed over at all (TimescaleDB's internal tables).
+   */
+  relation(rel: RelationDef): Promise<RelationRef | null | undefined>;
   /** `bytes`: the size of the pgoutput message it came in. */
   change(change: Change, bytes: number): Promise<void> | undefined;
   commit(frame: CommitFrame): Promise<void> | undefined;
@@ -59,6 +63,10 @@ export interface ChangeStream {
 /** Session settings of the walsender, so text forms are canonical whatever the server defaults are. */
 const CANONICAL_OPTIONS =
   '-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC';
+
+/** TimescaleDB's logical messages around a chunk's compression or decompression (2.x, on by default). */
+const TIMESCALE_MARKER_START = /^::timescaledb-(de)?compression-start$/;
+const TIMESCALE_MARKER_END = /^::timescaledb-(de)?compression-end$/;
 
 /**
  * Received messages waiting for the handlers, at most this many or this many bytes of pgoutput: above either,
@@ -110,7 +118,18 @@ const forLibrary = (lsn: Lsn): string => formatLsn((lsn > 0n ? lsn - 1n : lsn) a
 
 export async function openChangeStream(
   info: ConnInfo,
-  options: { slotName: string; publications: string[]; startLsn: Lsn; handlers: StreamHandlers },
+  options: {
+    slotName: string;
+    publications: string[];
+    startLsn: Lsn;
+    handlers: StreamHandlers;
+    /**
+     * The source has TimescaleDB: its compression markers (logical messages) are read, and the row changes
+     * between a start and an end marker are skipped. Compressing or decompressing a chunk moves rows between
+     * the chunk and TimescaleDB's compressed table; logically nothing changes.
+     */
+    timescaleMarkers?: boolean;
+  },
 ): Promise<ChangeStream> {
   const config = toPgConfig(info, { options: CANONICAL_OPTIONS } as pg.ClientConfig);
   const service = new LogicalReplicationService(config, {
@@ -119,7 +138,13 @@ export async function openChangeStream(
     // the socket while it does; we queue messages ourselves and pause the socket only when the queue is full.
     flowControl: { enabled: false },
   });
-  const plugin = new TextPgoutputPlugin({ protoVersion: 1, publicationNames: options.publications });
+  const plugin = new TextPgoutputPlugin({
+    protoVersion: 1,
+    publicationNames: options.publications,
+    messages: Boolean(options.timescaleMarkers),
+  });
+  /** Inside a TimescaleDB (de)compression of the current transaction: its row changes are storage moves. */
+  let inMarkers = false;
   let handled = 0;
   let failure: Error | undefined;
   let keepalive: { walEnd: Lsn; upTo: number } | undefined;
@@ -127,7 +152,11 @@ export async function openChangeStream(
 
   /** One shared {schema, name} per relation: changes of a table carry the same object. */
   const rels = new Map<number, RelationRef>();
-  const relOf = (relation: { relationOid: number; schema: string; name: string }): RelationRef => {
+  /** What the relation handler routed each relation to (null: dropped). */
+  const routes = new Map<number, RelationRef | null>();
+  const relOf = (relation: { relationOid: number; schema: string; name: string }): RelationRef | null => {
+    const routed = routes.get(relation.relationOid);
+    if (routed !== undefined) return routed;
     let rel = rels.get(relation.relationOid);
     if (!rel || rel.schema !== relation.schema || rel.name !== relation.name) {
       rel = { schema: relation.schema, name: relation.name };
@@ -138,6 +167,7 @@ export async function openChangeStream(
   const dispatch = (lsn: string, message: Message, bytes: number): Promise<void> | undefined => {
     switch (message.tag) {
       case 'begin': {
+        inMarkers = false;
         const m = message as unknown as BeginMessage;
         return options.handlers.begin({
           commitLsn: m.commitLsn,
@@ -162,13 +192,26 @@ export async function openChangeStream(
           replicaIdentity: RelationDef['replicaIdentity'];
           columns: { name: string; typeOid: number; flags: number }[];
         };
-        return options.handlers.relation({
-          oid: m.relationOid,
-          schema: m.schema,
-          name: m.name,
-          replicaIdentity: m.replicaIdentity,
-          columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 })),
-        });
+        return options.handlers
+          .relation({
+            oid: m.relationOid,
+            schema: m.schema,
+            name: m.name,
+            replicaIdentity: m.replicaIdentity,
+            columns: m.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, isKey: (c.flags & 1) === 1 })),
+          })
+          .then((route) => {
+            if (route === undefined) routes.delete(m.relationOid);
+            else routes.set(m.relationOid, route);
+          });
+      }
+      case 'message': {
+        const m = message as unknown as { prefix: string; transactional: boolean };
+        if (options.timescaleMarkers && m.transactional) {
+          if (TIMESCALE_MARKER_START.test(m.prefix)) inMarkers = true;
+          else if (TIMESCALE_MARKER_END.test(m.prefix)) inMarkers = false;
+        }
+        return undefined;
       }
       case 'insert':
       case 'update':
@@ -180,6 +223,7 @@ export async function openChangeStream(
           old: Row | null;
         };
         const rel = relOf(m.relation);
+        if (rel === null || inMarkers) return undefined;
         const change: Change =
           message.tag === 'insert'
             ? { kind: 'insert', rel, values: m.new ?? {} }
@@ -192,12 +236,18 @@ export async function openChangeStream(
         const m = message as unknown as {
           cascade: boolean;
           restartIdentity: boolean;
-          relations: { schema: string; name: string }[];
+          relations: { relationOid: number; schema: string; name: string }[];
         };
+        if (inMarkers) return undefined;
+        const rels = m.relations.flatMap((r) => {
+          const rel = relOf(r);
+          return rel ? [rel] : [];
+        });
+        if (rels.length === 0) return undefined;
         return options.handlers.change(
           {
             kind: 'truncate',
-            rels: m.relations.map((r) => ({ schema: r.schema, name: r.name })),
+            rels,
             cascade: m.cascade,
             restartIdentity: m.restartIdentity,
           },

@@ -30,6 +30,8 @@ const source = (overrides: Partial<SourceTimescaleFacts> = {}): SourceTimescaleF
   continuousAggregates: [],
   jobs: [],
   managedRelations: [],
+  chunkSchemas: ['_timescaledb_internal'],
+  compressionMarkers: true,
   ...overrides,
 });
 
@@ -60,40 +62,54 @@ describe('isTimescalePreloaded', () => {
   });
 });
 
-describe('checkTimescaleSupported (the blocking finding)', () => {
+describe('checkTimescaleSupported (the blocking findings)', () => {
   it('says nothing about a source without TimescaleDB, or with it installed but no hypertable', () => {
-    expect(checkTimescaleSupported(null)).toEqual([]);
-    expect(checkTimescaleSupported(source())).toEqual([]);
+    expect(checkTimescaleSupported(null, false)).toEqual([]);
+    expect(checkTimescaleSupported(source(), false)).toEqual([]);
   });
 
-  it('refuses hypertables and continuous aggregates, naming them, the chunks and what a copy would lose', () => {
+  it('lets hypertables through for a superuser with compression markers on', () => {
+    const facts = source({
+      hypertables: [
+        hypertable({ compressionEnabled: true, compressedChunks: 2 }),
+        hypertable({ name: 'events' }),
+      ],
+    });
+    expect(checkTimescaleSupported(facts, true)).toEqual([]);
+  });
+
+  it('refuses hypertables without a superuser: new chunks could not be published', () => {
     const [finding, ...rest] = checkTimescaleSupported(
-      source({
-        hypertables: [hypertable(), hypertable({ name: 'events', chunks: 3 })],
-        continuousAggregates: [
-          {
-            schema: 'public',
-            name: 'metrics_daily',
-            hypertable: { schema: 'public', name: 'metrics' },
-            materializedOnly: true,
-            compressionEnabled: false,
-          },
-        ],
-      }),
+      source({ hypertables: [hypertable(), hypertable({ name: 'events', chunks: 3 })] }),
+      false,
     );
     expect(rest).toEqual([]);
-    expect(finding).toMatchObject({ code: 'TIMESCALEDB_NOT_SUPPORTED_YET', severity: 'error' });
-    expect(finding?.objects).toEqual(['public.metrics', 'public.events', 'public.metrics_daily']);
-    expect(finding?.message).toContain(
-      'The source has 2 hypertables and 1 continuous aggregate in the schemas to migrate (TimescaleDB 2.28.3, 7 chunks)',
-    );
-    expect(finding?.message).toContain('lose the rows of compressed chunks');
-    expect(finding?.fix).toContain('--schema');
+    expect(finding).toMatchObject({ code: 'TIMESCALEDB_NEEDS_SUPERUSER', severity: 'error' });
+    expect(finding?.objects).toEqual(['public.metrics', 'public.events']);
+    expect(finding?.message).toContain('FOR TABLES IN SCHEMA _timescaledb_internal');
+  });
+
+  it('refuses compression without TimescaleDB compression markers, naming the setting', () => {
+    const compressed = [hypertable({ compressionEnabled: true, compressedChunks: 1 })];
+    for (const markers of [false, null]) {
+      const [finding, ...rest] = checkTimescaleSupported(
+        source({ hypertables: compressed, compressionMarkers: markers }),
+        true,
+      );
+      expect(rest).toEqual([]);
+      expect(finding).toMatchObject({ code: 'TIMESCALEDB_COMPRESSION_MARKERS_OFF', severity: 'error' });
+      expect(finding?.fix).toContain('timescaledb.enable_compression_wal_markers = on');
+    }
+    // Without compression the markers do not matter.
+    expect(
+      checkTimescaleSupported(source({ hypertables: [hypertable()], compressionMarkers: false }), true),
+    ).toEqual([]);
   });
 
   it('refuses a source whose TimescaleDB catalog could not be read, with the reason', () => {
     const [finding] = checkTimescaleSupported(
       source({ unreadable: 'permission denied for view hypertables' }),
+      true,
     );
     expect(finding).toMatchObject({ code: 'TIMESCALEDB_NOT_SUPPORTED_YET', severity: 'error' });
     expect(finding?.message).toContain('could not be read: permission denied for view hypertables');
@@ -243,7 +259,7 @@ describe('what the source uses', () => {
     expect(finding.message).toContain(
       'Compression is in use on 2 hypertables: public.metrics (1 of 4 chunks compressed; segmentby device; orderby time DESC), public.old (2 of 2 chunks compressed, compression since disabled).',
     );
-    expect(finding.message).toContain('This release does not migrate them');
+    expect(finding.message).toContain('compressed again there');
   });
 
   it('lists continuous aggregates with their hypertable and whether they are real-time', () => {
@@ -266,7 +282,7 @@ describe('what the source uses', () => {
       'TIMESCALEDB_CONTINUOUS_AGGREGATES',
     );
     expect(finding.message).toContain('public.hourly on public.metrics (real-time) (compressed)');
-    expect(finding.message).toContain('refresh them at cutover');
+    expect(finding.message).toContain('refreshed over their whole range at cutover');
   });
 
   it('names each job by its policy or procedure; a warning while any is scheduled, information when all are paused', () => {

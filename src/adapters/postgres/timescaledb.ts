@@ -1,0 +1,644 @@
+// TimescaleDB on both sides of a migration: what the source's catalog says about hypertables, continuous
+// aggregates and jobs (read in the snapshot), and how the target gets the same through TimescaleDB's own
+// API (create_hypertable, add_dimension, ALTER TABLE … SET (timescaledb.compress), CREATE MATERIALIZED
+// VIEW … WITH (timescaledb.continuous), add_*_policy, add_job, alter_job). Chunks are matched across the
+// two sides by their dimension constraints, which TimescaleDB derives from the same intervals.
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { type QualifiedName, quoteIdent, quoteLiteral, quoteQualified } from '../../core/sql';
+import { CONTROL_SCHEMA } from './control-schema';
+import { listTables } from './source-catalog';
+
+export interface TsDimension {
+  column: string;
+  /** format_type of the column, e.g. "timestamp with time zone", "bigint". */
+  columnType: string;
+  /** Range (time or integer) partitioning, or hash (space) partitioning. */
+  kind: 'range' | 'hash';
+  /** Range: the chunk interval in the column's unit (microseconds for time types). */
+  intervalLength: string | null;
+  /** Hash: the number of partitions. */
+  slices: number | null;
+  partitioningFunc: QualifiedName | null;
+  integerNowFunc: QualifiedName | null;
+}
+
+export interface TsHypertable extends QualifiedName {
+  id: number;
+  dimensions: TsDimension[];
+  /** Compression settings when compression is enabled (segment-by and order-by as TimescaleDB prints them). */
+  compression: { segmentBy: string | null; orderBy: string | null } | null;
+}
+
+export interface TsContinuousAggregate extends QualifiedName {
+  matHypertableId: number;
+  /** The defining query, with every name qualified (read with an empty search_path). */
+  definition: string;
+  materializedOnly: boolean;
+}
+
+export interface TsJob {
+  id: number;
+  proc: QualifiedName;
+  /** The hypertable or continuous aggregate the job works on. */
+  relation: QualifiedName | null;
+  config: Record<string, unknown> | null;
+  scheduleInterval: string;
+  maxRuntime: string;
+  maxRetries: number;
+  retryPeriod: string;
+  scheduled: boolean;
+  fixedSchedule: boolean;
+  initialStart: string | null;
+  check: QualifiedName | null;
+}
+
+export interface TimescaleLayout {
+  version: string;
+  /** The extension's schema, quoted: its API functions are called qualified (restores run with no search_path). */
+  api: string;
+  hypertables: TsHypertable[];
+  continuousAggregates: TsContinuousAggregate[];
+  /** User jobs and policies (job_id >= 1000). */
+  jobs: TsJob[];
+  /** Schemas holding chunks of the migrated hypertables (for the publication of new chunks). */
+  chunkSchemas: string[];
+}
+
+const TIME_TYPES = new Set(['timestamp with time zone', 'timestamp without time zone', 'date']);
+
+/**
+ * The source's TimescaleDB objects in the schemas to migrate, null without the extension. Call inside the
+ * snapshot: the layout is the one the copy sees.
+ */
+export async function readTimescaleLayout(
+  client: pg.Client,
+  schemas: string[] | null,
+): Promise<TimescaleLayout | null> {
+  const ext = await client.query(
+    `SELECT e.extversion, n.nspname::text AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+      WHERE e.extname = 'timescaledb'`,
+  );
+  if (ext.rows.length === 0) return null;
+  const inSchemas = (schema: string) => schemas === null || schemas.includes(schema);
+  const userHypertables = `SELECT h.* FROM _timescaledb_catalog.hypertable h
+     WHERE h.compression_state <> 2
+       AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca WHERE ca.mat_hypertable_id = h.id)`;
+  const { rows: hts } = await client.query(
+    `SELECT h.id, h.schema_name::text AS schema, h.table_name::text AS name, h.compression_state,
+            s.segmentby, s.orderby
+       FROM (${userHypertables}) h
+       LEFT JOIN timescaledb_information.hypertable_compression_settings s
+              ON s.hypertable = format('%I.%I', h.schema_name, h.table_name)::regclass
+      ORDER BY h.id`,
+  );
+  const { rows: dims } = await client.query(
+    `SELECT d.hypertable_id, d.column_name::text AS column, format_type(d.column_type, NULL) AS column_type,
+            d.num_slices, d.interval_length::text AS interval_length,
+            d.partitioning_func_schema::text AS pf_schema, d.partitioning_func::text AS pf_name,
+            d.integer_now_func_schema::text AS now_schema, d.integer_now_func::text AS now_name
+       FROM _timescaledb_catalog.dimension d ORDER BY d.hypertable_id, d.id`,
+  );
+  const hypertables: TsHypertable[] = hts
+    .filter((h) => inSchemas(h.schema))
+    .map((h) => ({
+      id: h.id,
+      schema: h.schema,
+      name: h.name,
+      compression: h.compression_state === 1 ? { segmentBy: h.segmentby, orderBy: h.orderby } : null,
+      dimensions: dims
+        .filter((d) => d.hypertable_id === h.id)
+        .map(
+          (d): TsDimension => ({
+            column: d.column,
+            columnType: d.column_type,
+            kind: d.num_slices === null ? 'range' : 'hash',
+            intervalLength: d.interval_length,
+            slices: d.num_slices,
+            partitioningFunc:
+              d.pf_name && !(d.pf_schema === '_timescaledb_functions' && d.pf_name === 'get_partition_hash')
+                ? { schema: d.pf_schema, name: d.pf_name }
+                : null,
+            integerNowFunc: d.now_name ? { schema: d.now_schema, name: d.now_name } : null,
+          }),
+        ),
+    }));
+  const htNames = new Map<number, QualifiedName>(hts.map((h) => [h.id, { schema: h.schema, name: h.name }]));
+  // An empty search_path makes pg_get_viewdef qualify every name: the query means the same on the target.
+  const searchPath = (await client.query(`SELECT current_setting('search_path') AS p`)).rows[0].p as string;
+  await client.query(`SELECT set_config('search_path', '', false)`);
+  const { rows: caggs } = await client.query(
+    `SELECT ca.user_view_schema::text AS schema, ca.user_view_name::text AS name, ca.mat_hypertable_id,
+            ca.materialized_only,
+            pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass) AS definition,
+            h.schema_name::text AS raw_schema
+       FROM _timescaledb_catalog.continuous_agg ca
+       JOIN _timescaledb_catalog.hypertable h ON h.id = ca.raw_hypertable_id
+      ORDER BY ca.mat_hypertable_id`,
+  );
+  await client.query(`SELECT set_config('search_path', $1, false)`, [searchPath]);
+  const continuousAggregates = caggs
+    .filter((c) => inSchemas(c.schema))
+    .map((c) => ({
+      schema: c.schema,
+      name: c.name,
+      matHypertableId: c.mat_hypertable_id,
+      definition: String(c.definition).trim().replace(/;$/, ''),
+      materializedOnly: c.materialized_only,
+    }));
+  for (const c of continuousAggregates) htNames.set(c.matHypertableId, c);
+  const { rows: jobs } = await client.query(
+    `SELECT j.id, j.proc_schema::text, j.proc_name::text, j.hypertable_id, j.config,
+            j.schedule_interval::text, j.max_runtime::text, j.max_retries, j.retry_period::text,
+            j.scheduled, j.fixed_schedule, j.initial_start::text,
+            j.check_schema::text, j.check_name::text
+       FROM _timescaledb_config.bgw_job j WHERE j.id >= 1000 ORDER BY j.id`,
+  );
+  const relations = new Set([...hypertables, ...continuousAggregates].map((r) => `${r.schema}.${r.name}`));
+  const tsJobs = jobs
+    .map(
+      (j): TsJob => ({
+        id: j.id,
+        proc: { schema: j.proc_schema, name: j.proc_name },
+        relation: j.hypertable_id === null ? null : (htNames.get(j.hypertable_id) ?? null),
+        config: j.config,
+        scheduleInterval: j.schedule_interval,
+        maxRuntime: j.max_runtime,
+        maxRetries: j.max_retries,
+        retryPeriod: j.retry_period,
+        scheduled: j.scheduled,
+        fixedSchedule: j.fixed_schedule,
+        initialStart: j.initial_start,
+        check: j.check_name ? { schema: j.check_schema, name: j.check_name } : null,
+      }),
+    )
+    // A policy on a relation left out of the migration stays behind with it.
+    .filter((j) => j.relation === null || relations.has(`${j.relation.schema}.${j.relation.name}`));
+  const { rows: chunkSchemas } = await client.query(
+    `SELECT DISTINCT associated_schema_name::text AS schema FROM _timescaledb_catalog.hypertable ORDER BY 1`,
+  );
+  return {
+    version: ext.rows[0].extversion,
+    api: quoteIdent(ext.rows[0].schema),
+    hypertables,
+    continuousAggregates,
+    jobs: tsJobs,
+    chunkSchemas: chunkSchemas.map((r) => r.schema),
+  };
+}
+
+const isTimeType = (type: string) => TIME_TYPES.has(type);
+
+/** A range dimension's interval as an SQL expression of the type TimescaleDB expects for the column. */
+function intervalExpr(d: TsDimension): string {
+  const length = BigInt(d.intervalLength ?? '0').toString();
+  return isTimeType(d.columnType) ? `(${length} * interval '1 microsecond')` : `${length}::${d.columnType}`;
+}
+
+function dimensionExpr(api: string, d: TsDimension): string {
+  if (d.kind === 'range') return `${api}.by_range(${quoteLiteral(d.column)}, ${intervalExpr(d)})`;
+  const func = d.partitioningFunc
+    ? `, partition_func => ${quoteLiteral(`${quoteQualified(d.partitioningFunc)}`)}::regproc`
+    : '';
+  return `${api}.by_hash(${quoteLiteral(d.column)}, ${Number(d.slices)}${func})`;
+}
+
+/**
+ * SQL that turns the restored (empty) tables into the same hypertables: dimensions, chunk intervals and
+ * compression settings. Runs in the transaction of the pre-data restore. The indexes come with post-data,
+ * so TimescaleDB's default indexes are not created.
+ */
+export function buildHypertableSql(layout: TimescaleLayout): string {
+  const out: string[] = [];
+  for (const h of layout.hypertables) {
+    const table = quoteLiteral(quoteQualified(h));
+    const [first, ...rest] = h.dimensions;
+    if (!first) continue;
+    out.push(
+      `SELECT ${layout.api}.create_hypertable(${table}, ${dimensionExpr(layout.api, first)}, create_default_indexes => false);`,
+    );
+    for (const d of rest)
+      out.push(`SELECT ${layout.api}.add_dimension(${table}, ${dimensionExpr(layout.api, d)});`);
+    const now = h.dimensions.find((d) => d.integerNowFunc)?.integerNowFunc;
+    if (now)
+      out.push(`SELECT ${layout.api}.set_integer_now_func(${table}, ${quoteLiteral(quoteQualified(now))});`);
+    if (h.compression) {
+      const options = [
+        'timescaledb.compress',
+        ...(h.compression.segmentBy
+          ? [`timescaledb.compress_segmentby = ${quoteLiteral(h.compression.segmentBy)}`]
+          : []),
+        ...(h.compression.orderBy
+          ? [`timescaledb.compress_orderby = ${quoteLiteral(h.compression.orderBy)}`]
+          : []),
+      ];
+      out.push(`ALTER TABLE ${quoteQualified(h)} SET (${options.join(', ')});`);
+    }
+  }
+  return out.join('\n');
+}
+
+export interface TsChunk extends QualifiedName {
+  hypertable: QualifiedName;
+  /** The chunk's dimension constraints, e.g. `("time" >= '…' AND "time" < '…')`: the same on both sides. */
+  predicate: string;
+  compressed: boolean;
+}
+
+/**
+ * The chunks of the given hypertables with their dimension constraints. TimeZone is set to UTC for the
+ * read so both sides print the same bounds.
+ */
+export async function readChunks(
+  client: pg.Client,
+  hypertables: readonly QualifiedName[],
+): Promise<TsChunk[]> {
+  if (hypertables.length === 0) return [];
+  await client.query(`SELECT set_config('TimeZone', 'UTC', false)`);
+  const { rows } = await client.query(
+    `SELECT ch.schema_name::text AS schema, ch.table_name::text AS name,
+            h.schema_name::text AS ht_schema, h.table_name::text AS ht_name,
+            (ch.compressed_chunk_id IS NOT NULL) AS compressed,
+            (SELECT string_agg(regexp_replace(pg_get_constraintdef(k.oid), '^CHECK ', ''), ' AND ' ORDER BY k.conname)
+               FROM pg_constraint k
+              WHERE k.conrelid = format('%I.%I', ch.schema_name, ch.table_name)::regclass AND k.contype = 'c'
+                AND k.conname LIKE 'constraint\\_%') AS predicate
+       FROM _timescaledb_catalog.chunk ch
+       JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = h.schema_name AND want.name = h.table_name
+      WHERE NOT ch.osm_chunk
+      ORDER BY ch.id`,
+    [hypertables.map((h) => h.schema), hypertables.map((h) => h.name)],
+  );
+  return rows.map((r) => ({
+    schema: r.schema,
+    name: r.name,
+    hypertable: { schema: r.ht_schema, name: r.ht_name },
+    predicate: r.predicate ?? 'true',
+    compressed: r.compressed,
+  }));
+}
+
+const chunkKey = (c: TsChunk) => `${c.hypertable.schema}\u0000${c.hypertable.name}\u0000${c.predicate}`;
+
+/** Compresses the target chunks that hold the rows of chunks compressed on the source. */
+export async function compressLikeSource(
+  source: pg.Client,
+  target: pg.Client,
+  layout: TimescaleLayout,
+): Promise<number> {
+  const compressed = new Set(
+    (await readChunks(source, layout.hypertables)).filter((c) => c.compressed).map(chunkKey),
+  );
+  let count = 0;
+  for (const chunk of await readChunks(target, layout.hypertables)) {
+    if (chunk.compressed || !compressed.has(chunkKey(chunk))) continue;
+    await target.query(`SELECT ${layout.api}.compress_chunk($1::regclass, if_not_compressed => true)`, [
+      quoteQualified(chunk),
+    ]);
+    count += 1;
+  }
+  return count;
+}
+
+/**
+ * Drops the target chunks that no longer exist on the source (a retention policy or drop_chunks ran there
+ * during the migration: dropping a chunk is not a row change, so the replay never sees it).
+ */
+export async function dropChunksGoneFromSource(
+  source: pg.Client,
+  target: pg.Client,
+  layout: TimescaleLayout,
+): Promise<TsChunk[]> {
+  const onSource = new Set((await readChunks(source, layout.hypertables)).map(chunkKey));
+  const gone = (await readChunks(target, layout.hypertables)).filter((c) => !onSource.has(chunkKey(c)));
+  for (const chunk of gone) await target.query(`DROP TABLE ${quoteQualified(chunk)}`);
+  return gone;
+}
+
+const J = `${quoteIdent(CONTROL_SCHEMA)}.ts_job`;
+
+const POLICY_ARGS: Record<string, (config: Record<string, unknown>) => [string, unknown][]> = {
+  policy_compression: (c) =>
+    'compress_created_before' in c
+      ? [['compress_created_before', c.compress_created_before]]
+      : [['compress_after', c.compress_after]],
+  policy_retention: (c) =>
+    'drop_created_before' in c
+      ? [['drop_created_before', c.drop_created_before]]
+      : [['drop_after', c.drop_after]],
+  policy_refresh_continuous_aggregate: (c) => [
+    ['start_offset', c.start_offset ?? null],
+    ['end_offset', c.end_offset ?? null],
+  ],
+  policy_reorder: (c) => [['index_name', c.index_name]],
+};
+
+const POLICY_FUNCTIONS: Record<string, string> = {
+  policy_compression: 'add_compression_policy',
+  policy_retention: 'add_retention_policy',
+  policy_refresh_continuous_aggregate: 'add_continuous_aggregate_policy',
+  policy_reorder: 'add_reorder_policy',
+};
+
+/** A policy argument: text values are intervals (or names), numbers are in the time column's integer unit. */
+function policyArg(name: string, value: unknown, integerType: string | null): string {
+  if (value === null || value === undefined) return `${name} => NULL`;
+  if (name === 'index_name') return `${name} => ${quoteLiteral(String(value))}`;
+  if (typeof value === 'number') return `${name} => ${Math.trunc(value)}::${integerType ?? 'bigint'}`;
+  return `${name} => ${quoteLiteral(String(value))}::interval`;
+}
+
+/**
+ * Creates the continuous aggregates (empty: they are refreshed at cutover) and the jobs, paused, on the
+ * target, and records which target job stands for which source job. One transaction with the caller's
+ * step mark. Returns what it skipped (jobs of an unknown kind) for the log.
+ */
+export async function createCaggsAndJobs(
+  target: pg.Client,
+  migrationId: string,
+  layout: TimescaleLayout,
+): Promise<{ caggs: number; jobs: number; skipped: string[] }> {
+  for (const c of layout.continuousAggregates) {
+    await target.query(
+      `CREATE MATERIALIZED VIEW ${quoteQualified(c)} WITH (timescaledb.continuous, timescaledb.materialized_only = ${c.materializedOnly})
+         AS ${c.definition} WITH NO DATA`,
+    );
+  }
+  const skipped: string[] = [];
+  let created = 0;
+  const timeTypeOf = (relation: QualifiedName | null): string | null => {
+    const h = layout.hypertables.find(
+      (x) => relation && x.schema === relation.schema && x.name === relation.name,
+    );
+    const type = h?.dimensions[0]?.columnType;
+    return type && !isTimeType(type) ? type : null;
+  };
+  for (const job of layout.jobs) {
+    const internal =
+      job.proc.schema === '_timescaledb_functions' || job.proc.schema === '_timescaledb_internal';
+    let id: number;
+    if (internal) {
+      const fn = POLICY_FUNCTIONS[job.proc.name];
+      const args = POLICY_ARGS[job.proc.name];
+      if (!fn || !args || !job.relation || !job.config) {
+        skipped.push(`job ${job.id} (${job.proc.name})`);
+        continue;
+      }
+      const list = args(job.config).map(([name, value]) => policyArg(name, value, timeTypeOf(job.relation)));
+      if (fn === 'add_continuous_aggregate_policy')
+        list.push(`schedule_interval => ${quoteLiteral(job.scheduleInterval)}::interval`);
+      const { rows } = await target.query(
+        `SELECT ${layout.api}.${fn}(${quoteLiteral(quoteQualified(job.relation))}::regclass, ${list.join(', ')}) AS id`,
+      );
+      id = rows[0].id;
+      // The source's own config (every key, e.g. a batch limit) with the target's hypertable ids.
+      const own = (await target.query('SELECT config FROM _timescaledb_config.bgw_job WHERE id = $1', [id]))
+        .rows[0].config as Record<string, unknown>;
+      const config = { ...job.config };
+      for (const key of ['hypertable_id', 'mat_hypertable_id']) if (key in own) config[key] = own[key];
+      await target.query(`SELECT ${layout.api}.alter_job($1, config => $2::jsonb)`, [
+        id,
+        JSON.stringify(config),
+      ]);
+    } else {
+      const { rows } = await target.query(
+        `SELECT ${layout.api}.add_job($1::regproc, $2::interval, config => $3::jsonb, initial_start => $4::timestamptz,
+                               scheduled => false, check_config => $5::regproc, fixed_schedule => $6) AS id`,
+        [
+          quoteQualified(job.proc),
+          job.scheduleInterval,
+          job.config === null ? null : JSON.stringify(job.config),
+          job.initialStart,
+          job.check ? quoteQualified(job.check) : null,
+          job.fixedSchedule,
+        ],
+      );
+      id = rows[0].id;
+    }
+    await target.query(
+      `SELECT ${layout.api}.alter_job($1, schedule_interval => $2::interval, max_runtime => $3::interval,
+                               max_retries => $4, retry_period => $5::interval, scheduled => false)`,
+      [id, job.scheduleInterval, job.maxRuntime, job.maxRetries, job.retryPeriod],
+    );
+    await target.query(
+      `INSERT INTO ${J} (migration_id, source_job_id, target_job_id) VALUES ($1, $2, $3)
+       ON CONFLICT (migration_id, source_job_id) DO UPDATE SET target_job_id = EXCLUDED.target_job_id`,
+      [migrationId, job.id, id],
+    );
+    created += 1;
+  }
+  return { caggs: layout.continuousAggregates.length, jobs: created, skipped };
+}
+
+/** Refreshes every continuous aggregate on the target, in creation order (an aggregate on another comes later). */
+export async function refreshContinuousAggregates(
+  target: pg.Client,
+  layout: TimescaleLayout,
+): Promise<number> {
+  for (const c of layout.continuousAggregates) {
+    await target.query(`CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, NULL, NULL)`, [
+      quoteQualified(c),
+    ]);
+  }
+  return layout.continuousAggregates.length;
+}
+
+/**
+ * Gives each target job the schedule state its source job has now (scheduled or paused). Jobs whose source
+ * job is gone are left paused and reported.
+ */
+export async function resumeJobsLikeSource(
+  source: pg.Client,
+  target: pg.Client,
+  migrationId: string,
+  layout: TimescaleLayout,
+): Promise<{ resumed: number; paused: number; goneOnSource: number[] }> {
+  const { rows: map } = await target.query(
+    `SELECT source_job_id, target_job_id FROM ${J} WHERE migration_id = $1 ORDER BY source_job_id`,
+    [migrationId],
+  );
+  if (map.length === 0) return { resumed: 0, paused: 0, goneOnSource: [] };
+  const { rows: now } = await source.query(
+    `SELECT id, scheduled FROM _timescaledb_config.bgw_job WHERE id = ANY($1::int[])`,
+    [map.map((m) => m.source_job_id)],
+  );
+  const scheduled = new Map(now.map((r) => [r.id as number, r.scheduled as boolean]));
+  let resumed = 0;
+  let paused = 0;
+  const goneOnSource: number[] = [];
+  for (const m of map) {
+    const state = scheduled.get(m.source_job_id);
+    if (state === undefined) {
+      goneOnSource.push(m.source_job_id);
+      continue;
+    }
+    await target.query(`SELECT ${layout.api}.alter_job($1, scheduled => $2)`, [m.target_job_id, state]);
+    if (state) resumed += 1;
+    else paused += 1;
+  }
+  return { resumed, paused, goneOnSource };
+}
+
+/** The pg_dump exclusions for TimescaleDB: its chunk schemas and the views of continuous aggregates. */
+export function dumpExclusions(layout: TimescaleLayout | null): {
+  schemas: string[];
+  tables: QualifiedName[];
+} {
+  if (!layout) return { schemas: [], tables: [] };
+  return {
+    schemas: [...new Set(['_timescaledb_internal', ...layout.chunkSchemas])],
+    tables: layout.continuousAggregates,
+  };
+}
+
+/** A chunk created on the source after the snapshot and added to the full publication by the replay. */
+export interface LateChunk extends QualifiedName {
+  hypertable: QualifiedName;
+}
+
+/**
+ * Routes the replay's relations on a TimescaleDB source: a chunk of a migrated hypertable to that
+ * hypertable, the hypertable itself to itself (without ONLY), TimescaleDB's internal tables (compressed
+ * data, materializations, statistics) to nothing. A chunk of a keyed hypertable that is not yet in the full
+ * publication (created during the migration) is added to it, so its updates and deletes are published from
+ * then on; `onLateChunk` reports it (updates and deletes before that point are checked at cutover).
+ */
+export function createChunkRouter(args: {
+  source: pg.Client;
+  layout: TimescaleLayout;
+  fullPublication: string;
+  onLateChunk: (chunk: LateChunk) => Promise<void>;
+}): (rel: QualifiedName) => Promise<(QualifiedName & { via: 'hypertable' | 'chunk' }) | null | undefined> {
+  const key = (r: QualifiedName) => `${r.schema}\u0000${r.name}`;
+  const hypertables = new Map(args.layout.hypertables.map((h) => [key(h), h]));
+  const byId = new Map(args.layout.hypertables.map((h) => [h.id, h]));
+  const internalSchemas = new Set(['_timescaledb_internal', ...args.layout.chunkSchemas]);
+  const cache = new Map<string, (QualifiedName & { via: 'chunk' }) | null>();
+  return async (rel) => {
+    const hypertable = hypertables.get(key(rel));
+    if (hypertable) return { schema: hypertable.schema, name: hypertable.name, via: 'hypertable' };
+    if (!internalSchemas.has(rel.schema)) return undefined;
+    const cached = cache.get(key(rel));
+    if (cached !== undefined) return cached;
+    const { rows } = await args.source.query(
+      `SELECT h.id, c.oid::regclass::text AS chunk,
+              (c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                 AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))) AS keyed,
+              EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                       WHERE p.pubname = $3 AND pr.prrelid = c.oid) AS published
+         FROM _timescaledb_catalog.chunk ch
+         JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+         LEFT JOIN pg_namespace n ON n.nspname = ch.schema_name
+         LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = ch.table_name
+        WHERE ch.schema_name = $1 AND ch.table_name = $2`,
+      [rel.schema, rel.name, args.fullPublication],
+    );
+    const row = rows[0];
+    // A chunk dropped since: its name still tells its hypertable (_hyper_<hypertable id>_<chunk id>_chunk).
+    const id = row?.id ?? Number(/^_hyper_(\d+)_\d+_chunk$/.exec(rel.name)?.[1] ?? Number.NaN);
+    const owner = byId.get(id);
+    const route = owner ? { schema: owner.schema, name: owner.name, via: 'chunk' as const } : null;
+    if (owner && row?.chunk && row.keyed && !row.published) {
+      await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row.chunk}`);
+      await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
+    }
+    cache.set(key(rel), route);
+    return route;
+  };
+}
+
+export interface ChunkCopy {
+  chunk: QualifiedName;
+  hypertable: QualifiedName;
+  /** Non-generated columns, in the source's order. */
+  columns: string[];
+}
+
+/**
+ * Copies chunks again from the source as it is now: in one target transaction per chunk, the rows of the
+ * chunk's range are deleted from the hypertable and the chunk's rows (compressed ones included) copied in.
+ * For changes logical decoding cannot carry (DML on compressed batches, updates before a new chunk was
+ * published); run with writes stopped, e.g. under the cutover's fence. Returns the rows copied per chunk.
+ */
+export async function recopyChunks(
+  source: pg.Client,
+  target: pg.Client,
+  chunks: ChunkCopy[],
+): Promise<number[]> {
+  if (chunks.length === 0) return [];
+  const predicates = new Map(
+    (
+      await readChunks(source, [
+        ...new Map(chunks.map((c) => [quoteQualified(c.hypertable), c.hypertable])).values(),
+      ])
+    ).map((c) => [quoteQualified(c), c.predicate]),
+  );
+  const copied: number[] = [];
+  for (const item of chunks) {
+    const predicate = predicates.get(quoteQualified(item.chunk));
+    if (predicate === undefined)
+      throw new Error(`chunk ${quoteQualified(item.chunk)} no longer exists on the source`);
+    const columns = item.columns.map(quoteIdent).join(', ');
+    await target.query('BEGIN');
+    try {
+      await target.query(`DELETE FROM ${quoteQualified(item.hypertable)} WHERE ${predicate}`);
+      const reader = source.query(
+        copyTo(`COPY (SELECT ${columns} FROM ${quoteQualified(item.chunk)}) TO STDOUT`),
+      );
+      const writer = target.query(
+        copyFrom(`COPY ${quoteQualified(item.hypertable)} (${columns}) FROM STDIN`),
+      );
+      await pipeline(reader, writer);
+      await target.query('COMMIT');
+      copied.push(writer.rowCount);
+    } catch (error) {
+      await target.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    }
+  }
+  return copied;
+}
+
+/** What recopyChunks needs for these chunks (those that are chunks): hypertable and columns, from the source. */
+export async function chunkCopies(
+  source: pg.Client,
+  schemas: string[] | null,
+  chunks: readonly QualifiedName[],
+): Promise<ChunkCopy[]> {
+  const wanted = new Set(chunks.map((c) => `${c.schema}.${c.name}`));
+  return (await listTables(source, schemas)).flatMap((t) =>
+    t.chunkOf && wanted.has(`${t.schema}.${t.name}`)
+      ? [{ chunk: { schema: t.schema, name: t.name }, hypertable: t.chunkOf, columns: t.columns }]
+      : [],
+  );
+}
+
+/** Late chunks (see createChunkRouter) that the source's statistics show updated or deleted from. */
+export async function lateChunksWithChanges(
+  source: pg.Client,
+  target: pg.Client,
+  migrationId: string,
+): Promise<(QualifiedName & { hypertable: QualifiedName })[]> {
+  const { rows: late } = await target.query(
+    `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+      WHERE migration_id = $1`,
+    [migrationId],
+  );
+  if (late.length === 0) return [];
+  const { rows } = await source.query(
+    `SELECT s.schemaname::text AS schema, s.relname::text AS name FROM pg_stat_all_tables s
+       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = s.schemaname AND want.name = s.relname
+      WHERE s.n_tup_upd + s.n_tup_del > 0`,
+    [late.map((r) => r.chunk_schema), late.map((r) => r.chunk_name)],
+  );
+  const changed = new Set(rows.map((r) => `${r.schema}.${r.name}`));
+  return late
+    .filter((r) => changed.has(`${r.chunk_schema}.${r.chunk_name}`))
+    .map((r) => ({
+      schema: r.chunk_schema,
+      name: r.chunk_name,
+      hypertable: { schema: r.hypertable_schema, name: r.hypertable_name },
+    }));
+}

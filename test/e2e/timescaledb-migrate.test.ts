@@ -1,0 +1,218 @@
+// TimescaleDB to TimescaleDB through the built CLI, against real clusters with the extension preloaded:
+// a hypertable with daily chunks (some compressed) and a continuous aggregate, a keyless hypertable with a
+// retention policy, a paused user job. While `migrate` replays, the source gets new chunks, updates and
+// deletes in old chunks, DML on compressed chunks (one delete of whole compressed batches, which logical
+// decoding does not carry), a compression run and a retention run. After the cutover every chunk's checksum
+// matches, and the hypertables, compression, aggregate and jobs are on the target as on the source.
+// Skips (saying why) where TimescaleDB is not installed.
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ValidationReport } from '../../src/core/validation';
+import {
+  assertNoLeaks,
+  type CliProcess,
+  freshDatabases,
+  type Pair,
+  query,
+  runCli,
+  spawnCli,
+  startPair,
+  waitFor,
+} from '../helpers/clusters';
+import { TIMESCALE_SETTINGS, timescaleForTests } from '../helpers/timescale';
+
+const installed = await timescaleForTests('the TimescaleDB migration tests');
+
+/** Days before today (UTC midnight): chunk boundaries of the daily chunks. */
+const day = (n: number) => `(date_trunc('day', now(), 'UTC') - INTERVAL '${n} days')`;
+
+const SOURCE_SQL = `
+  CREATE EXTENSION timescaledb;
+  CREATE TABLE metrics (time timestamptz NOT NULL, device int NOT NULL, value double precision, note text,
+                        PRIMARY KEY (device, time));
+  SELECT create_hypertable('metrics', by_range('time', INTERVAL '1 day'));
+  INSERT INTO metrics SELECT t, d, d * 0.5 + extract(hour FROM t), 'v'
+    FROM generate_series(${day(12)}, ${day(0)} - INTERVAL '30 minutes', INTERVAL '30 minutes') t, generate_series(1, 4) d;
+  ALTER TABLE metrics SET (timescaledb.compress, timescaledb.compress_segmentby = 'device',
+                           timescaledb.compress_orderby = 'time DESC');
+  SELECT compress_chunk(c) FROM show_chunks('metrics', older_than => ${day(9)}) c;
+  -- Scheduled, but far from its next run: the test runs it by hand during the migration.
+  SELECT add_compression_policy('metrics', INTERVAL '6 days', initial_start => now() + INTERVAL '1 day');
+  CREATE MATERIALIZED VIEW metrics_daily WITH (timescaledb.continuous) AS
+    SELECT time_bucket('1 day', time) AS day, device, avg(value) AS value, count(*) AS n
+      FROM metrics GROUP BY 1, 2 WITH NO DATA;
+  SELECT add_continuous_aggregate_policy('metrics_daily', start_offset => NULL, end_offset => INTERVAL '1 hour',
+                                         schedule_interval => INTERVAL '1 hour', initial_start => now() + INTERVAL '1 day');
+  CREATE TABLE events (time timestamptz NOT NULL, note text);
+  SELECT create_hypertable('events', by_range('time', INTERVAL '1 day'));
+  INSERT INTO events SELECT t, 'e' FROM generate_series(${day(14)}, ${day(0)}, INTERVAL '2 hours') t;
+  SELECT add_retention_policy('events', INTERVAL '10 days', initial_start => now() + INTERVAL '1 day');
+  CREATE PROCEDURE noop_job(job_id int, config jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$;
+  SELECT add_job('noop_job', INTERVAL '6 hours', config => '{"k": 1}', scheduled => false);
+`;
+
+/** Everything the source does while the replay runs. */
+const WRITES_SQL = `
+  -- New chunks (today, tomorrow), and a row updated in one of them after its first rows.
+  INSERT INTO metrics SELECT t, d, 1, 'new' FROM generate_series(${day(0)}, ${day(-2)}, INTERVAL '1 hour') t, generate_series(1, 4) d;
+  UPDATE metrics SET note = 'updated in a new chunk' WHERE time = ${day(-1)} + INTERVAL '3 hours' AND device = 2;
+  -- An uncompressed old chunk: update and delete.
+  UPDATE metrics SET value = -1, note = 'updated' WHERE time = ${day(3)} + INTERVAL '10 hours';
+  DELETE FROM metrics WHERE time = ${day(3)} + INTERVAL '11 hours' AND device = 2;
+  -- A compressed chunk: update (TimescaleDB decompresses the batch between its markers), insert, row delete.
+  UPDATE metrics SET note = 'updated while compressed' WHERE time = ${day(11)} + INTERVAL '5 hours' AND device = 1;
+  INSERT INTO metrics VALUES (${day(11)} + INTERVAL '5 minutes', 9, 9, 'inserted into a compressed chunk');
+  DELETE FROM metrics WHERE time = ${day(11)} + INTERVAL '6 hours' AND device = 4;
+  -- Whole compressed batches deleted without decompression: not decoded, settled at cutover.
+  DELETE FROM metrics WHERE device = 3 AND time >= ${day(10)} AND time < ${day(9)};
+  -- The keyless hypertable: an insert (replicated) and an update (not decodable, settled at cutover).
+  INSERT INTO events VALUES (${day(0)} + INTERVAL '1 minute', 'new');
+  UPDATE events SET note = 'updated' WHERE time = ${day(2)};
+`;
+
+/** The policies that run during the migration: chunks compressed (between markers), chunks dropped. */
+const POLICY_RUNS = ['policy_compression', 'policy_retention'];
+
+interface JobRow {
+  proc_name: string;
+  hypertable_name: string | null;
+  scheduled: boolean;
+  schedule_interval: string;
+  config: Record<string, unknown> | null;
+}
+
+describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
+  let pair: Pair;
+  let uris: { source: string; target: string };
+  let dir: string;
+  let args: string[] = [];
+  let migrate: CliProcess | undefined;
+
+  beforeAll(async () => {
+    pair = await startPair({ source: TIMESCALE_SETTINGS, target: TIMESCALE_SETTINGS });
+    uris = await freshDatabases(pair, 'tsmig');
+    await query(uris.source, SOURCE_SQL);
+    await query(uris.source, `CALL refresh_continuous_aggregate('metrics_daily', NULL, NULL)`);
+    dir = `${pair.target.dataDir}-tsmig`;
+    args = ['--source', uris.source, '--target', uris.target, '--dir', dir, '--migration-id', 'tsmig'];
+  });
+
+  afterAll(async () => {
+    try {
+      migrate?.child.kill('SIGKILL');
+      await migrate?.result;
+      await runCli(['clean', ...args, '--prune']);
+      await rm(dir, { recursive: true, force: true });
+      await assertNoLeaks(pair);
+    } finally {
+      await pair.stop();
+    }
+  });
+
+  it('migrates hypertables, compressed chunks, a continuous aggregate and jobs while the source writes', async () => {
+    const compressedAtStart = await query<{ range_start: string }>(
+      uris.source,
+      `SELECT range_start::text FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics' AND is_compressed ORDER BY 1`,
+    );
+    expect(compressedAtStart.length).toBeGreaterThanOrEqual(3);
+
+    migrate = spawnCli(['migrate', ...args, '--lag-interval', '1s']);
+    const cli = migrate;
+    const seen = await waitFor(
+      () => {
+        const log = cli.output().stderr;
+        if (log.includes('Target has caught up')) return 'caught up';
+        return /^error /m.test(log) ? 'failed' : undefined;
+      },
+      { timeoutMs: 90_000, what: 'migrate to catch up' },
+    );
+    expect(seen, cli.output().stderr).toBe('caught up');
+
+    // After the copy: the chunks compressed on the source are compressed on the target too, the jobs are
+    // there but paused, and the continuous aggregate exists (empty until the cutover refreshes it).
+    const compressedOnTarget = await query<{ range_start: string }>(
+      uris.target,
+      `SELECT range_start::text FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics' AND is_compressed ORDER BY 1`,
+    );
+    expect(compressedOnTarget).toEqual(compressedAtStart);
+    const pausedJobs = await query<{ scheduled: boolean }>(
+      uris.target,
+      'SELECT scheduled FROM timescaledb_information.jobs WHERE job_id >= 1000',
+    );
+    expect(pausedJobs).toHaveLength(4);
+    expect(pausedJobs.every((j) => !j.scheduled)).toBe(true);
+
+    await query(uris.source, WRITES_SQL);
+    for (const proc of POLICY_RUNS) {
+      const [job] = await query<{ id: number }>(
+        uris.source,
+        'SELECT job_id AS id FROM timescaledb_information.jobs WHERE proc_name = $1',
+        [proc],
+      );
+      await query(uris.source, `CALL run_job(${Number(job?.id)})`);
+    }
+    const cutover = await runCli(['cutover', ...args, '--checksum', '--timeout', '90s']);
+    expect(cutover.code, `${cutover.stderr}\n--- migrate:\n${cli.output().stderr}`).toBe(0);
+    const done = await cli.result;
+    expect(done.code, done.stderr).toBe(0);
+    const log = done.stderr;
+    expect(log).toContain('Migration successfully completed');
+    // The chunks that logical decoding could not carry were found and copied again under the cutover.
+    expect(log).toMatch(/cutover: chunks re-copied \(.*_hyper_1_\d+_chunk/);
+    expect(log).toMatch(/cutover: dropped chunks \(\d+ chunks dropped on the source/);
+    expect(log).toMatch(
+      /TimescaleDB created chunk _timescaledb_internal\._hyper_1_\d+_chunk of public\.metrics/,
+    );
+
+    // Every chunk compared on its own, contents included.
+    const validate = await runCli(['validate', ...args, '--checksum', '--json']);
+    expect(validate.code, validate.stderr).toBe(0);
+    const report = JSON.parse(validate.stdout) as ValidationReport;
+    const chunks = report.tables.filter((t) => t.table.includes(' chunk _hyper_'));
+    const sourceChunks = await query<{ n: number }>(
+      uris.source,
+      `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name IN ('metrics', 'events')`,
+    );
+    expect(chunks).toHaveLength(sourceChunks[0]?.n ?? -1);
+    expect(chunks.every((t) => t.ok)).toBe(true);
+
+    // The rows themselves, including what only the cutover's re-copy could bring over.
+    const facts = `SELECT (SELECT count(*) FROM metrics)::int AS metrics, (SELECT sum(value) FROM metrics)::text AS total,
+                          (SELECT string_agg(note, ',' ORDER BY note) FROM metrics WHERE note LIKE '%updated%' OR note LIKE 'inserted%') AS notes,
+                          (SELECT count(*) FROM metrics WHERE device = 3 AND time >= ${day(10)} AND time < ${day(9)})::int AS deleted_batch,
+                          (SELECT count(*) FROM events)::int AS events, (SELECT min(time) FROM events)::text AS oldest_event,
+                          (SELECT count(*) FROM events WHERE note = 'updated')::int AS updated_events`;
+    const [onSource] = await query(uris.source, facts);
+    const [onTarget] = await query(uris.target, facts);
+    expect(onTarget).toEqual(onSource);
+    expect(onSource).toMatchObject({ deleted_batch: 0, updated_events: 1 });
+
+    // Same hypertables: dimensions, chunk intervals and compression settings.
+    const layout = `SELECT d.hypertable_name, d.column_name, d.time_interval::text, s.segmentby, s.orderby
+                      FROM timescaledb_information.dimensions d
+                      LEFT JOIN timescaledb_information.hypertable_compression_settings s ON s.hypertable::text = d.hypertable_name
+                     WHERE d.hypertable_schema = 'public' ORDER BY 1, 2`;
+    expect(await query(uris.target, layout)).toEqual(await query(uris.source, layout));
+
+    // The continuous aggregate: refreshed at cutover over the target's raw data.
+    const cagg = await query(uris.target, 'SELECT day, device, value, n FROM metrics_daily ORDER BY 1, 2');
+    const fresh = await query(
+      uris.target,
+      `SELECT time_bucket('1 day', time) AS day, device, avg(value) AS value, count(*) AS n FROM metrics GROUP BY 1, 2 ORDER BY 1, 2`,
+    );
+    expect(cagg.length).toBeGreaterThan(40);
+    expect(cagg).toEqual(fresh);
+
+    // The jobs, in the state they have on the source (the user job paused), with the same config.
+    const jobs = `SELECT proc_name, hypertable_name, scheduled, schedule_interval::text, config - 'hypertable_id' - 'mat_hypertable_id' AS config
+                    FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY proc_name`;
+    const targetJobs = await query<JobRow>(uris.target, jobs);
+    expect(targetJobs).toEqual(await query<JobRow>(uris.source, jobs));
+    expect(targetJobs.map((j) => [j.proc_name, j.scheduled])).toEqual([
+      ['noop_job', false],
+      ['policy_compression', true],
+      ['policy_refresh_continuous_aggregate', true],
+      ['policy_retention', true],
+    ]);
+  });
+});
