@@ -15755,6 +15755,10 @@ var ERROR_CODES = {
     "preflight",
     "The source's TimescaleDB catalog could not be read (e.g. TimescaleDB 1.x), so its hypertables are unknown."
   ],
+  HYPERTABLE_NOT_POSSIBLE: [
+    "config",
+    "A --hypertable table cannot become a hypertable (missing column, wrong type, a key without the time column, no TimescaleDB on the target)."
+  ],
   TIMESCALEDB_OBJECTS_FAILED: [
     "runtime",
     "Continuous aggregates or jobs could not be created on the target; nothing of that step was applied."
@@ -35728,8 +35732,17 @@ var commonOptions = external_exports.object({
   /** Schemas to migrate; null = every non-system schema. */
   schemas: external_exports.array(external_exports.string().min(1)).nullable().default(null)
 });
+var hypertableSpec = external_exports.object({
+  schema: external_exports.string().min(1),
+  name: external_exports.string().min(1),
+  timeColumn: external_exports.string().min(1),
+  /** The chunk interval as TimescaleDB takes it: an interval ('1 day') or, for an integer column, a number. */
+  chunkInterval: external_exports.string().min(1).nullable()
+});
 var copyOptions = commonOptions.extend({
   snapshot: external_exports.string().optional(),
+  /** --hypertable table:time_column[:chunk_interval] (repeatable). */
+  hypertables: external_exports.array(hypertableSpec).default([]),
   tableJobs: external_exports.number().int().min(1).max(64),
   indexJobs: external_exports.number().int().min(1).max(64),
   splitTablesLargerThan: external_exports.number().int().min(0),
@@ -37447,6 +37460,67 @@ async function lateChunksWithChanges(source, target, migrationId) {
     hypertable: { schema: r.hypertable_schema, name: r.hypertable_name }
   }));
 }
+async function prepareHypertableRequests(source, target, requests) {
+  const problems = [];
+  const columnTypes = /* @__PURE__ */ new Map();
+  for (const r of requests) {
+    const { rows } = await source.query(
+      `SELECT format_type(a.atttypid, NULL) AS type, c.relkind,
+              array(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+                     WHERE i.indrelid = c.oid AND (i.indisunique OR i.indisprimary) AND NOT a.attnum = ANY(i.indkey)) AS blocking
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = $1 AND c.relname = $2`,
+      [r.schema, r.name, r.timeColumn]
+    );
+    const row2 = rows[0];
+    const table = quoteQualified(r);
+    if (row2?.type) columnTypes.set(table, row2.type);
+    if (!row2 || row2.relkind !== "r") problems.push(`${table} is not a plain table of the source`);
+    else if (!row2.type) problems.push(`${table} has no column ${quoteIdent(r.timeColumn)}`);
+    else if (!isTimeType(row2.type) && !["smallint", "integer", "bigint"].includes(row2.type))
+      problems.push(`${table}.${quoteIdent(r.timeColumn)} is ${row2.type}, not a time or integer type`);
+    else if (row2.blocking.length > 0)
+      problems.push(
+        `${table} has a primary key or unique index without ${quoteIdent(r.timeColumn)} (${row2.blocking.join("; ")}), which a hypertable cannot have`
+      );
+  }
+  const { rows: ext } = await target.query(
+    `SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'`
+  );
+  const { rows: available } = await target.query(
+    `SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`
+  );
+  if (ext.length === 0 && available.length === 0)
+    problems.push("the target server does not have TimescaleDB");
+  if (problems.length > 0) {
+    throw new MigrationError(
+      "HYPERTABLE_NOT_POSSIBLE",
+      `--hypertable cannot be honoured: ${problems.join("; ")}.`,
+      "Fix the table on the source (a primary key must include the time column: ALTER TABLE \u2026 ADD PRIMARY KEY (id, <time column>)) or on the target server (install TimescaleDB and preload it), or leave the table out of --hypertable. Nothing was copied."
+    );
+  }
+  if (ext.length > 0) return { api: quoteIdent(ext[0].schema), columnTypes };
+  await target.query("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public");
+  return { api: quoteIdent("public"), columnTypes };
+}
+function buildRequestedHypertableSql(prepared, requests) {
+  return requests.map((r) => {
+    const type = prepared.columnTypes.get(quoteQualified(r)) ?? "timestamp with time zone";
+    const interval = r.chunkInterval === null ? "" : `, ${quoteLiteral(r.chunkInterval)}::${isTimeType(type) ? "interval" : type}`;
+    return `SELECT ${prepared.api}.create_hypertable(${quoteLiteral(quoteQualified(r))}, ${prepared.api}.by_range(${quoteLiteral(r.timeColumn)}${interval}), create_default_indexes => false);`;
+  }).join("\n");
+}
+async function readHypertableNames(client) {
+  const { rows: present } = await client.query(
+    `SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL AS ts`
+  );
+  if (!present[0]?.ts) return /* @__PURE__ */ new Set();
+  const { rows } = await client.query(
+    `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable`
+  );
+  return new Set(rows.map((r) => `${r.schema}\0${r.name}`));
+}
 
 // src/workflows/post-data.ts
 import { writeFile } from "node:fs/promises";
@@ -39068,7 +39142,9 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
         const sql = await readRestoreSql(tools, { file: dumpFile, section: "pre-data", noOwner });
         const hypertables = layout ? `
 ${buildHypertableSql(layout)}` : "";
-        await restoreInTransaction(endpoints, `${sql}${hypertables}`, id, "pre-data");
+        const requested = options.hypertables.length ? `
+${buildRequestedHypertableSql(await prepareHypertableRequests(catalog, control, options.hypertables), options.hypertables)}` : "";
+        await restoreInTransaction(endpoints, `${sql}${hypertables}${requested}`, id, "pre-data");
         ctx.emit({ type: "step", step: "pre-data", status: "done" });
       }
       parts = await readParts(control, id);
@@ -39088,7 +39164,9 @@ ${buildHypertableSql(layout)}` : "";
         workDir,
         owners: await readPostDataOwners(catalog),
         earlyTables: new Set(tables.filter((t) => t.bytes >= EARLY_INDEX_BYTES).map(tableKey)),
-        hypertables: new Set(tables.filter((t) => t.hypertable).map(tableKey))
+        hypertables: new Set(
+          [...tables.filter((t) => t.hypertable), ...options.hypertables].map(tableKey)
+        )
       }) : void 0;
       await catalog.query("COMMIT");
       const columnsByTable = new Map(tables.map((t) => [tableKey(t), t.columns]));
@@ -40674,7 +40752,10 @@ async function runValidate(ctx, endpoints, options) {
     const chunks = new Map((await readChunks(source0, chunkedHypertables)).map((c) => [tableKey(c), c]));
     const readAs = (t) => {
       const chunk = t.chunkOf ? chunks.get(tableKey(t)) : void 0;
-      if (!t.chunkOf) return { onTarget: targetTables.get(tableKey(t)) };
+      if (!t.chunkOf) {
+        const onTarget = targetTables.get(tableKey(t));
+        return onTarget?.hypertable && !t.hypertable ? { target: quoteQualified(t), onTarget } : { onTarget };
+      }
       const predicate = chunk?.predicate ?? "false";
       return {
         source: quoteQualified(t),
@@ -41368,6 +41449,7 @@ async function runSession(ctx, endpoints, options, shared) {
         );
       }
     }) : void 0;
+    const targetHypertables = await readHypertableNames(apply);
     let triggerMode;
     if (options.mode === "apply") {
       triggerMode = await prepareApplySession(apply);
@@ -41610,8 +41692,9 @@ async function runSession(ctx, endpoints, options, shared) {
         })();
       },
       relation: (source) => serial(async () => {
-        const route = routeChunk ? await routeChunk(source) : void 0;
-        if (route === null) return null;
+        const chunkRoute = routeChunk ? await routeChunk(source) : void 0;
+        if (chunkRoute === null) return null;
+        const route = chunkRoute ?? (targetHypertables.has(relKey(source)) ? { schema: source.schema, name: source.name, via: "hypertable" } : void 0);
         const rel = route ? { ...source, schema: route.schema, name: route.name } : source;
         relations.set(relKey(rel), rel);
         if (options.mode === "spool") {
@@ -42365,6 +42448,7 @@ ANALYZE`));
       ...common,
       tableJobs: options.tableJobs,
       indexJobs: options.tableJobs,
+      hypertables: [],
       splitTablesLargerThan: 1024 ** 3,
       skipSchema: embedded,
       skipRoles: embedded,
@@ -43965,6 +44049,11 @@ var OPTIONS = {
     doc: "migrate only this schema (repeatable; default: all user schemas)"
   },
   "pg-bindir": { type: "string", doc: "folder of pg_dump/pg_restore to use (default: PATH)" },
+  hypertable: {
+    type: "string",
+    multiple: true,
+    doc: "copy, migrate: make this plain source table a TimescaleDB hypertable on the target: [schema.]table:time_column[:chunk_interval] (repeatable; e.g. readings:at:'1 day')"
+  },
   json: { type: "boolean", doc: "one JSON document on stdout (preflight, validate, status)" },
   snapshot: { type: "string", doc: "copy: import this exported snapshot (from a running `snapshot`)" },
   hold: { type: "boolean", doc: "snapshot: hold until stopped, not just until the copy is done" },
@@ -44051,6 +44140,20 @@ ${exit}
 `;
 }
 var configError2 = (message, hint) => new MigrationError("CONFIG_INVALID_OPTION", message, hint);
+function parseHypertableSpec(text) {
+  const [table = "", column = "", ...rest] = text.split(":");
+  const dot = table.indexOf(".");
+  const schema = dot > 0 ? table.slice(0, dot) : "public";
+  const name = dot > 0 ? table.slice(dot + 1) : table;
+  if (!name || !column.trim()) {
+    throw configError2(
+      `--hypertable '${text}' does not name a table and its time column.`,
+      "Pass [schema.]table:time_column[:chunk_interval], e.g. --hypertable public.readings:at:'1 day'."
+    );
+  }
+  const interval = rest.join(":").trim();
+  return { schema, name, timeColumn: column.trim(), chunkInterval: interval || null };
+}
 function parseCount(value, name, fallback) {
   if (value === void 0) return fallback;
   const n = Number(value);
@@ -44167,7 +44270,8 @@ async function main(argv, env) {
         skipRoles: bool("skip-roles"),
         noOwner: bool("no-owner"),
         resume: bool("resume"),
-        partsOnly: bool("parts-only")
+        partsOnly: bool("parts-only"),
+        hypertables: (values.hypertable ?? []).map(parseHypertableSpec)
       });
     };
     switch (command) {

@@ -14,8 +14,20 @@ export const commonOptions = z.object({
   schemas: z.array(z.string().min(1)).nullable().default(null),
 });
 
+/** PostgreSQL to TimescaleDB: a plain source table that becomes a hypertable on the target. */
+export const hypertableSpec = z.object({
+  schema: z.string().min(1),
+  name: z.string().min(1),
+  timeColumn: z.string().min(1),
+  /** The chunk interval as TimescaleDB takes it: an interval ('1 day') or, for an integer column, a number. */
+  chunkInterval: z.string().min(1).nullable(),
+});
+export type HypertableSpec = z.infer<typeof hypertableSpec>;
+
 export const copyOptions = commonOptions.extend({
   snapshot: z.string().optional(),
+  /** --hypertable table:time_column[:chunk_interval] (repeatable). */
+  hypertables: z.array(hypertableSpec).default([]),
   tableJobs: z.number().int().min(1).max(64),
   indexJobs: z.number().int().min(1).max(64),
   splitTablesLargerThan: z.number().int().min(0),

@@ -77,6 +77,10 @@ export const ERROR_CODES = {
     'preflight',
     "The source's TimescaleDB catalog could not be read (e.g. TimescaleDB 1.x), so its hypertables are unknown.",
   ],
+  HYPERTABLE_NOT_POSSIBLE: [
+    'config',
+    'A --hypertable table cannot become a hypertable (missing column, wrong type, a key without the time column, no TimescaleDB on the target).',
+  ],
   TIMESCALEDB_OBJECTS_FAILED: [
     'runtime',
     'Continuous aggregates or jobs could not be created on the target; nothing of that step was applied.',

@@ -9,7 +9,13 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createConsoleReporter } from '../adapters/console/reporter';
 import { withClient } from '../adapters/postgres/client';
-import { cleanOptions, commonOptions, copyOptions, validateOptions } from '../config/options';
+import {
+  cleanOptions,
+  commonOptions,
+  copyOptions,
+  type HypertableSpec,
+  validateOptions,
+} from '../config/options';
 import { computeExitCode, ERROR_CODES, ExitCode, isMigrationError, MigrationError } from '../core/errors';
 import type { MigrationEvent } from '../core/events';
 import { parseByteSize } from '../core/format';
@@ -68,6 +74,11 @@ const OPTIONS = {
     doc: 'migrate only this schema (repeatable; default: all user schemas)',
   },
   'pg-bindir': { type: 'string', doc: 'folder of pg_dump/pg_restore to use (default: PATH)' },
+  hypertable: {
+    type: 'string',
+    multiple: true,
+    doc: "copy, migrate: make this plain source table a TimescaleDB hypertable on the target: [schema.]table:time_column[:chunk_interval] (repeatable; e.g. readings:at:'1 day')",
+  },
   json: { type: 'boolean', doc: 'one JSON document on stdout (preflight, validate, status)' },
   snapshot: { type: 'string', doc: 'copy: import this exported snapshot (from a running `snapshot`)' },
   hold: { type: 'boolean', doc: 'snapshot: hold until stopped, not just until the copy is done' },
@@ -163,6 +174,22 @@ ${exit}
 
 const configError = (message: string, hint: string) =>
   new MigrationError('CONFIG_INVALID_OPTION', message, hint);
+
+/** `[schema.]table:time_column[:chunk_interval]`; the interval may itself contain colons ('01:00:00'). */
+function parseHypertableSpec(text: string): HypertableSpec {
+  const [table = '', column = '', ...rest] = text.split(':');
+  const dot = table.indexOf('.');
+  const schema = dot > 0 ? table.slice(0, dot) : 'public';
+  const name = dot > 0 ? table.slice(dot + 1) : table;
+  if (!name || !column.trim()) {
+    throw configError(
+      `--hypertable '${text}' does not name a table and its time column.`,
+      "Pass [schema.]table:time_column[:chunk_interval], e.g. --hypertable public.readings:at:'1 day'.",
+    );
+  }
+  const interval = rest.join(':').trim();
+  return { schema, name, timeColumn: column.trim(), chunkInterval: interval || null };
+}
 
 function parseCount(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
@@ -283,6 +310,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         noOwner: bool('no-owner'),
         resume: bool('resume'),
         partsOnly: bool('parts-only'),
+        hypertables: ((values.hypertable as string[] | undefined) ?? []).map(parseHypertableSpec),
       });
     };
     switch (command as Command) {

@@ -34,9 +34,11 @@ import {
 import { listMaterializedViews, listTables, readSequences } from '../adapters/postgres/source-catalog';
 import {
   buildHypertableSql,
+  buildRequestedHypertableSql,
   compressLikeSource,
   createCaggsAndJobs,
   dumpExclusions,
+  prepareHypertableRequests,
   readTimescaleLayout,
   type TimescaleLayout,
 } from '../adapters/postgres/timescaledb';
@@ -212,9 +214,13 @@ export async function runCopy(
       if (needSchema && !(await isStepDone(control, id, 'pre-data'))) {
         ctx.emit({ type: 'step', step: 'pre-data', status: 'start' });
         const sql = await readRestoreSql(tools, { file: dumpFile, section: 'pre-data', noOwner });
-        // The hypertables become hypertables in the same transaction as the tables they are made of.
+        // The hypertables become hypertables in the same transaction as the tables they are made of; so do
+        // the plain tables named by --hypertable (PostgreSQL to TimescaleDB).
         const hypertables = layout ? `\n${buildHypertableSql(layout)}` : '';
-        await restoreInTransaction(endpoints, `${sql}${hypertables}`, id, 'pre-data');
+        const requested = options.hypertables.length
+          ? `\n${buildRequestedHypertableSql(await prepareHypertableRequests(catalog, control, options.hypertables), options.hypertables)}`
+          : '';
+        await restoreInTransaction(endpoints, `${sql}${hypertables}${requested}`, id, 'pre-data');
         ctx.emit({ type: 'step', step: 'pre-data', status: 'done' });
       }
 
@@ -237,7 +243,9 @@ export async function runCopy(
             workDir,
             owners: await readPostDataOwners(catalog),
             earlyTables: new Set(tables.filter((t) => t.bytes >= EARLY_INDEX_BYTES).map(tableKey)),
-            hypertables: new Set(tables.filter((t) => t.hypertable).map(tableKey)),
+            hypertables: new Set(
+              [...tables.filter((t) => t.hypertable), ...options.hypertables].map(tableKey),
+            ),
           })
         : undefined;
       await catalog.query('COMMIT');

@@ -191,6 +191,7 @@ export async function runDemo(ctx: WorkflowContext, options: DemoOptions): Promi
       ...common,
       tableJobs: options.tableJobs,
       indexJobs: options.tableJobs,
+      hypertables: [],
       splitTablesLargerThan: 1024 ** 3,
       skipSchema: embedded,
       skipRoles: embedded,

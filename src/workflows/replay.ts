@@ -30,7 +30,11 @@ import {
 } from '../adapters/postgres/control-schema';
 import { publicationNameFor, readSlot } from '../adapters/postgres/replication-slot';
 import { listTables } from '../adapters/postgres/source-catalog';
-import { createChunkRouter, readTimescaleLayout } from '../adapters/postgres/timescaledb';
+import {
+  createChunkRouter,
+  readHypertableNames,
+  readTimescaleLayout,
+} from '../adapters/postgres/timescaledb';
 import { type ChangeStream, openChangeStream } from '../adapters/replication/change-stream';
 import { buildApplySql } from '../core/apply-sql';
 import { type Change, type RelationDef, type RelationRef, relKey } from '../core/changes';
@@ -282,6 +286,8 @@ async function runSession(
           },
         })
       : undefined;
+
+    const targetHypertables = await readHypertableNames(apply);
 
     let triggerMode: TriggerMode | undefined;
     if (options.mode === 'apply') {
@@ -584,9 +590,15 @@ async function runSession(
       },
       relation: (source: RelationDef) =>
         serial(async () => {
-          // TimescaleDB: a chunk's changes go to its hypertable; its internal tables' are dropped.
-          const route = routeChunk ? await routeChunk(source) : undefined;
-          if (route === null) return null;
+          // TimescaleDB: a chunk's changes go to its hypertable; its internal tables' are dropped. A table
+          // that is a hypertable on the target (also one made so by --hypertable) is written without ONLY.
+          const chunkRoute = routeChunk ? await routeChunk(source) : undefined;
+          if (chunkRoute === null) return null;
+          const route =
+            chunkRoute ??
+            (targetHypertables.has(relKey(source))
+              ? { schema: source.schema, name: source.name, via: 'hypertable' as const }
+              : undefined);
           const rel: RelationDef = route ? { ...source, schema: route.schema, name: route.name } : source;
           relations.set(relKey(rel), rel);
           if (options.mode === 'spool') {

@@ -144,7 +144,11 @@ export async function runValidate(
     const chunks = new Map((await readChunks(source0, chunkedHypertables)).map((c) => [tableKey(c), c]));
     const readAs = (t: TableInfo): { source?: string; target?: string; onTarget: TableInfo | undefined } => {
       const chunk = t.chunkOf ? chunks.get(tableKey(t)) : undefined;
-      if (!t.chunkOf) return { onTarget: targetTables.get(tableKey(t)) };
+      if (!t.chunkOf) {
+        // A plain source table that is a hypertable on the target (--hypertable): its rows are in the chunks.
+        const onTarget = targetTables.get(tableKey(t));
+        return onTarget?.hypertable && !t.hypertable ? { target: quoteQualified(t), onTarget } : { onTarget };
+      }
       const predicate = chunk?.predicate ?? 'false';
       return {
         source: quoteQualified(t),

@@ -215,4 +215,74 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
       ['policy_retention', true],
     ]);
   });
+
+  it('turns plain tables into hypertables on the way (PostgreSQL to TimescaleDB), refusing one that cannot be', async () => {
+    const pg = await freshDatabases(pair, 'pgts');
+    await query(
+      pg.source,
+      `CREATE TABLE readings (id bigint GENERATED ALWAYS AS IDENTITY, at timestamptz NOT NULL, sensor int, v float8,
+                              PRIMARY KEY (id, at));
+       INSERT INTO readings (at, sensor, v) SELECT t, 1, extract(minute FROM t) FROM generate_series(${day(10)}, ${day(0)}, INTERVAL '10 minutes') t;
+       CREATE TABLE keyed_by_id (id int PRIMARY KEY, at timestamptz NOT NULL);`,
+    );
+    const pgDir = `${pair.target.dataDir}-pgts`;
+    const pgArgs = ['--source', pg.source, '--target', pg.target, '--dir', pgDir, '--migration-id', 'pgts'];
+    try {
+      // A primary key without the time column cannot exist on a hypertable: refused before any row is copied.
+      const refused = await runCli([
+        'copy',
+        ...pgArgs,
+        '--hypertable',
+        'readings:at',
+        '--hypertable',
+        'keyed_by_id:at',
+      ]);
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain('error HYPERTABLE_NOT_POSSIBLE');
+      expect(refused.stderr).toContain(
+        '"public"."keyed_by_id" has a primary key or unique index without "at"',
+      );
+      await runCli(['clean', ...pgArgs]);
+
+      const run = spawnCli([
+        'migrate',
+        ...pgArgs,
+        '--hypertable',
+        'public.readings:at:1 day',
+        '--lag-interval',
+        '1s',
+      ]);
+      await waitFor(() => run.output().stderr.includes('Target has caught up') || undefined, {
+        timeoutMs: 60_000,
+        what: 'migrate to catch up',
+      });
+      await query(
+        pg.source,
+        `INSERT INTO readings (at, sensor, v) SELECT t, 2, 1 FROM generate_series(${day(0)}, ${day(-3)}, INTERVAL '1 hour') t;
+         UPDATE readings SET v = -1 WHERE at < ${day(9)};
+         DELETE FROM readings WHERE at < ${day(9)} + INTERVAL '12 hours' AND sensor = 1;`,
+      );
+      const cutover = await runCli(['cutover', ...pgArgs, '--checksum']);
+      expect(cutover.code, `${cutover.stderr}\n${run.output().stderr}`).toBe(0);
+      expect((await run.result).code).toBe(0);
+
+      const shape = await query<{ interval: string; chunks: number; pk: string }>(
+        pg.target,
+        `SELECT d.time_interval::text AS interval,
+                (SELECT count(*)::int FROM timescaledb_information.chunks WHERE hypertable_name = 'readings') AS chunks,
+                (SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'readings'::regclass AND contype = 'p') AS pk
+           FROM timescaledb_information.dimensions d WHERE d.hypertable_name = 'readings'`,
+      );
+      expect(shape).toEqual([{ interval: '1 day', chunks: 14, pk: 'PRIMARY KEY (id, at)' }]);
+      const facts = `SELECT count(*)::int AS n, sum(v)::text AS total, count(*) FILTER (WHERE v = -1)::int AS updated FROM readings`;
+      const [onSource] = await query(pg.source, facts);
+      expect(await query(pg.target, facts)).toEqual([onSource]);
+      expect(onSource).toMatchObject({ updated: expect.any(Number) });
+      const validate = await runCli(['validate', ...pgArgs, '--checksum']);
+      expect(validate.code, validate.stderr).toBe(0);
+    } finally {
+      await runCli(['clean', ...pgArgs, '--prune']);
+      await rm(pgDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -6,6 +6,7 @@
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { MigrationError } from '../../core/errors';
 import { type QualifiedName, quoteIdent, quoteLiteral, quoteQualified } from '../../core/sql';
 import { CONTROL_SCHEMA } from './control-schema';
 import { listTables } from './source-catalog';
@@ -641,4 +642,102 @@ export async function lateChunksWithChanges(
       name: r.chunk_name,
       hypertable: { schema: r.hypertable_schema, name: r.hypertable_name },
     }));
+}
+
+/** PostgreSQL to TimescaleDB (`--hypertable`): a plain source table made a hypertable on the target. */
+export interface HypertableRequest extends QualifiedName {
+  timeColumn: string;
+  chunkInterval: string | null;
+}
+
+/**
+ * Refuses `--hypertable` requests TimescaleDB would reject, before anything is copied: the table and column
+ * must exist on the source with a time or integer type, and every primary key and unique index must include
+ * the column (TimescaleDB refuses the index otherwise, which would only show after the copy). Returns the
+ * schema of the target's TimescaleDB API, installing the extension there (in public) when it is not yet.
+ */
+export async function prepareHypertableRequests(
+  source: pg.Client,
+  target: pg.Client,
+  requests: readonly HypertableRequest[],
+): Promise<PreparedHypertables> {
+  const problems: string[] = [];
+  const columnTypes = new Map<string, string>();
+  for (const r of requests) {
+    const { rows } = await source.query(
+      `SELECT format_type(a.atttypid, NULL) AS type, c.relkind,
+              array(SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+                     WHERE i.indrelid = c.oid AND (i.indisunique OR i.indisprimary) AND NOT a.attnum = ANY(i.indkey)) AS blocking
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = $1 AND c.relname = $2`,
+      [r.schema, r.name, r.timeColumn],
+    );
+    const row = rows[0];
+    const table = quoteQualified(r);
+    if (row?.type) columnTypes.set(table, row.type);
+    if (!row || row.relkind !== 'r') problems.push(`${table} is not a plain table of the source`);
+    else if (!row.type) problems.push(`${table} has no column ${quoteIdent(r.timeColumn)}`);
+    else if (!isTimeType(row.type) && !['smallint', 'integer', 'bigint'].includes(row.type))
+      problems.push(`${table}.${quoteIdent(r.timeColumn)} is ${row.type}, not a time or integer type`);
+    else if (row.blocking.length > 0)
+      problems.push(
+        `${table} has a primary key or unique index without ${quoteIdent(r.timeColumn)} (${row.blocking.join('; ')}), which a hypertable cannot have`,
+      );
+  }
+  const { rows: ext } = await target.query(
+    `SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'`,
+  );
+  const { rows: available } = await target.query(
+    `SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`,
+  );
+  if (ext.length === 0 && available.length === 0)
+    problems.push('the target server does not have TimescaleDB');
+  if (problems.length > 0) {
+    throw new MigrationError(
+      'HYPERTABLE_NOT_POSSIBLE',
+      `--hypertable cannot be honoured: ${problems.join('; ')}.`,
+      'Fix the table on the source (a primary key must include the time column: ALTER TABLE … ADD PRIMARY KEY (id, <time column>)) or on the target server (install TimescaleDB and preload it), or leave the table out of --hypertable. Nothing was copied.',
+    );
+  }
+  if (ext.length > 0) return { api: quoteIdent(ext[0].schema), columnTypes };
+  await target.query('CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public');
+  return { api: quoteIdent('public'), columnTypes };
+}
+
+export interface PreparedHypertables {
+  /** The target's TimescaleDB API schema, quoted. */
+  api: string;
+  /** The time column's type per table (quoted qualified name). */
+  columnTypes: Map<string, string>;
+}
+
+/** create_hypertable for each request (in the pre-data transaction, on the still empty tables). */
+export function buildRequestedHypertableSql(
+  prepared: PreparedHypertables,
+  requests: readonly HypertableRequest[],
+): string {
+  return requests
+    .map((r) => {
+      const type = prepared.columnTypes.get(quoteQualified(r)) ?? 'timestamp with time zone';
+      // by_range takes the interval in the column's terms: an interval for time types, the integer type otherwise.
+      const interval =
+        r.chunkInterval === null
+          ? ''
+          : `, ${quoteLiteral(r.chunkInterval)}::${isTimeType(type) ? 'interval' : type}`;
+      return `SELECT ${prepared.api}.create_hypertable(${quoteLiteral(quoteQualified(r))}, ${prepared.api}.by_range(${quoteLiteral(r.timeColumn)}${interval}), create_default_indexes => false);`;
+    })
+    .join('\n');
+}
+
+/** The hypertables of a database (schema\u0000name), empty without TimescaleDB. */
+export async function readHypertableNames(client: pg.Client): Promise<Set<string>> {
+  const { rows: present } = await client.query(
+    `SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL AS ts`,
+  );
+  if (!present[0]?.ts) return new Set();
+  const { rows } = await client.query(
+    `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable`,
+  );
+  return new Set(rows.map((r) => `${r.schema}\u0000${r.name}`));
 }
