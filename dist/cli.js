@@ -37393,7 +37393,12 @@ function createChunkRouter(args) {
     const row2 = rows[0];
     const id = row2?.id ?? Number(/^_hyper_(\d+)_\d+_chunk$/.exec(rel.name)?.[1] ?? Number.NaN);
     const owner = byId.get(id);
-    const route = owner ? { schema: owner.schema, name: owner.name, via: "chunk" } : null;
+    const route = owner ? {
+      schema: owner.schema,
+      name: owner.name,
+      via: "chunk",
+      chunk: { schema: rel.schema, name: rel.name }
+    } : null;
     if (owner && row2?.chunk && row2.keyed && !row2.published) {
       await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row2.chunk}`);
       await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
@@ -37476,7 +37481,7 @@ async function prepareHypertableRequests(source, target, requests) {
     const row2 = rows[0];
     const table = quoteQualified(r);
     if (row2?.type) columnTypes.set(table, row2.type);
-    if (!row2 || row2.relkind !== "r") problems.push(`${table} is not a plain table of the source`);
+    if (row2?.relkind !== "r") problems.push(`${table} is not a plain table of the source`);
     else if (!row2.type) problems.push(`${table} has no column ${quoteIdent(r.timeColumn)}`);
     else if (!isTimeType(row2.type) && !["smallint", "integer", "bigint"].includes(row2.type))
       problems.push(`${table}.${quoteIdent(r.timeColumn)} is ${row2.type}, not a time or integer type`);
@@ -40469,7 +40474,9 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       }
       out.push(statement);
     } else {
-      const names = [...new Set(change.rels.map((r) => `${only(r)}${quoteQualified(r)}`))].join(", ");
+      const rels = change.rels.filter((r) => r.via !== "chunk");
+      if (rels.length === 0) continue;
+      const names = [...new Set(rels.map((r) => `${only(r)}${quoteQualified(r)}`))].join(", ");
       out.push({
         sql: `TRUNCATE ${names}${change.restartIdentity ? " RESTART IDENTITY" : ""}${change.cascade ? " CASCADE" : ""}`
       });
@@ -40486,7 +40493,7 @@ var relKey = (rel) => `${rel.schema}\0${rel.name}`;
 function reconcile(change, commitLsn, rules) {
   if (rules.size === 0) return { change, idempotent: false };
   const rule = (rel) => {
-    const r = rules.get(relKey(rel));
+    const r = rules.get(relKey(rel.chunk ?? rel));
     return r && commitLsn < r.lsn ? r.mode : void 0;
   };
   if (change.kind === "truncate") {

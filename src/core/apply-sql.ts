@@ -342,8 +342,12 @@ export function buildApplySql(
       }
       out.push(statement);
     } else {
-      // A TimescaleDB TRUNCATE names the hypertable and each of its chunks, all routed to the hypertable.
-      const names = [...new Set(change.rels.map((r) => `${only(r)}${quoteQualified(r)}`))].join(', ');
+      // A TimescaleDB TRUNCATE of a hypertable names it and each of its chunks: the hypertable is enough. A
+      // chunk truncated on its own is not applied (it would empty the whole hypertable): the cutover's
+      // comparison of every chunk finds it and copies it again.
+      const rels = change.rels.filter((r) => r.via !== 'chunk');
+      if (rels.length === 0) continue;
+      const names = [...new Set(rels.map((r) => `${only(r)}${quoteQualified(r)}`))].join(', ');
       out.push({
         sql: `TRUNCATE ${names}${change.restartIdentity ? ' RESTART IDENTITY' : ''}${change.cascade ? ' CASCADE' : ''}`,
       });

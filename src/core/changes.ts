@@ -13,6 +13,8 @@ export interface RelationRef {
    * the destination of one of its chunks' changes ('chunk').
    */
   via?: 'hypertable' | 'chunk';
+  /** For 'chunk': the source chunk the change was made in (copy parts and their refresh rules are per chunk). */
+  chunk?: { schema: string; name: string };
 }
 
 export interface RelationDef extends RelationRef {

@@ -15,7 +15,8 @@ export interface Reconciled {
 export function reconcile(change: Change, commitLsn: Lsn, rules: RefreshRules): Reconciled | undefined {
   if (rules.size === 0) return { change, idempotent: false };
   const rule = (rel: RelationRef) => {
-    const r = rules.get(relKey(rel));
+    // A TimescaleDB chunk was copied as a part of its own: its rule is the chunk's, not its hypertable's.
+    const r = rules.get(relKey(rel.chunk ?? rel));
     return r && commitLsn < r.lsn ? r.mode : undefined;
   };
   if (change.kind === 'truncate') {

@@ -214,6 +214,21 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
       ['policy_refresh_continuous_aggregate', true],
       ['policy_retention', true],
     ]);
+
+    // validate --repair: a damaged range on the target is found per chunk and copied again.
+    await query(
+      uris.target,
+      `DELETE FROM metrics WHERE time >= ${day(5)} AND time < ${day(4)} AND device <> 1`,
+    );
+    const damaged = await runCli(['validate', ...args]);
+    expect(damaged.code, damaged.stderr).toBe(5);
+    const repaired = await runCli(['validate', ...args, '--checksum', '--repair']);
+    expect(repaired.code, repaired.stderr).toBe(0);
+    expect(repaired.stderr).toMatch(
+      /Copied 1 chunks again \(\d+ rows\): _timescaledb_internal\._hyper_1_\d+_chunk/,
+    );
+    const [repairedFacts] = await query(uris.target, facts);
+    expect(repairedFacts).toEqual(onSource);
   });
 
   it('turns plain tables into hypertables on the way (PostgreSQL to TimescaleDB), refusing one that cannot be', async () => {

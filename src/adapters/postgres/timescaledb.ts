@@ -511,12 +511,14 @@ export function createChunkRouter(args: {
   layout: TimescaleLayout;
   fullPublication: string;
   onLateChunk: (chunk: LateChunk) => Promise<void>;
-}): (rel: QualifiedName) => Promise<(QualifiedName & { via: 'hypertable' | 'chunk' }) | null | undefined> {
+}): (
+  rel: QualifiedName,
+) => Promise<(QualifiedName & { via: 'hypertable' | 'chunk'; chunk?: QualifiedName }) | null | undefined> {
   const key = (r: QualifiedName) => `${r.schema}\u0000${r.name}`;
   const hypertables = new Map(args.layout.hypertables.map((h) => [key(h), h]));
   const byId = new Map(args.layout.hypertables.map((h) => [h.id, h]));
   const internalSchemas = new Set(['_timescaledb_internal', ...args.layout.chunkSchemas]);
-  const cache = new Map<string, (QualifiedName & { via: 'chunk' }) | null>();
+  const cache = new Map<string, (QualifiedName & { via: 'chunk'; chunk: QualifiedName }) | null>();
   return async (rel) => {
     const hypertable = hypertables.get(key(rel));
     if (hypertable) return { schema: hypertable.schema, name: hypertable.name, via: 'hypertable' };
@@ -540,7 +542,14 @@ export function createChunkRouter(args: {
     // A chunk dropped since: its name still tells its hypertable (_hyper_<hypertable id>_<chunk id>_chunk).
     const id = row?.id ?? Number(/^_hyper_(\d+)_\d+_chunk$/.exec(rel.name)?.[1] ?? Number.NaN);
     const owner = byId.get(id);
-    const route = owner ? { schema: owner.schema, name: owner.name, via: 'chunk' as const } : null;
+    const route = owner
+      ? {
+          schema: owner.schema,
+          name: owner.name,
+          via: 'chunk' as const,
+          chunk: { schema: rel.schema, name: rel.name },
+        }
+      : null;
     if (owner && row?.chunk && row.keyed && !row.published) {
       await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row.chunk}`);
       await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
@@ -676,7 +685,7 @@ export async function prepareHypertableRequests(
     const row = rows[0];
     const table = quoteQualified(r);
     if (row?.type) columnTypes.set(table, row.type);
-    if (!row || row.relkind !== 'r') problems.push(`${table} is not a plain table of the source`);
+    if (row?.relkind !== 'r') problems.push(`${table} is not a plain table of the source`);
     else if (!row.type) problems.push(`${table} has no column ${quoteIdent(r.timeColumn)}`);
     else if (!isTimeType(row.type) && !['smallint', 'integer', 'bigint'].includes(row.type))
       problems.push(`${table}.${quoteIdent(r.timeColumn)} is ${row.type}, not a time or integer type`);

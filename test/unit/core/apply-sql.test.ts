@@ -258,6 +258,33 @@ describe('buildApplySql: truncate', () => {
     ]);
   });
 
+  it('reaches a TimescaleDB hypertable without ONLY, once, and leaves a lone chunk truncate to the cutover', () => {
+    const hypertable: RelationRef = { schema: 'public', name: 'orders', via: 'hypertable' };
+    const chunk: RelationRef = { schema: 'public', name: 'orders', via: 'chunk' };
+    expect(
+      sqlOf([
+        // TRUNCATE of the hypertable on the source: the hypertable and each chunk, all routed to it.
+        { kind: 'truncate', rels: [hypertable, chunk, chunk], cascade: false, restartIdentity: false },
+        // One chunk truncated on its own: applied to the hypertable it would empty every chunk.
+        { kind: 'truncate', rels: [chunk], cascade: false, restartIdentity: false },
+        { kind: 'truncate', rels: [chunk, lines], cascade: false, restartIdentity: false },
+      ]),
+    ).toEqual(['TRUNCATE "public"."orders"', 'TRUNCATE ONLY "public"."lines"']);
+  });
+
+  it('updates and deletes through a hypertable without ONLY, a keyless row by its chunk and ctid', () => {
+    const hypertable: RelationRef = { schema: 'select', name: 'no key', via: 'chunk' };
+    expect(
+      sqlOf([
+        { kind: 'delete', rel: { ...orders, via: 'chunk' }, key: { id: '1' }, old: null },
+        { kind: 'delete', rel: hypertable, key: null, old: { a: '1', b: null, c: 'x' } },
+      ]),
+    ).toEqual([
+      'DELETE FROM "public"."orders" WHERE "id" = \'1\'',
+      'DELETE FROM "select"."no key" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM "select"."no key" WHERE "a"::text = \'1\' AND "b" IS NULL AND "c"::text = \'x\' LIMIT 1)',
+    ]);
+  });
+
   it('flushes pending inserts before a truncate', () => {
     expect(
       sqlOf([

@@ -35,6 +35,29 @@ describe('reconcile', () => {
     expect(reconcile(insert('other'), lsn(1), rules)).toEqual({ change: insert('other'), idempotent: false });
   });
 
+  it("follows a TimescaleDB chunk's own rule, not its hypertable's", () => {
+    const chunkRules: RefreshRules = new Map([
+      ['_timescaledb_internal\u0000_hyper_1_2_chunk', { lsn: lsn(100), mode: 'skip' }],
+    ]);
+    const inChunk = (name: string): Change => ({
+      kind: 'insert',
+      rel: {
+        schema: 'public',
+        name: 'metrics',
+        via: 'chunk',
+        chunk: { schema: '_timescaledb_internal', name },
+      },
+      values: { id: '1' },
+    });
+    // Copied at the fresh snapshot: its earlier changes are in the copy already.
+    expect(reconcile(inChunk('_hyper_1_2_chunk'), lsn(99), chunkRules)).toBeUndefined();
+    // Another chunk of the same hypertable, copied in the first snapshot: applied.
+    expect(reconcile(inChunk('_hyper_1_3_chunk'), lsn(99), chunkRules)).toEqual({
+      change: inChunk('_hyper_1_3_chunk'),
+      idempotent: false,
+    });
+  });
+
   it('keeps only the truncated tables that are not skipped', () => {
     const truncate: Change = {
       kind: 'truncate',
