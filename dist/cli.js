@@ -35739,6 +35739,21 @@ var hypertableSpec = external_exports.object({
   /** The chunk interval as TimescaleDB takes it: an interval ('1 day') or, for an integer column, a number. */
   chunkInterval: external_exports.string().min(1).nullable()
 });
+function parseHypertableSpec(text) {
+  const [table = "", column = "", ...rest] = text.split(":");
+  const dot = table.indexOf(".");
+  const schema = dot > 0 ? table.slice(0, dot) : "public";
+  const name = dot > 0 ? table.slice(dot + 1) : table;
+  if (!name || !column.trim()) {
+    throw new MigrationError(
+      "CONFIG_INVALID_OPTION",
+      `--hypertable '${text}' does not name a table and its time column.`,
+      "Pass [schema.]table:time_column[:chunk_interval], e.g. --hypertable public.readings:at:'1 day'."
+    );
+  }
+  const interval = rest.join(":").trim();
+  return { schema, name, timeColumn: column.trim(), chunkInterval: interval || null };
+}
 var copyOptions = commonOptions.extend({
   snapshot: external_exports.string().optional(),
   /** --hypertable table:time_column[:chunk_interval] (repeatable). */
@@ -44147,20 +44162,6 @@ ${exit}
 `;
 }
 var configError2 = (message, hint) => new MigrationError("CONFIG_INVALID_OPTION", message, hint);
-function parseHypertableSpec(text) {
-  const [table = "", column = "", ...rest] = text.split(":");
-  const dot = table.indexOf(".");
-  const schema = dot > 0 ? table.slice(0, dot) : "public";
-  const name = dot > 0 ? table.slice(dot + 1) : table;
-  if (!name || !column.trim()) {
-    throw configError2(
-      `--hypertable '${text}' does not name a table and its time column.`,
-      "Pass [schema.]table:time_column[:chunk_interval], e.g. --hypertable public.readings:at:'1 day'."
-    );
-  }
-  const interval = rest.join(":").trim();
-  return { schema, name, timeColumn: column.trim(), chunkInterval: interval || null };
-}
 function parseCount(value, name, fallback) {
   if (value === void 0) return fallback;
   const n = Number(value);

@@ -1,5 +1,6 @@
 // One schema for every command's options, whichever front end (CLI flags, action inputs, env) fills it.
 import { z } from 'zod';
+import { MigrationError } from '../core/errors';
 
 export const MIGRATION_ID_PATTERN = /^[a-z0-9_]{1,40}$/;
 
@@ -23,6 +24,23 @@ export const hypertableSpec = z.object({
   chunkInterval: z.string().min(1).nullable(),
 });
 export type HypertableSpec = z.infer<typeof hypertableSpec>;
+
+/** `[schema.]table:time_column[:chunk_interval]`; the interval may itself contain colons ('01:00:00'). */
+export function parseHypertableSpec(text: string): HypertableSpec {
+  const [table = '', column = '', ...rest] = text.split(':');
+  const dot = table.indexOf('.');
+  const schema = dot > 0 ? table.slice(0, dot) : 'public';
+  const name = dot > 0 ? table.slice(dot + 1) : table;
+  if (!name || !column.trim()) {
+    throw new MigrationError(
+      'CONFIG_INVALID_OPTION',
+      `--hypertable '${text}' does not name a table and its time column.`,
+      "Pass [schema.]table:time_column[:chunk_interval], e.g. --hypertable public.readings:at:'1 day'.",
+    );
+  }
+  const interval = rest.join(':').trim();
+  return { schema, name, timeColumn: column.trim(), chunkInterval: interval || null };
+}
 
 export const copyOptions = commonOptions.extend({
   snapshot: z.string().optional(),

@@ -21,7 +21,13 @@ import { createWorkflowDispatch } from '../adapters/github/workflow-dispatch';
 import { withClient } from '../adapters/postgres/client';
 import { parseConnInfo } from '../adapters/postgres/connection';
 import { CONTROL_SCHEMA, readParts } from '../adapters/postgres/control-schema';
-import { cleanOptions, commonOptions, copyOptions, validateOptions } from '../config/options';
+import {
+  cleanOptions,
+  commonOptions,
+  copyOptions,
+  parseHypertableSpec,
+  validateOptions,
+} from '../config/options';
 import { computeExitCode, ExitCode, isMigrationError, MigrationError } from '../core/errors';
 import type { MigrationEvent } from '../core/events';
 import { formatBytes, formatCount, formatDuration, parseByteSize } from '../core/format';
@@ -102,6 +108,11 @@ function readInputs() {
     splitTablesLargerThan: text('split-tables-larger-than'),
     skipSchema: bool('skip-schema'),
     skipRoles: bool('skip-roles'),
+    hypertables: text('hypertable')
+      .split('\n')
+      .map((s) => s.trim())
+      .filter(Boolean),
+    allowTimescaledbVersionMismatch: bool('allow-timescaledb-version-mismatch'),
     partsOnly: bool('parts-only'),
     resume: bool('resume'),
     resumeRunId: text('resume-run-id'),
@@ -465,6 +476,7 @@ async function runCommand(command: Command, inputs: Inputs, deps: RunDeps): Prom
       noOwner: false,
       resume,
       partsOnly: inputs.partsOnly,
+      hypertables: inputs.hypertables.map(parseHypertableSpec),
     });
   };
   const ok = (verdict: string, sections: string[], extra: Partial<CommandResult> = {}): CommandResult => ({
@@ -480,6 +492,7 @@ async function runCommand(command: Command, inputs: Inputs, deps: RunDeps): Prom
         ...common,
         skipSchema: inputs.skipSchema,
         skipRoles: inputs.skipRoles,
+        allowTimescaledbVersionMismatch: inputs.allowTimescaledbVersionMismatch,
       });
       return {
         verdict: report.ok

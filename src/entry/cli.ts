@@ -13,7 +13,7 @@ import {
   cleanOptions,
   commonOptions,
   copyOptions,
-  type HypertableSpec,
+  parseHypertableSpec,
   validateOptions,
 } from '../config/options';
 import { computeExitCode, ERROR_CODES, ExitCode, isMigrationError, MigrationError } from '../core/errors';
@@ -174,22 +174,6 @@ ${exit}
 
 const configError = (message: string, hint: string) =>
   new MigrationError('CONFIG_INVALID_OPTION', message, hint);
-
-/** `[schema.]table:time_column[:chunk_interval]`; the interval may itself contain colons ('01:00:00'). */
-function parseHypertableSpec(text: string): HypertableSpec {
-  const [table = '', column = '', ...rest] = text.split(':');
-  const dot = table.indexOf('.');
-  const schema = dot > 0 ? table.slice(0, dot) : 'public';
-  const name = dot > 0 ? table.slice(dot + 1) : table;
-  if (!name || !column.trim()) {
-    throw configError(
-      `--hypertable '${text}' does not name a table and its time column.`,
-      "Pass [schema.]table:time_column[:chunk_interval], e.g. --hypertable public.readings:at:'1 day'.",
-    );
-  }
-  const interval = rest.join(':').trim();
-  return { schema, name, timeColumn: column.trim(), chunkInterval: interval || null };
-}
 
 function parseCount(value: string | undefined, name: string, fallback: number): number {
   if (value === undefined) return fallback;
