@@ -35893,6 +35893,8 @@ var ENSURE_SQL = `
       added_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (migration_id, chunk_schema, chunk_name)
     );
+    -- Published only after its first rows (no superuser, so no schema publication): copied again at cutover.
+    ALTER TABLE ${S}.ts_late_chunk ADD COLUMN IF NOT EXISTS recopy boolean NOT NULL DEFAULT false;
     CREATE TABLE IF NOT EXISTS ${S}.step (
       migration_id text NOT NULL,
       step text NOT NULL,
@@ -36472,7 +36474,7 @@ async function readSlot(client, slotName) {
     retainedBytes: r.retained === null ? null : Number(r.retained)
   };
 }
-async function createPublications(client, migrationId, tables, chunkSchemas = []) {
+async function createPublications(client, migrationId, tables, timescale = null) {
   const sets = buildPublicationSets(tables);
   const created = [];
   const define2 = async (name, members2, publish) => {
@@ -36483,9 +36485,10 @@ async function createPublications(client, migrationId, tables, chunkSchemas = []
     created.push(name);
   };
   await define2(publicationNameFor(migrationId, "full"), sets.full, "insert, update, delete, truncate");
-  if (sets.insertOnly.length > 0) {
+  if (sets.insertOnly.length > 0 || timescale && !timescale.superuser) {
     await define2(publicationNameFor(migrationId, "insert_only"), sets.insertOnly, "insert, truncate");
   }
+  const chunkSchemas = timescale?.superuser ? timescale.chunkSchemas : [];
   if (chunkSchemas.length > 0) {
     const name = publicationNameFor(migrationId, "chunks");
     await client.query(
@@ -37454,6 +37457,51 @@ async function recopyChunks(source, target, chunks) {
   }
   return copied;
 }
+async function publishNewChunks(args) {
+  if (args.layout.hypertables.length === 0) return [];
+  const { rows } = await args.source.query(
+    `SELECT ch.schema_name::text AS schema, ch.table_name::text AS name, c.oid::regclass::text AS chunk,
+            h.schema_name::text AS ht_schema, h.table_name::text AS ht_name,
+            (c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+               AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))) AS keyed
+       FROM _timescaledb_catalog.chunk ch
+       JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+       JOIN pg_namespace n ON n.nspname = ch.schema_name
+       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = ch.table_name
+      WHERE ch.hypertable_id = ANY($1::int[]) AND NOT ch.osm_chunk
+        AND NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                         WHERE p.pubname = ANY($2::text[]) AND pr.prrelid = c.oid)
+      ORDER BY ch.id`,
+    [args.layout.hypertables.map((h) => h.id), [args.publications.full, args.publications.insertOnly]]
+  );
+  for (const r of rows) {
+    const publication = r.keyed ? args.publications.full : args.publications.insertOnly;
+    await args.source.query(`ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ${r.chunk}`);
+  }
+  return rows.map((r) => ({
+    schema: r.schema,
+    name: r.name,
+    hypertable: { schema: r.ht_schema, name: r.ht_name }
+  }));
+}
+async function recordLateChunks(target, migrationId, chunks, recopy) {
+  for (const chunk of chunks) {
+    await target.query(
+      `INSERT INTO ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+              (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+      [migrationId, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name, recopy]
+    );
+  }
+}
+async function readRecopyChunks(target, migrationId) {
+  const { rows } = await target.query(
+    `SELECT chunk_schema AS schema, chunk_name AS name FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+      WHERE migration_id = $1 AND recopy`,
+    [migrationId]
+  );
+  return rows;
+}
 async function chunkCopies(source, schemas, chunks) {
   const wanted = new Set(chunks.map((c) => `${c.schema}.${c.name}`));
   return (await listTables(source, schemas)).flatMap(
@@ -37462,7 +37510,7 @@ async function chunkCopies(source, schemas, chunks) {
 }
 async function lateChunksWithChanges(source, target, migrationId) {
   const { rows: late } = await target.query(
-    `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+    `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
       WHERE migration_id = $1`,
     [migrationId]
   );
@@ -37474,7 +37522,7 @@ async function lateChunksWithChanges(source, target, migrationId) {
     [late.map((r) => r.chunk_schema), late.map((r) => r.chunk_name)]
   );
   const changed = new Set(rows.map((r) => `${r.schema}.${r.name}`));
-  return late.filter((r) => changed.has(`${r.chunk_schema}.${r.chunk_name}`)).map((r) => ({
+  return late.filter((r) => r.recopy || changed.has(`${r.chunk_schema}.${r.chunk_name}`)).map((r) => ({
     schema: r.chunk_schema,
     name: r.chunk_name,
     hypertable: { schema: r.hypertable_schema, name: r.hypertable_name }
@@ -37705,10 +37753,10 @@ function checkTimescaleSupported(ts, superuser) {
   const names = ts.hypertables.map(displayName);
   if (!superuser) {
     out.push({
-      code: "TIMESCALEDB_NEEDS_SUPERUSER",
-      severity: "error",
-      message: `The source has ${plural2(ts.hypertables.length, "hypertable")} (${listNames(names)}). Chunks that TimescaleDB creates during the migration are only replicated by a publication FOR TABLES IN SCHEMA ${ts.chunkSchemas.join(", ")}, which only a superuser can create; without it their rows would be lost.`,
-      fix: "Connect to the source as a superuser (on a managed service, the most privileged role it offers may not be enough: then migrate with a pause in writes, or leave the hypertables out with --schema).",
+      code: "TIMESCALEDB_NOT_SUPERUSER",
+      severity: "warning",
+      message: `The source has ${plural2(ts.hypertables.length, "hypertable")} (${listNames(names)}) and the source user is not a superuser, so no publication FOR TABLES IN SCHEMA ${ts.chunkSchemas.join(", ")} can catch the chunks TimescaleDB creates during the migration from their first row. The replay adds each new chunk to the publications when it finds it in TimescaleDB's catalog (every --lag-interval); the rows written to it before are copied again at cutover, with the writers stopped: the downtime grows with what is written into new chunks during the migration.`,
+      fix: "To avoid the copy at cutover, connect to the source as a superuser. Otherwise nothing to do; keep the migration short or plan the cutover for a quiet time.",
       objects: names
     });
   }
@@ -38350,7 +38398,6 @@ function errorCodeForFinding(code) {
     PG_TOOL_NOT_FOUND: "PG_TOOL_NOT_FOUND",
     PG_TOOL_TOO_OLD: "PG_TOOL_TOO_OLD",
     TIMESCALEDB_NOT_SUPPORTED_YET: "TIMESCALEDB_NOT_SUPPORTED_YET",
-    TIMESCALEDB_NEEDS_SUPERUSER: "PERMISSION_DENIED",
     TIMESCALEDB_COMPRESSION_MARKERS_OFF: "TIMESCALEDB_COMPRESSION_MARKERS_OFF"
   };
   return map2[code] ?? "PREFLIGHT_FAILED";
@@ -38937,8 +38984,13 @@ async function startSnapshot(endpoints, options) {
     let publications;
     try {
       const layout = await readTimescaleLayout(source, options.schemas);
-      const chunkSchemas = layout?.hypertables.length ? layout.chunkSchemas : [];
-      publications = await createPublications(source, options.migrationId, tables, chunkSchemas);
+      const superuser = (await source.query("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).rows[0]?.rolsuper;
+      publications = await createPublications(
+        source,
+        options.migrationId,
+        tables,
+        layout?.hypertables.length ? { chunkSchemas: layout.chunkSchemas, superuser } : null
+      );
     } catch (error62) {
       await dropPublications(source, options.migrationId).catch(() => void 0);
       throw translatePgError(error62, endpoints.source);
@@ -41461,17 +41513,29 @@ async function runSession(ctx, endpoints, options, shared) {
       layout,
       fullPublication: publicationNameFor(id, "full"),
       onLateChunk: async (chunk) => {
-        await control.query(
-          `INSERT INTO ${S5}.ts_late_chunk (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-          [id, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name]
-        );
+        await recordLateChunks(control, id, [chunk], false);
         log(
           `TimescaleDB created chunk ${chunk.schema}.${chunk.name} of ${chunk.hypertable.schema}.${chunk.hypertable.name} during the migration: its inserts are replicated; it now publishes updates and deletes too (earlier ones are checked at cutover).`
         );
       }
     }) : void 0;
     const targetHypertables = await readHypertableNames(apply);
+    const pollChunks = layout?.hypertables.length && !shared.migration.publications.includes(publicationNameFor(id, "chunks")) ? async () => {
+      const added = await publishNewChunks({
+        source: sourceStatus,
+        layout,
+        publications: {
+          full: publicationNameFor(id, "full"),
+          insertOnly: publicationNameFor(id, "insert_only")
+        }
+      });
+      if (added.length === 0) return;
+      await recordLateChunks(control, id, added, true);
+      for (const chunk of added) rules.set(relKey(chunk), RECOPY_RULE);
+      log(
+        `TimescaleDB created ${added.length} chunks during the migration (${added.map((c) => `${c.schema}.${c.name}`).join(", ")}): published from now on; their rows written before are copied again at cutover.`
+      );
+    } : void 0;
     let triggerMode;
     if (options.mode === "apply") {
       triggerMode = await prepareApplySession(apply);
@@ -41859,9 +41923,10 @@ async function runSession(ctx, endpoints, options, shared) {
           [id, `pid ${process.pid}`]
         );
       }
-      if (options.mode === "apply" && now - lastNewTableCheckMs >= options.lagIntervalMs) {
+      if (now - lastNewTableCheckMs >= options.lagIntervalMs) {
         lastNewTableCheckMs = now;
-        await checkNewTables(sourceStatus, shared.migration, durable);
+        if (pollChunks) await pollChunks();
+        if (options.mode === "apply") await checkNewTables(sourceStatus, shared.migration, durable);
       }
       if (options.mode !== "apply") return void 0;
       return await handleRequests(now, idle, idleEnd);
@@ -42118,17 +42183,20 @@ async function finishRequest(control, requestId, state, result) {
     JSON.stringify(result)
   ]);
 }
+var RECOPY_RULE = { lsn: 0xffffffffffffffffn, mode: "idempotent" };
 async function readRefreshRules(client, id) {
   const { rows } = await client.query(
     `SELECT table_schema, table_name, lsn::text AS lsn, mode FROM ${S5}.refresh WHERE migration_id = $1`,
     [id]
   );
-  return new Map(
+  const rules = new Map(
     rows.map((r) => [
       relKey({ schema: r.table_schema, name: r.table_name }),
       { lsn: parseLsn(r.lsn), mode: r.mode }
     ])
   );
+  for (const chunk of await readRecopyChunks(client, id)) rules.set(relKey(chunk), RECOPY_RULE);
+  return rules;
 }
 async function applyReconciled(apply, items, targetOf) {
   const byRef = /* @__PURE__ */ new Map();

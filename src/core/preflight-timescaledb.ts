@@ -87,8 +87,8 @@ export function isTimescalePreloaded(sharedPreloadLibraries: string): boolean {
 }
 
 /**
- * The findings that block a migration of a source with hypertables. Part of the snapshot guard:
- * `snapshot`, `copy` and `migrate` refuse such a source too.
+ * The findings about what a migration of hypertables needs from the source. Part of the snapshot guard:
+ * `snapshot`, `copy` and `migrate` refuse a source with one of its errors too.
  */
 export function checkTimescaleSupported(ts: SourceTimescaleFacts | null, superuser: boolean): Finding[] {
   if (!ts) return [];
@@ -108,10 +108,10 @@ export function checkTimescaleSupported(ts: SourceTimescaleFacts | null, superus
   const names = ts.hypertables.map(displayName);
   if (!superuser) {
     out.push({
-      code: 'TIMESCALEDB_NEEDS_SUPERUSER',
-      severity: 'error',
-      message: `The source has ${plural(ts.hypertables.length, 'hypertable')} (${listNames(names)}). Chunks that TimescaleDB creates during the migration are only replicated by a publication FOR TABLES IN SCHEMA ${ts.chunkSchemas.join(', ')}, which only a superuser can create; without it their rows would be lost.`,
-      fix: 'Connect to the source as a superuser (on a managed service, the most privileged role it offers may not be enough: then migrate with a pause in writes, or leave the hypertables out with --schema).',
+      code: 'TIMESCALEDB_NOT_SUPERUSER',
+      severity: 'warning',
+      message: `The source has ${plural(ts.hypertables.length, 'hypertable')} (${listNames(names)}) and the source user is not a superuser, so no publication FOR TABLES IN SCHEMA ${ts.chunkSchemas.join(', ')} can catch the chunks TimescaleDB creates during the migration from their first row. The replay adds each new chunk to the publications when it finds it in TimescaleDB's catalog (every --lag-interval); the rows written to it before are copied again at cutover, with the writers stopped: the downtime grows with what is written into new chunks during the migration.`,
+      fix: 'To avoid the copy at cutover, connect to the source as a superuser. Otherwise nothing to do; keep the migration short or plan the cutover for a quiet time.',
       objects: names,
     });
   }

@@ -64,8 +64,8 @@ export const FINDING_CODES = {
   PREFLIGHT_CHECK_SKIPPED: 'A check could not run (a catalog query failed); its condition is unknown.',
   TIMESCALEDB_NOT_SUPPORTED_YET:
     "The source's TimescaleDB catalog could not be read (e.g. TimescaleDB 1.x), so its hypertables are unknown.",
-  TIMESCALEDB_NEEDS_SUPERUSER:
-    'Hypertables need a superuser on the source: only one can publish the chunks created during the migration.',
+  TIMESCALEDB_NOT_SUPERUSER:
+    'Hypertables and no superuser on the source: chunks created during the migration are copied again at cutover.',
   TIMESCALEDB_COMPRESSION_MARKERS_OFF:
     'Compression is in use but timescaledb.enable_compression_wal_markers is off on the source.',
   TIMESCALEDB_VERSIONS: 'The TimescaleDB versions of source and target (for the record).',
@@ -311,7 +311,6 @@ export function errorCodeForFinding(code: FindingCode): ErrorCode {
     PG_TOOL_NOT_FOUND: 'PG_TOOL_NOT_FOUND',
     PG_TOOL_TOO_OLD: 'PG_TOOL_TOO_OLD',
     TIMESCALEDB_NOT_SUPPORTED_YET: 'TIMESCALEDB_NOT_SUPPORTED_YET',
-    TIMESCALEDB_NEEDS_SUPERUSER: 'PERMISSION_DENIED',
     TIMESCALEDB_COMPRESSION_MARKERS_OFF: 'TIMESCALEDB_COMPRESSION_MARKERS_OFF',
   };
   return map[code] ?? 'PREFLIGHT_FAILED';

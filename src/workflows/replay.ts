@@ -32,8 +32,11 @@ import { publicationNameFor, readSlot } from '../adapters/postgres/replication-s
 import { listTables } from '../adapters/postgres/source-catalog';
 import {
   createChunkRouter,
+  publishNewChunks,
   readHypertableNames,
+  readRecopyChunks,
   readTimescaleLayout,
+  recordLateChunks,
 } from '../adapters/postgres/timescaledb';
 import { type ChangeStream, openChangeStream } from '../adapters/replication/change-stream';
 import { buildApplySql } from '../core/apply-sql';
@@ -275,11 +278,7 @@ async function runSession(
           layout,
           fullPublication: publicationNameFor(id, 'full'),
           onLateChunk: async (chunk) => {
-            await control.query(
-              `INSERT INTO ${S}.ts_late_chunk (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-              [id, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name],
-            );
+            await recordLateChunks(control, id, [chunk], false);
             log(
               `TimescaleDB created chunk ${chunk.schema}.${chunk.name} of ${chunk.hypertable.schema}.${chunk.hypertable.name} during the migration: its inserts are replicated; it now publishes updates and deletes too (earlier ones are checked at cutover).`,
             );
@@ -288,6 +287,25 @@ async function runSession(
       : undefined;
 
     const targetHypertables = await readHypertableNames(apply);
+    const pollChunks =
+      layout?.hypertables.length && !shared.migration.publications.includes(publicationNameFor(id, 'chunks'))
+        ? async () => {
+            const added = await publishNewChunks({
+              source: sourceStatus,
+              layout,
+              publications: {
+                full: publicationNameFor(id, 'full'),
+                insertOnly: publicationNameFor(id, 'insert_only'),
+              },
+            });
+            if (added.length === 0) return;
+            await recordLateChunks(control, id, added, true);
+            for (const chunk of added) rules.set(relKey(chunk), RECOPY_RULE);
+            log(
+              `TimescaleDB created ${added.length} chunks during the migration (${added.map((c) => `${c.schema}.${c.name}`).join(', ')}): published from now on; their rows written before are copied again at cutover.`,
+            );
+          }
+        : undefined;
 
     let triggerMode: TriggerMode | undefined;
     if (options.mode === 'apply') {
@@ -765,9 +783,12 @@ async function runSession(
           [id, `pid ${process.pid}`],
         );
       }
-      if (options.mode === 'apply' && now - lastNewTableCheckMs >= options.lagIntervalMs) {
+      if (now - lastNewTableCheckMs >= options.lagIntervalMs) {
         lastNewTableCheckMs = now;
-        await checkNewTables(sourceStatus, shared.migration, durable);
+        // TimescaleDB without a chunk-schema publication: new chunks join the publications here (before
+        // the new-table check, which would otherwise stop on them).
+        if (pollChunks) await pollChunks();
+        if (options.mode === 'apply') await checkNewTables(sourceStatus, shared.migration, durable);
       }
       if (options.mode !== 'apply') return undefined;
       return await handleRequests(now, idle, idleEnd);
@@ -1066,17 +1087,22 @@ async function finishRequest(
 }
 
 /** Tables copied from a fresh snapshot (see copy.ts planRefresh) and how their earlier changes are treated. */
+/** A TimescaleDB chunk published after its first rows: changes applied idempotently until cutover copies it. */
+const RECOPY_RULE = { lsn: 0xffff_ffff_ffff_ffffn as Lsn, mode: 'idempotent' as const };
+
 async function readRefreshRules(client: pg.Client, id: string): Promise<RefreshRules> {
   const { rows } = await client.query(
     `SELECT table_schema, table_name, lsn::text AS lsn, mode FROM ${S}.refresh WHERE migration_id = $1`,
     [id],
   );
-  return new Map(
+  const rules: RefreshRules = new Map(
     rows.map((r) => [
       relKey({ schema: r.table_schema, name: r.table_name }),
       { lsn: parseLsn(r.lsn), mode: r.mode },
     ]),
   );
+  for (const chunk of await readRecopyChunks(client, id)) rules.set(relKey(chunk), RECOPY_RULE);
+  return rules;
 }
 
 /** Applies reconciled changes in order, in runs that share the idempotent flag. */

@@ -78,8 +78,14 @@ export async function startSnapshot(
     let publications: string[];
     try {
       const layout = await readTimescaleLayout(source, options.schemas);
-      const chunkSchemas = layout?.hypertables.length ? layout.chunkSchemas : [];
-      publications = await createPublications(source, options.migrationId, tables, chunkSchemas);
+      const superuser = (await source.query('SELECT rolsuper FROM pg_roles WHERE rolname = current_user'))
+        .rows[0]?.rolsuper as boolean;
+      publications = await createPublications(
+        source,
+        options.migrationId,
+        tables,
+        layout?.hypertables.length ? { chunkSchemas: layout.chunkSchemas, superuser } : null,
+      );
     } catch (error) {
       await dropPublications(source, options.migrationId).catch(() => undefined);
       throw translatePgError(error, endpoints.source);

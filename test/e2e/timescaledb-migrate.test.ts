@@ -300,4 +300,83 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
       await rm(pgDir, { recursive: true, force: true });
     }
   });
+
+  it('migrates hypertables for a source user that is not superuser: new chunks are published late and copied again at cutover', async () => {
+    const db = await freshDatabases(pair, 'tsowner');
+    await query(
+      pair.source.uri(),
+      `DO $$ BEGIN
+         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ts_app') THEN CREATE ROLE ts_app LOGIN REPLICATION; END IF;
+       END $$`,
+    );
+    await query(
+      db.source,
+      'CREATE EXTENSION timescaledb; GRANT CREATE ON DATABASE tsowner TO ts_app; GRANT ALL ON SCHEMA public TO ts_app',
+    );
+    const owner = pair.source.uri('tsowner', 'ts_app');
+    await query(
+      owner,
+      `CREATE TABLE sensor (time timestamptz NOT NULL, id int NOT NULL, v float8, PRIMARY KEY (id, time));
+       SELECT create_hypertable('sensor', by_range('time', INTERVAL '1 day'));
+       INSERT INTO sensor SELECT t, i, i FROM generate_series(${day(4)}, ${day(1)}, INTERVAL '1 hour') t, generate_series(1, 3) i;
+       CREATE TABLE log (time timestamptz NOT NULL, line text);
+       SELECT create_hypertable('log', by_range('time', INTERVAL '1 day'));
+       INSERT INTO log SELECT t, 'l' FROM generate_series(${day(4)}, ${day(1)}, INTERVAL '3 hours') t;`,
+    );
+    const ownerDir = `${pair.target.dataDir}-tsowner`;
+    const ownerArgs = [
+      '--source',
+      owner,
+      '--target',
+      db.target,
+      '--dir',
+      ownerDir,
+      '--migration-id',
+      'tsowner',
+    ];
+    try {
+      const run = spawnCli(['migrate', ...ownerArgs, '--lag-interval', '1s']);
+      await waitFor(() => run.output().stderr.includes('Target has caught up') || undefined, {
+        timeoutMs: 60_000,
+        what: 'migrate to catch up',
+      });
+      // New chunks (keyed and keyless) with rows written before the replay can publish them, then updates.
+      await query(
+        owner,
+        `INSERT INTO sensor SELECT t, i, 0 FROM generate_series(${day(0)}, ${day(-2)}, INTERVAL '1 hour') t, generate_series(1, 3) i;
+         INSERT INTO log SELECT t, 'new' FROM generate_series(${day(0)}, ${day(-2)}, INTERVAL '3 hours') t;`,
+      );
+      await waitFor(() => /published from now on/.test(run.output().stderr) || undefined, {
+        timeoutMs: 30_000,
+        what: 'the new chunks to be published',
+      });
+      await query(
+        owner,
+        `UPDATE sensor SET v = 42 WHERE time = ${day(-1)} AND id = 2;
+         DELETE FROM sensor WHERE time = ${day(0)} AND id = 3;
+         INSERT INTO sensor VALUES (${day(-1)} + INTERVAL '30 minutes', 1, 7);`,
+      );
+      const cutover = await runCli(['cutover', ...ownerArgs, '--checksum']);
+      expect(cutover.code, `${cutover.stderr}\n${run.output().stderr}`).toBe(0);
+      const log = (await run.result).stderr;
+      expect(log).toMatch(/cutover: late chunks \(\d+ chunks created during the migration/);
+      const publications = await query<{ pubname: string }>(
+        db.source,
+        'SELECT pubname FROM pg_publication ORDER BY 1',
+      );
+      expect(publications.map((p) => p.pubname)).toEqual([
+        'pg_live_migrate_tsowner',
+        'pg_live_migrate_tsowner_insert_only',
+      ]);
+      const facts = `SELECT (SELECT count(*) FROM sensor)::int AS sensor, (SELECT sum(v) FROM sensor)::text AS total,
+                            (SELECT count(*) FROM log)::int AS log`;
+      const [onSource] = await query(db.source, facts);
+      expect(await query(db.target, facts)).toEqual([onSource]);
+      const validate = await runCli(['validate', ...ownerArgs, '--checksum']);
+      expect(validate.code, validate.stderr).toBe(0);
+    } finally {
+      await runCli(['clean', ...ownerArgs, '--prune']);
+      await rm(ownerDir, { recursive: true, force: true });
+    }
+  });
 });

@@ -709,11 +709,25 @@ describe('TimescaleDB within the whole preflight', () => {
     timescaledb: timescale,
   };
 
-  it('blocks the snapshot guard without a superuser, as a permission error', () => {
+  it('lets the snapshot guard through without a superuser (a warning), and stops it without compression markers', () => {
     expect(codes(computeSnapshotReadiness(sourceFacts({ ...source, isSuperuser: true }), null))).toEqual([]);
     const findings = computeSnapshotReadiness(sourceFacts({ ...source, isSuperuser: false }), null);
-    expect(codes(findings)).toContain('TIMESCALEDB_NEEDS_SUPERUSER');
-    expect(errorCodeForFinding('TIMESCALEDB_NEEDS_SUPERUSER')).toBe('PERMISSION_DENIED');
+    expect(findings.map((f) => [f.code, f.severity])).toEqual([['TIMESCALEDB_NOT_SUPERUSER', 'warning']]);
+    const compressed = {
+      ...source,
+      isSuperuser: true,
+      timescaledb: {
+        ...timescale,
+        compressionMarkers: false,
+        hypertables: timescale.hypertables.map((h) => ({ ...h, compressionEnabled: true })),
+      },
+    };
+    expect(codes(computeSnapshotReadiness(sourceFacts(compressed), null))).toEqual([
+      'TIMESCALEDB_COMPRESSION_MARKERS_OFF',
+    ]);
+    expect(errorCodeForFinding('TIMESCALEDB_COMPRESSION_MARKERS_OFF')).toBe(
+      'TIMESCALEDB_COMPRESSION_MARKERS_OFF',
+    );
     expect(errorCodeForFinding('TIMESCALEDB_NOT_SUPPORTED_YET')).toBe('TIMESCALEDB_NOT_SUPPORTED_YET');
     expect(ERROR_CODES.TIMESCALEDB_NOT_SUPPORTED_YET[0]).toBe('preflight');
   });

@@ -86,6 +86,8 @@ const ENSURE_SQL = `
       added_at timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (migration_id, chunk_schema, chunk_name)
     );
+    -- Published only after its first rows (no superuser, so no schema publication): copied again at cutover.
+    ALTER TABLE ${S}.ts_late_chunk ADD COLUMN IF NOT EXISTS recopy boolean NOT NULL DEFAULT false;
     CREATE TABLE IF NOT EXISTS ${S}.step (
       migration_id text NOT NULL,
       step text NOT NULL,

@@ -47,8 +47,12 @@ export async function createPublications(
   client: pg.Client,
   migrationId: string,
   tables: TableInfo[],
-  /** TimescaleDB's chunk schemas: chunks created later are only caught by a publication of the schema. */
-  chunkSchemas: string[] = [],
+  /**
+   * TimescaleDB hypertables on the source. A superuser gets a publication of the chunk schemas (chunks
+   * created later are published from their first row); otherwise the replay adds new chunks as it finds
+   * them, to the full publication or, for keyless hypertables, to the insert-only one, created even empty.
+   */
+  timescale: { chunkSchemas: string[]; superuser: boolean } | null = null,
 ): Promise<string[]> {
   const sets = buildPublicationSets(tables);
   const created: string[] = [];
@@ -60,9 +64,10 @@ export async function createPublications(
     created.push(name);
   };
   await define(publicationNameFor(migrationId, 'full'), sets.full, 'insert, update, delete, truncate');
-  if (sets.insertOnly.length > 0) {
+  if (sets.insertOnly.length > 0 || (timescale && !timescale.superuser)) {
     await define(publicationNameFor(migrationId, 'insert_only'), sets.insertOnly, 'insert, truncate');
   }
+  const chunkSchemas = timescale?.superuser ? timescale.chunkSchemas : [];
   if (chunkSchemas.length > 0) {
     // INSERT only: publishing UPDATE/DELETE would make them fail on the source for TimescaleDB's keyless
     // internal tables (continuous aggregates' materializations, compressed data). The chunks of keyed

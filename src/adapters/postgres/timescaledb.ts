@@ -611,6 +611,71 @@ export async function recopyChunks(
   return copied;
 }
 
+/**
+ * Without a publication of the chunk schemas (no superuser on the source), chunks created during the
+ * migration are found in TimescaleDB's catalog and added to the publications here: a keyed hypertable's to
+ * the full one, a keyless one's to the insert-only one. Their rows written before that are not published, so
+ * each is recorded to be copied again at cutover (and its changes meanwhile applied idempotently).
+ */
+export async function publishNewChunks(args: {
+  source: pg.Client;
+  layout: TimescaleLayout;
+  publications: { full: string; insertOnly: string };
+}): Promise<LateChunk[]> {
+  if (args.layout.hypertables.length === 0) return [];
+  const { rows } = await args.source.query(
+    `SELECT ch.schema_name::text AS schema, ch.table_name::text AS name, c.oid::regclass::text AS chunk,
+            h.schema_name::text AS ht_schema, h.table_name::text AS ht_name,
+            (c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+               AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))) AS keyed
+       FROM _timescaledb_catalog.chunk ch
+       JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+       JOIN pg_namespace n ON n.nspname = ch.schema_name
+       JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = ch.table_name
+      WHERE ch.hypertable_id = ANY($1::int[]) AND NOT ch.osm_chunk
+        AND NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                         WHERE p.pubname = ANY($2::text[]) AND pr.prrelid = c.oid)
+      ORDER BY ch.id`,
+    [args.layout.hypertables.map((h) => h.id), [args.publications.full, args.publications.insertOnly]],
+  );
+  for (const r of rows) {
+    const publication = r.keyed ? args.publications.full : args.publications.insertOnly;
+    await args.source.query(`ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ${r.chunk}`);
+  }
+  return rows.map((r) => ({
+    schema: r.schema,
+    name: r.name,
+    hypertable: { schema: r.ht_schema, name: r.ht_name },
+  }));
+}
+
+/** Records late chunks on the target; `recopy`: its first rows were not published (copied again at cutover). */
+export async function recordLateChunks(
+  target: pg.Client,
+  migrationId: string,
+  chunks: readonly LateChunk[],
+  recopy: boolean,
+): Promise<void> {
+  for (const chunk of chunks) {
+    await target.query(
+      `INSERT INTO ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+              (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+      [migrationId, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name, recopy],
+    );
+  }
+}
+
+/** Late chunks recorded with `recopy`: their changes are applied idempotently until the cutover copies them. */
+export async function readRecopyChunks(target: pg.Client, migrationId: string): Promise<QualifiedName[]> {
+  const { rows } = await target.query(
+    `SELECT chunk_schema AS schema, chunk_name AS name FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+      WHERE migration_id = $1 AND recopy`,
+    [migrationId],
+  );
+  return rows;
+}
+
 /** What recopyChunks needs for these chunks (those that are chunks): hypertable and columns, from the source. */
 export async function chunkCopies(
   source: pg.Client,
@@ -625,14 +690,17 @@ export async function chunkCopies(
   );
 }
 
-/** Late chunks (see createChunkRouter) that the source's statistics show updated or deleted from. */
+/**
+ * Late chunks (see createChunkRouter and publishNewChunks) to copy again at cutover: those published after
+ * their first rows, and those the source's statistics show updated or deleted from.
+ */
 export async function lateChunksWithChanges(
   source: pg.Client,
   target: pg.Client,
   migrationId: string,
 ): Promise<(QualifiedName & { hypertable: QualifiedName })[]> {
   const { rows: late } = await target.query(
-    `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
+    `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
       WHERE migration_id = $1`,
     [migrationId],
   );
@@ -645,7 +713,7 @@ export async function lateChunksWithChanges(
   );
   const changed = new Set(rows.map((r) => `${r.schema}.${r.name}`));
   return late
-    .filter((r) => changed.has(`${r.chunk_schema}.${r.chunk_name}`))
+    .filter((r) => r.recopy || changed.has(`${r.chunk_schema}.${r.chunk_name}`))
     .map((r) => ({
       schema: r.chunk_schema,
       name: r.chunk_name,

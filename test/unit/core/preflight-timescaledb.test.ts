@@ -78,13 +78,13 @@ describe('checkTimescaleSupported (the blocking findings)', () => {
     expect(checkTimescaleSupported(facts, true)).toEqual([]);
   });
 
-  it('refuses hypertables without a superuser: new chunks could not be published', () => {
+  it('warns about hypertables without a superuser: new chunks are copied again at cutover', () => {
     const [finding, ...rest] = checkTimescaleSupported(
       source({ hypertables: [hypertable(), hypertable({ name: 'events', chunks: 3 })] }),
       false,
     );
     expect(rest).toEqual([]);
-    expect(finding).toMatchObject({ code: 'TIMESCALEDB_NEEDS_SUPERUSER', severity: 'error' });
+    expect(finding).toMatchObject({ code: 'TIMESCALEDB_NOT_SUPERUSER', severity: 'warning' });
     expect(finding?.objects).toEqual(['public.metrics', 'public.events']);
     expect(finding?.message).toContain('FOR TABLES IN SCHEMA _timescaledb_internal');
   });
