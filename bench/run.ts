@@ -10,13 +10,17 @@ import { runInterruptCleanups } from './interrupts.js';
 import { runReplayBenchmark } from './replay.js';
 import { REPLAY_TOOLS, type ReplayTool } from './replay-peers.js';
 import { renderReplayTable } from './replay-report.js';
+import { runTimescaleBenchmark, TIMESCALE_TOOLS, type TimescaleTool } from './timescale.js';
 
 const USAGE = `usage: npm run bench -- copy [--scale 100] [--jobs 2] [--repeat 3] [--only ours,pgdump,native,pgcopydb] [--tmp-dir DIR]
        npm run bench -- replay [--jobs 2] [--repeat 2] [--seconds 60] [--scale 10] [--backlog 1000000] [--only ours,native,pgcopydb] [--tmp-dir DIR]
+       npm run bench -- timescale [--rows 4000000] [--jobs 2] [--repeat 2] [--only ours,pgdump] [--tmp-dir DIR]
 
 benchmarks:
   copy    copy one generated dataset (~20 MB per scale unit) with each tool and compare wall-clock time
   replay  replay a pgbench TPC-B load (lag p50/p99/max) and drain a backlog (rows/s) with each tool
+  timescale  copy a TimescaleDB hypertable (half its chunks compressed, a continuous aggregate) with ours and
+          with pg_dump/pg_restore around timescaledb_pre_restore()/post_restore() (needs TimescaleDB installed)
 
 options:
   --scale N     copy: dataset size: pgbench -s N, plus a TOASTed table and a table without a primary key (default 100)
@@ -25,6 +29,7 @@ options:
   --repeat N    rounds: every tool runs once per round, the order rotated each round; the report gives
                 medians and per-round peer/ours ratios (default: copy 3, replay 2)
   --seconds N   replay: length of the keep-up pgbench run (default 60)
+  --rows N      timescale: rows of the hypertable (default 4000000)
   --backlog N   replay: rows inserted by the backlog, a multiple of 100000; half as many are then updated and
                 as many deleted (default 1000000)
   --only LIST   comma-separated subset of: copy ${COPY_TOOLS.join(', ')}; replay ${REPLAY_TOOLS.join(', ')}
@@ -44,6 +49,15 @@ interface CopyArguments {
   tmpDir?: string;
 }
 
+interface TimescaleArguments {
+  benchmark: 'timescale';
+  rows: number;
+  jobs: number;
+  repeat: number;
+  tools: TimescaleTool[];
+  tmpDir?: string;
+}
+
 interface ReplayArguments {
   benchmark: 'replay';
   scale: number;
@@ -55,7 +69,7 @@ interface ReplayArguments {
   tmpDir?: string;
 }
 
-function parseBenchArguments(argv: string[]): CopyArguments | ReplayArguments | 'help' {
+function parseBenchArguments(argv: string[]): CopyArguments | ReplayArguments | TimescaleArguments | 'help' {
   let parsed: ReturnType<typeof parseOptions>;
   try {
     parsed = parseOptions(argv);
@@ -65,11 +79,12 @@ function parseBenchArguments(argv: string[]): CopyArguments | ReplayArguments | 
   const { values, positionals } = parsed;
   if (values.help) return 'help';
   const [benchmark, ...extra] = positionals;
-  if (benchmark === undefined) throw new UsageError('name a benchmark: copy or replay');
-  if (benchmark !== 'copy' && benchmark !== 'replay')
-    throw new UsageError(`unknown benchmark '${benchmark}'; the benchmarks are copy and replay`);
+  if (benchmark === undefined) throw new UsageError('name a benchmark: copy, replay or timescale');
+  if (benchmark !== 'copy' && benchmark !== 'replay' && benchmark !== 'timescale')
+    throw new UsageError(`unknown benchmark '${benchmark}'; the benchmarks are copy, replay and timescale`);
   if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0]}'`);
-  const known: readonly string[] = benchmark === 'copy' ? COPY_TOOLS : REPLAY_TOOLS;
+  const known: readonly string[] =
+    benchmark === 'copy' ? COPY_TOOLS : benchmark === 'replay' ? REPLAY_TOOLS : TIMESCALE_TOOLS;
   const tools = (values.only ?? known.join(','))
     .split(',')
     .map((name) => name.trim())
@@ -77,6 +92,16 @@ function parseBenchArguments(argv: string[]): CopyArguments | ReplayArguments | 
   const unknown = tools.filter((name) => !known.includes(name));
   if (unknown.length > 0 || tools.length === 0) {
     throw new UsageError(`--only takes a list of ${known.join(', ')}; got '${values.only}'`);
+  }
+  if (benchmark === 'timescale') {
+    return {
+      benchmark,
+      rows: parsePositiveInteger('--rows', values.rows ?? '4000000'),
+      jobs: parsePositiveInteger('--jobs', values.jobs ?? '2'),
+      repeat: parsePositiveInteger('--repeat', values.repeat ?? '2'),
+      tools: [...new Set(tools)] as TimescaleTool[],
+      tmpDir: values['tmp-dir'],
+    };
   }
   if (benchmark === 'replay') {
     const backlogInserts = parsePositiveInteger('--backlog', values.backlog ?? '1000000');
@@ -118,6 +143,7 @@ function parseOptions(argv: string[]) {
       repeat: { type: 'string' },
       seconds: { type: 'string' },
       backlog: { type: 'string' },
+      rows: { type: 'string' },
       only: { type: 'string' },
       'tmp-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -146,7 +172,7 @@ function findRepoRoot(): string {
 }
 
 async function main(): Promise<number> {
-  let args: CopyArguments | ReplayArguments | 'help';
+  let args: CopyArguments | ReplayArguments | TimescaleArguments | 'help';
   try {
     args = parseBenchArguments(process.argv.slice(2));
   } catch (error) {
@@ -165,6 +191,11 @@ async function main(): Promise<number> {
   };
   const repoRoot = findRepoRoot();
   const resultsDir = join(repoRoot, 'bench', 'results');
+  if (args.benchmark === 'timescale') {
+    const outcome = await runTimescaleBenchmark({ ...args, repoRoot, resultsDir, log });
+    process.stdout.write(`\n${outcome.text}\n\nwrote ${outcome.jsonPath}\nwrote ${outcome.markdownPath}\n`);
+    return outcome.report.runs.some((run) => run.status === 'failed') ? 1 : 0;
+  }
   if (args.benchmark === 'replay') {
     const outcome = await runReplayBenchmark({ ...args, repoRoot, resultsDir, log });
     process.stdout.write(`\n${renderReplayTable(outcome.report)}\n\n`);

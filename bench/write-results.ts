@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export async function writeResults(
-  kind: 'copy' | 'replay',
+  kind: 'copy' | 'replay' | 'timescale',
   report: unknown,
   markdown: string,
   resultsDir: string,

@@ -301,7 +301,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
     }
   });
 
-  it('migrates hypertables for a source user that is not superuser: new chunks are published late and copied again at cutover', async () => {
+  it('migrates hypertables for a source user that is not superuser: new chunks are published late and copied again at cutover, across a kill -9', async () => {
     const db = await freshDatabases(pair, 'tsowner');
     await query(
       pair.source.uri(),
@@ -350,6 +350,14 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
         timeoutMs: 30_000,
         what: 'the new chunks to be published',
       });
+      // Killed and resumed: what the replay knows about the late chunks is on the target, not in the process.
+      run.child.kill('SIGKILL');
+      await run.result;
+      const resumed = spawnCli(['migrate', ...ownerArgs, '--resume', '--lag-interval', '1s']);
+      await waitFor(() => resumed.output().stderr.includes('Target has caught up') || undefined, {
+        timeoutMs: 60_000,
+        what: 'migrate --resume to catch up',
+      });
       await query(
         owner,
         `UPDATE sensor SET v = 42 WHERE time = ${day(-1)} AND id = 2;
@@ -357,8 +365,8 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
          INSERT INTO sensor VALUES (${day(-1)} + INTERVAL '30 minutes', 1, 7);`,
       );
       const cutover = await runCli(['cutover', ...ownerArgs, '--checksum']);
-      expect(cutover.code, `${cutover.stderr}\n${run.output().stderr}`).toBe(0);
-      const log = (await run.result).stderr;
+      expect(cutover.code, `${cutover.stderr}\n${resumed.output().stderr}`).toBe(0);
+      const log = (await resumed.result).stderr;
       expect(log).toMatch(/cutover: late chunks \(\d+ chunks created during the migration/);
       const publications = await query<{ pubname: string }>(
         db.source,
