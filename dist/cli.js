@@ -36441,7 +36441,8 @@ function buildPartPredicate(part) {
 function buildCopyOutSql(part, columns, options = {}) {
   const predicate = buildPartPredicate(part);
   if (options.chunk) {
-    return `COPY (SELECT ${columns.map(quoteIdent).join(", ")} FROM ${quoteQualified(part)}${predicate}) TO STDOUT`;
+    const order = options.orderBy ? ` ORDER BY ${options.orderBy}` : "";
+    return `COPY (SELECT ${columns.map(quoteIdent).join(", ")} FROM ${quoteQualified(part)}${predicate}${order}) TO STDOUT`;
   }
   if (!predicate) return `COPY ${quoteQualified(part)}${columnList(columns)} TO STDOUT`;
   const select = columns.length ? columns.map(quoteIdent).join(", ") : "";
@@ -36745,7 +36746,19 @@ async function copyPart(args) {
   if (!args.inTransaction) await target.query("BEGIN");
   try {
     await target.query("SET LOCAL synchronous_commit = off");
-    const reader = source.query((0, import_pg_copy_streams2.to)(buildCopyOutSql(part, columns, { chunk: Boolean(args.into) })));
+    if (args.compressOrder) {
+      await target.query(
+        "SET LOCAL timescaledb.enable_direct_compress_copy = on; SET LOCAL timescaledb.enable_direct_compress_copy_client_sorted = on"
+      );
+    }
+    const reader = source.query(
+      (0, import_pg_copy_streams2.to)(
+        buildCopyOutSql(part, columns, {
+          chunk: Boolean(args.into),
+          ...args.compressOrder ? { orderBy: args.compressOrder } : {}
+        })
+      )
+    );
     const writer = target.query((0, import_pg_copy_streams2.from)(buildCopyInSql(args.into ?? part, columns)));
     let bytes = 0;
     let lastReport = 0;
@@ -37588,6 +37601,25 @@ async function readHypertableNames(client) {
     `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable`
   );
   return new Set(rows.map((r) => `${r.schema}\0${r.name}`));
+}
+async function readChunkTargets(client, tables, layout) {
+  const out = /* @__PURE__ */ new Map();
+  const key = (r) => `${r.schema}\0${r.name}`;
+  const compressed = new Set(
+    layout ? (await readChunks(client, layout.hypertables)).filter((c) => c.compressed).map(key) : []
+  );
+  const orderOf = new Map(
+    (layout?.hypertables ?? []).flatMap((h) => {
+      const parts = [h.compression?.segmentBy, h.compression?.orderBy].filter((p) => Boolean(p));
+      return parts.length ? [[key(h), parts.join(", ")]] : [];
+    })
+  );
+  for (const t of tables) {
+    if (!t.chunkOf) continue;
+    const order = compressed.has(key(t)) ? orderOf.get(key(t.chunkOf)) : void 0;
+    out.set(key(t), { hypertable: t.chunkOf, ...order ? { compressOrder: order } : {} });
+  }
+  return out;
 }
 
 // src/workflows/post-data.ts
@@ -39181,10 +39213,12 @@ async function runCopy(ctx, input2, options, onSnapshotReady) {
     let tables;
     let parts;
     let layout = null;
+    let chunkTargets = /* @__PURE__ */ new Map();
     try {
       await beginInSnapshot(catalog, snapshotName);
       tables = await listTables(catalog, migration.schemas);
       layout = await readTimescaleLayout(catalog, migration.schemas);
+      chunkTargets = await readChunkTargets(catalog, tables, layout);
       const workDir = join5(options.dir, id);
       await mkdir(workDir, { recursive: true });
       const dumpFile = join5(workDir, "schema.dump");
@@ -39247,7 +39281,7 @@ ${buildRequestedHypertableSql(await prepareHypertableRequests(catalog, control, 
         snapshotName,
         parts,
         columnsByTable,
-        hypertableOf: hypertablesOfChunks(tables),
+        chunkTargets,
         jobs: options.tableJobs,
         skipSchema: options.skipSchema,
         onTableCopied: (table) => postData?.tableCopied(table)
@@ -39389,9 +39423,11 @@ async function copyAsHelper(ctx, endpoints, control, options, first, started) {
       "Helpers only join while the coordinating job holds its snapshot; resume the coordinator (migrate --resume), then start helpers again."
     );
   }
-  const tables = await withClient(endpoints.source, async (c) => {
+  const { tables, chunkTargets } = await withClient(endpoints.source, async (c) => {
     await beginInSnapshot(c, snapshotName);
-    return listTables(c, migration?.schemas ?? null);
+    const tables2 = await listTables(c, migration?.schemas ?? null);
+    const layout = await readTimescaleLayout(c, migration?.schemas ?? null);
+    return { tables: tables2, chunkTargets: await readChunkTargets(c, tables2, layout) };
   });
   ctx.emit({
     type: "log",
@@ -39403,7 +39439,7 @@ async function copyAsHelper(ctx, endpoints, control, options, first, started) {
     snapshotName,
     parts,
     columnsByTable: new Map(tables.map((t) => [tableKey(t), t.columns])),
-    hypertableOf: hypertablesOfChunks(tables),
+    chunkTargets,
     jobs: options.tableJobs,
     skipSchema: options.skipSchema,
     partsOnly: true
@@ -39529,9 +39565,6 @@ async function applyRoles(ctx, target, script) {
     ctx.emit({ type: "log", level: "warn", message: `roles: ${ctx.redactor.redact(failure2)}` });
   }
 }
-function hypertablesOfChunks(tables) {
-  return new Map(tables.flatMap((t) => t.chunkOf ? [[tableKey(t), t.chunkOf]] : []));
-}
 async function copyParts(ctx, endpoints, input2) {
   const done = input2.parts.filter((p) => p.done);
   const rowsBefore = done.reduce((s, p) => s + (p.rows ?? 0), 0);
@@ -39606,7 +39639,8 @@ async function copyParts(ctx, endpoints, input2) {
           migrationId: input2.migrationId,
           part,
           columns,
-          into: input2.hypertableOf.get(tableKey(part)),
+          into: input2.chunkTargets.get(tableKey(part))?.hypertable,
+          compressOrder: input2.chunkTargets.get(tableKey(part))?.compressOrder,
           inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: "copy:part:progress", partId: part.partId, bytes: b })

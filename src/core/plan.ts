@@ -151,11 +151,12 @@ export function buildPartPredicate(
 export function buildCopyOutSql(
   part: PartPlan,
   columns: string[],
-  options: { chunk?: boolean } = {},
+  options: { chunk?: boolean; orderBy?: string } = {},
 ): string {
   const predicate = buildPartPredicate(part);
   if (options.chunk) {
-    return `COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(part)}${predicate}) TO STDOUT`;
+    const order = options.orderBy ? ` ORDER BY ${options.orderBy}` : '';
+    return `COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteQualified(part)}${predicate}${order}) TO STDOUT`;
   }
   if (!predicate) return `COPY ${quoteQualified(part)}${columnList(columns)} TO STDOUT`;
   // A table whose columns are all generated (or none at all) still has rows: select a constant-free row.

@@ -35,10 +35,12 @@ import { listMaterializedViews, listTables, readSequences } from '../adapters/po
 import {
   buildHypertableSql,
   buildRequestedHypertableSql,
+  type ChunkTarget,
   compressLikeSource,
   createCaggsAndJobs,
   dumpExclusions,
   prepareHypertableRequests,
+  readChunkTargets,
   readTimescaleLayout,
   type TimescaleLayout,
 } from '../adapters/postgres/timescaledb';
@@ -179,10 +181,12 @@ export async function runCopy(
     let tables: TableInfo[];
     let parts: PartRow[];
     let layout: TimescaleLayout | null = null;
+    let chunkTargets = new Map<string, ChunkTarget>();
     try {
       await beginInSnapshot(catalog, snapshotName);
       tables = await listTables(catalog, migration.schemas);
       layout = await readTimescaleLayout(catalog, migration.schemas);
+      chunkTargets = await readChunkTargets(catalog, tables, layout);
       const workDir = join(options.dir, id);
       await mkdir(workDir, { recursive: true });
       const dumpFile = join(workDir, 'schema.dump');
@@ -257,7 +261,7 @@ export async function runCopy(
         snapshotName,
         parts,
         columnsByTable,
-        hypertableOf: hypertablesOfChunks(tables),
+        chunkTargets,
         jobs: options.tableJobs,
         skipSchema: options.skipSchema,
         onTableCopied: (table) => postData?.tableCopied(table),
@@ -426,9 +430,11 @@ async function copyAsHelper(
       'Helpers only join while the coordinating job holds its snapshot; resume the coordinator (migrate --resume), then start helpers again.',
     );
   }
-  const tables = await withClient(endpoints.source, async (c) => {
+  const { tables, chunkTargets } = await withClient(endpoints.source, async (c) => {
     await beginInSnapshot(c, snapshotName);
-    return listTables(c, migration?.schemas ?? null);
+    const tables = await listTables(c, migration?.schemas ?? null);
+    const layout = await readTimescaleLayout(c, migration?.schemas ?? null);
+    return { tables, chunkTargets: await readChunkTargets(c, tables, layout) };
   });
   ctx.emit({
     type: 'log',
@@ -440,7 +446,7 @@ async function copyAsHelper(
     snapshotName,
     parts,
     columnsByTable: new Map(tables.map((t) => [tableKey(t), t.columns])),
-    hypertableOf: hypertablesOfChunks(tables),
+    chunkTargets,
     jobs: options.tableJobs,
     skipSchema: options.skipSchema,
     partsOnly: true,
@@ -595,17 +601,13 @@ async function applyRoles(ctx: WorkflowContext, target: pg.Client, script: strin
   }
 }
 
-function hypertablesOfChunks(tables: TableInfo[]): Map<string, QualifiedName> {
-  return new Map(tables.flatMap((t) => (t.chunkOf ? [[tableKey(t), t.chunkOf] as const] : [])));
-}
-
 interface CopyPartsInput {
   migrationId: string;
   snapshotName: string;
   parts: PartRow[];
   columnsByTable: Map<string, string[]>;
-  /** TimescaleDB chunks (by tableKey) and the hypertable their rows go into on the target. */
-  hypertableOf: Map<string, QualifiedName>;
+  /** TimescaleDB chunks (by tableKey): the hypertable their rows go into on the target, and how. */
+  chunkTargets: Map<string, ChunkTarget>;
   jobs: number;
   skipSchema: boolean;
   /** Called with a table's key once every part of it is on the target. */
@@ -699,7 +701,8 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
           migrationId: input.migrationId,
           part,
           columns,
-          into: input.hypertableOf.get(tableKey(part)),
+          into: input.chunkTargets.get(tableKey(part))?.hypertable,
+          compressOrder: input.chunkTargets.get(tableKey(part))?.compressOrder,
           inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: 'copy:part:progress', partId: part.partId, bytes: b }),

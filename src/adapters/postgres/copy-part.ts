@@ -43,6 +43,12 @@ export async function copyPart(args: {
   columns: string[];
   /** A TimescaleDB chunk's hypertable on the target: the chunk's rows are copied into it. */
   into?: QualifiedName;
+  /**
+   * A chunk compressed on the source: its rows are read in its compression order (segment-by, then
+   * order-by columns) and compressed as they arrive on the target (TimescaleDB's direct compression of COPY),
+   * instead of being written uncompressed, indexed and compressed again.
+   */
+  compressOrder?: string;
   onBytes?: (bytes: number) => void;
   nowMs: () => number;
   /** The caller already opened the target transaction (it holds the part's claim). */
@@ -54,7 +60,19 @@ export async function copyPart(args: {
   try {
     // Safe without a durable flush: the rows and their done mark are lost or kept together.
     await target.query('SET LOCAL synchronous_commit = off');
-    const reader = source.query(copyTo(buildCopyOutSql(part, columns, { chunk: Boolean(args.into) })));
+    if (args.compressOrder) {
+      await target.query(
+        'SET LOCAL timescaledb.enable_direct_compress_copy = on; SET LOCAL timescaledb.enable_direct_compress_copy_client_sorted = on',
+      );
+    }
+    const reader = source.query(
+      copyTo(
+        buildCopyOutSql(part, columns, {
+          chunk: Boolean(args.into),
+          ...(args.compressOrder ? { orderBy: args.compressOrder } : {}),
+        }),
+      ),
+    );
     const writer = target.query(copyFrom(buildCopyInSql(args.into ?? part, columns)));
     let bytes = 0;
     let lastReport = 0;

@@ -818,3 +818,37 @@ export async function readHypertableNames(client: pg.Client): Promise<Set<string
   );
   return new Set(rows.map((r) => `${r.schema}\u0000${r.name}`));
 }
+
+/** Where a chunk's rows go on the target, and (compressed on the source) in which order they are compressed. */
+export interface ChunkTarget {
+  hypertable: QualifiedName;
+  compressOrder?: string;
+}
+
+/**
+ * The chunks among `tables` with their target: the hypertable, and for a chunk compressed on the source (as
+ * `client`'s transaction sees it) the ORDER BY of its compression settings, segment-by columns first.
+ */
+export async function readChunkTargets(
+  client: pg.Client,
+  tables: readonly (QualifiedName & { chunkOf?: QualifiedName })[],
+  layout: TimescaleLayout | null,
+): Promise<Map<string, ChunkTarget>> {
+  const out = new Map<string, ChunkTarget>();
+  const key = (r: QualifiedName) => `${r.schema}\u0000${r.name}`;
+  const compressed = new Set(
+    layout ? (await readChunks(client, layout.hypertables)).filter((c) => c.compressed).map(key) : [],
+  );
+  const orderOf = new Map(
+    (layout?.hypertables ?? []).flatMap((h) => {
+      const parts = [h.compression?.segmentBy, h.compression?.orderBy].filter((p): p is string => Boolean(p));
+      return parts.length ? [[key(h), parts.join(', ')] as const] : [];
+    }),
+  );
+  for (const t of tables) {
+    if (!t.chunkOf) continue;
+    const order = compressed.has(key(t)) ? orderOf.get(key(t.chunkOf)) : undefined;
+    out.set(key(t), { hypertable: t.chunkOf, ...(order ? { compressOrder: order } : {}) });
+  }
+  return out;
+}
