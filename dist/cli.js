@@ -37355,13 +37355,62 @@ async function createCaggsAndJobs(target, migrationId, layout) {
   }
   return { caggs: layout.continuousAggregates.length, jobs: created, skipped };
 }
-async function refreshContinuousAggregates(target, layout) {
+async function materializationOf(client, cagg) {
+  const { rows } = await client.query(
+    `SELECT m.schema_name::text AS schema, m.table_name::text AS name,
+            r.schema_name::text AS raw_schema, r.table_name::text AS raw_name,
+            (SELECT d.column_name::text FROM _timescaledb_catalog.dimension d WHERE d.hypertable_id = r.id ORDER BY d.id LIMIT 1) AS raw_column,
+            (SELECT format_type(d.column_type, NULL) FROM _timescaledb_catalog.dimension d WHERE d.hypertable_id = r.id ORDER BY d.id LIMIT 1) AS raw_type
+       FROM _timescaledb_catalog.continuous_agg ca
+       JOIN _timescaledb_catalog.hypertable m ON m.id = ca.mat_hypertable_id
+       JOIN _timescaledb_catalog.hypertable r ON r.id = ca.raw_hypertable_id
+      WHERE ca.user_view_schema = $1 AND ca.user_view_name = $2`,
+    [cagg.schema, cagg.name]
+  );
+  const r = rows[0];
+  return r ? {
+    schema: r.schema,
+    name: r.name,
+    raw: { schema: r.raw_schema, name: r.raw_name },
+    rawColumn: r.raw_column,
+    rawType: r.raw_type
+  } : void 0;
+}
+async function copyMaterializations(source, target, layout) {
+  let total = 0;
   for (const c of layout.continuousAggregates) {
-    await target.query(`CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, NULL, NULL)`, [
-      quoteQualified(c)
-    ]);
+    const [from, into] = [await materializationOf(source, c), await materializationOf(target, c)];
+    if (!from || !into) throw new Error(`continuous aggregate ${quoteQualified(c)} has no materialization`);
+    const { rows } = await source.query(
+      `SELECT array_agg(a.attname::text ORDER BY a.attnum) AS columns FROM pg_attribute a
+        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`,
+      [quoteQualified(from)]
+    );
+    const columns = (rows[0]?.columns ?? []).map(quoteIdent).join(", ");
+    const reader = source.query((0, import_pg_copy_streams3.to)(`COPY (SELECT ${columns} FROM ${quoteQualified(from)}) TO STDOUT`));
+    const writer = target.query((0, import_pg_copy_streams3.from)(`COPY ${quoteQualified(into)} (${columns}) FROM STDIN`));
+    await pipeline3(reader, writer);
+    total += writer.rowCount;
   }
-  return layout.continuousAggregates.length;
+  return total;
+}
+async function refreshContinuousAggregates(target, layout) {
+  let refreshed = 0;
+  for (const c of layout.continuousAggregates) {
+    const m = await materializationOf(target, c);
+    if (!m) continue;
+    const { rows } = await target.query(
+      `SELECT min(${quoteIdent(m.rawColumn)})::text AS start FROM ${quoteQualified(m.raw)}`
+    );
+    const start = rows[0]?.start;
+    if (start === null) continue;
+    await target.query(
+      `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL)`,
+      [quoteQualified(c), start]
+    );
+    refreshed += 1;
+  }
+  return refreshed;
 }
 async function resumeJobsLikeSource(source, target, migrationId, layout) {
   const { rows: map2 } = await target.query(
@@ -37920,9 +37969,9 @@ function checkContinuousAggregates(ts) {
   return [
     {
       code: "TIMESCALEDB_CONTINUOUS_AGGREGATES",
-      severity: "warning",
-      message: `${plural2(caggs.length, "continuous aggregate")}: ${listNames(caggs.map(describe3))}. They are created on the target with the same definition after the copy (empty) and refreshed over their whole range at cutover, from the raw data. Their materialized rows are not copied: buckets whose raw data a retention policy has already dropped on the source are not on the target.`,
-      fix: "Nothing to change when the raw data is all there. Where retention dropped raw data that an aggregate still summarizes, export those buckets (COPY (SELECT \u2026) on the source) before the cutover and keep them in a table on the target.",
+      severity: "info",
+      message: `${plural2(caggs.length, "continuous aggregate")}: ${listNames(caggs.map(describe3))}. They are created on the target with the same definition after the copy, with their materialized rows copied, and refreshed at cutover from the earliest raw row on; older buckets (whose raw data retention dropped) keep the copied rows.`,
+      fix: "Nothing to change.",
       objects: caggs.map(displayName)
     }
   ];
@@ -39354,6 +39403,10 @@ async function finishTimescale(ctx, endpoints, control, id, layout) {
   await control.query("BEGIN");
   try {
     const made = await createCaggsAndJobs(control, id, layout);
+    const materialized = await withClient(
+      endpoints.source,
+      (source) => copyMaterializations(source, control, layout)
+    );
     await markStepDone(control, id, "timescaledb");
     await control.query("COMMIT");
     for (const skipped of made.skipped) {
@@ -39367,7 +39420,7 @@ async function finishTimescale(ctx, endpoints, control, id, layout) {
       type: "step",
       step: "timescaledb",
       status: "done",
-      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed, ${made.caggs} continuous aggregates (refreshed at cutover), ${made.jobs} jobs (paused until cutover)`
+      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed after the copy, ${made.caggs} continuous aggregates (${materialized} materialized rows copied; refreshed at cutover), ${made.jobs} jobs (paused until cutover)`
     });
   } catch (error62) {
     await control.query("ROLLBACK").catch(() => void 0);

@@ -272,9 +272,9 @@ function checkContinuousAggregates(ts: SourceTimescaleFacts): Finding[] {
   return [
     {
       code: 'TIMESCALEDB_CONTINUOUS_AGGREGATES',
-      severity: 'warning',
-      message: `${plural(caggs.length, 'continuous aggregate')}: ${listNames(caggs.map(describe))}. They are created on the target with the same definition after the copy (empty) and refreshed over their whole range at cutover, from the raw data. Their materialized rows are not copied: buckets whose raw data a retention policy has already dropped on the source are not on the target.`,
-      fix: 'Nothing to change when the raw data is all there. Where retention dropped raw data that an aggregate still summarizes, export those buckets (COPY (SELECT …) on the source) before the cutover and keep them in a table on the target.',
+      severity: 'info',
+      message: `${plural(caggs.length, 'continuous aggregate')}: ${listNames(caggs.map(describe))}. They are created on the target with the same definition after the copy, with their materialized rows copied, and refreshed at cutover from the earliest raw row on; older buckets (whose raw data retention dropped) keep the copied rows.`,
+      fix: 'Nothing to change.',
       objects: caggs.map(displayName),
     },
   ];

@@ -37,6 +37,7 @@ import {
   buildRequestedHypertableSql,
   type ChunkTarget,
   compressLikeSource,
+  copyMaterializations,
   createCaggsAndJobs,
   dumpExclusions,
   prepareHypertableRequests,
@@ -347,6 +348,9 @@ async function finishTimescale(
   await control.query('BEGIN');
   try {
     const made = await createCaggsAndJobs(control, id, layout);
+    const materialized = await withClient(endpoints.source, (source) =>
+      copyMaterializations(source, control, layout),
+    );
     await markStepDone(control, id, 'timescaledb');
     await control.query('COMMIT');
     for (const skipped of made.skipped) {
@@ -360,7 +364,7 @@ async function finishTimescale(
       type: 'step',
       step: 'timescaledb',
       status: 'done',
-      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed, ${made.caggs} continuous aggregates (refreshed at cutover), ${made.jobs} jobs (paused until cutover)`,
+      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed after the copy, ${made.caggs} continuous aggregates (${materialized} materialized rows copied; refreshed at cutover), ${made.jobs} jobs (paused until cutover)`,
     });
   } catch (error) {
     await control.query('ROLLBACK').catch(() => undefined);

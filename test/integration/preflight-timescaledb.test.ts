@@ -136,7 +136,7 @@ describe.skipIf(!installed)('preflight of TimescaleDB sources and targets', () =
     );
 
     const caggs = only(report, 'TIMESCALEDB_CONTINUOUS_AGGREGATES');
-    expect(caggs.severity).toBe('warning');
+    expect(caggs.severity).toBe('info');
     expect(caggs.objects).toEqual(['public.metrics_daily']);
     expect(caggs.message).toContain('public.metrics_daily on public.metrics');
 

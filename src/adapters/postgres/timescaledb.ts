@@ -433,17 +433,94 @@ export async function createCaggsAndJobs(
   return { caggs: layout.continuousAggregates.length, jobs: created, skipped };
 }
 
-/** Refreshes every continuous aggregate on the target, in creation order (an aggregate on another comes later). */
+/** A continuous aggregate's materialization hypertable, as the catalog of `client`'s database names it. */
+async function materializationOf(
+  client: pg.Client,
+  cagg: QualifiedName,
+): Promise<TsMaterialization | undefined> {
+  const { rows } = await client.query(
+    `SELECT m.schema_name::text AS schema, m.table_name::text AS name,
+            r.schema_name::text AS raw_schema, r.table_name::text AS raw_name,
+            (SELECT d.column_name::text FROM _timescaledb_catalog.dimension d WHERE d.hypertable_id = r.id ORDER BY d.id LIMIT 1) AS raw_column,
+            (SELECT format_type(d.column_type, NULL) FROM _timescaledb_catalog.dimension d WHERE d.hypertable_id = r.id ORDER BY d.id LIMIT 1) AS raw_type
+       FROM _timescaledb_catalog.continuous_agg ca
+       JOIN _timescaledb_catalog.hypertable m ON m.id = ca.mat_hypertable_id
+       JOIN _timescaledb_catalog.hypertable r ON r.id = ca.raw_hypertable_id
+      WHERE ca.user_view_schema = $1 AND ca.user_view_name = $2`,
+    [cagg.schema, cagg.name],
+  );
+  const r = rows[0];
+  return r
+    ? {
+        schema: r.schema,
+        name: r.name,
+        raw: { schema: r.raw_schema, name: r.raw_name },
+        rawColumn: r.raw_column,
+        rawType: r.raw_type,
+      }
+    : undefined;
+}
+
+interface TsMaterialization extends QualifiedName {
+  raw: QualifiedName;
+  rawColumn: string;
+  rawType: string;
+}
+
+/**
+ * Copies each continuous aggregate's materialized rows into the target's (just created) aggregate. Buckets
+ * whose raw data a retention policy has already dropped on the source exist nowhere else; the rest is
+ * refreshed from the raw data at cutover anyway. Returns the rows copied.
+ */
+export async function copyMaterializations(
+  source: pg.Client,
+  target: pg.Client,
+  layout: TimescaleLayout,
+): Promise<number> {
+  let total = 0;
+  for (const c of layout.continuousAggregates) {
+    const [from, into] = [await materializationOf(source, c), await materializationOf(target, c)];
+    if (!from || !into) throw new Error(`continuous aggregate ${quoteQualified(c)} has no materialization`);
+    const { rows } = await source.query(
+      `SELECT array_agg(a.attname::text ORDER BY a.attnum) AS columns FROM pg_attribute a
+        WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`,
+      [quoteQualified(from)],
+    );
+    const columns = ((rows[0]?.columns ?? []) as string[]).map(quoteIdent).join(', ');
+    const reader = source.query(copyTo(`COPY (SELECT ${columns} FROM ${quoteQualified(from)}) TO STDOUT`));
+    const writer = target.query(copyFrom(`COPY ${quoteQualified(into)} (${columns}) FROM STDIN`));
+    await pipeline(reader, writer);
+    total += writer.rowCount;
+  }
+  return total;
+}
+
+/**
+ * Refreshes every continuous aggregate on the target, in creation order (an aggregate on another comes
+ * later), over the range its raw data covers there: from the earliest raw row on. Older buckets keep the
+ * materialized rows copied from the source (their raw data is gone); an aggregate without raw data is left
+ * as copied.
+ */
 export async function refreshContinuousAggregates(
   target: pg.Client,
   layout: TimescaleLayout,
 ): Promise<number> {
+  let refreshed = 0;
   for (const c of layout.continuousAggregates) {
-    await target.query(`CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, NULL, NULL)`, [
-      quoteQualified(c),
-    ]);
+    const m = await materializationOf(target, c);
+    if (!m) continue;
+    const { rows } = await target.query(
+      `SELECT min(${quoteIdent(m.rawColumn)})::text AS start FROM ${quoteQualified(m.raw)}`,
+    );
+    const start = rows[0]?.start as string | null;
+    if (start === null) continue;
+    await target.query(
+      `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL)`,
+      [quoteQualified(c), start],
+    );
+    refreshed += 1;
   }
-  return layout.continuousAggregates.length;
+  return refreshed;
 }
 
 /**

@@ -282,7 +282,7 @@ describe('what the source uses', () => {
       'TIMESCALEDB_CONTINUOUS_AGGREGATES',
     );
     expect(finding.message).toContain('public.hourly on public.metrics (real-time) (compressed)');
-    expect(finding.message).toContain('refreshed over their whole range at cutover');
+    expect(finding.message).toContain('with their materialized rows copied, and refreshed at cutover');
   });
 
   it('names each job by its policy or procedure; a warning while any is scheduled, information when all are paused', () => {
