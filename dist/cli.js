@@ -37419,10 +37419,13 @@ async function resumeJobsLikeSource(source, target, migrationId, layout) {
   );
   if (map2.length === 0) return { resumed: 0, paused: 0, goneOnSource: [] };
   const { rows: now } = await source.query(
-    `SELECT id, scheduled FROM _timescaledb_config.bgw_job WHERE id = ANY($1::int[])`,
+    `SELECT j.id, j.scheduled, coalesce(s.next_start, j.initial_start)::text AS next_start
+       FROM _timescaledb_config.bgw_job j LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.id
+      WHERE j.id = ANY($1::int[])`,
     [map2.map((m) => m.source_job_id)]
   );
   const scheduled = new Map(now.map((r) => [r.id, r.scheduled]));
+  const nextStart = new Map(now.map((r) => [r.id, r.next_start]));
   let resumed = 0;
   let paused = 0;
   const goneOnSource = [];
@@ -37432,7 +37435,11 @@ async function resumeJobsLikeSource(source, target, migrationId, layout) {
       goneOnSource.push(m.source_job_id);
       continue;
     }
-    await target.query(`SELECT ${layout.api}.alter_job($1, scheduled => $2)`, [m.target_job_id, state]);
+    const next = nextStart.get(m.source_job_id) ?? null;
+    await target.query(
+      next === null ? `SELECT ${layout.api}.alter_job($1, scheduled => $2)` : `SELECT ${layout.api}.alter_job($1, scheduled => $2, next_start => $3::timestamptz)`,
+      next === null ? [m.target_job_id, state] : [m.target_job_id, state, next]
+    );
     if (state) resumed += 1;
     else paused += 1;
   }

@@ -219,7 +219,9 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
     expect(cagg).toEqual([...kept, ...fresh.filter((b) => b.day.getTime() >= cut)]);
 
     // The jobs, in the state they have on the source (the user job paused), with the same config.
-    const jobs = `SELECT proc_name, hypertable_name, scheduled, schedule_interval::text, config - 'hypertable_id' - 'mat_hypertable_id' AS config
+    // Next run included: a policy due tomorrow on the source must not run on the target right after the cutover.
+    const jobs = `SELECT proc_name, hypertable_name, scheduled, schedule_interval::text, config - 'hypertable_id' - 'mat_hypertable_id' AS config,
+                         date_trunc('second', coalesce(next_start, initial_start))::text AS next_run
                     FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY proc_name`;
     const targetJobs = await query<JobRow>(uris.target, jobs);
     expect(targetJobs).toEqual(await query<JobRow>(uris.source, jobs));

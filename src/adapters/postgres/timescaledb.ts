@@ -524,8 +524,8 @@ export async function refreshContinuousAggregates(
 }
 
 /**
- * Gives each target job the schedule state its source job has now (scheduled or paused). Jobs whose source
- * job is gone are left paused and reported.
+ * Gives each target job the schedule state its source job has now (scheduled or paused) and its next start.
+ * Jobs whose source job is gone are left paused and reported.
  */
 export async function resumeJobsLikeSource(
   source: pg.Client,
@@ -538,11 +538,15 @@ export async function resumeJobsLikeSource(
     [migrationId],
   );
   if (map.length === 0) return { resumed: 0, paused: 0, goneOnSource: [] };
+  // The next run too: a job the source would run tomorrow must not run on the target right after the cutover.
   const { rows: now } = await source.query(
-    `SELECT id, scheduled FROM _timescaledb_config.bgw_job WHERE id = ANY($1::int[])`,
+    `SELECT j.id, j.scheduled, coalesce(s.next_start, j.initial_start)::text AS next_start
+       FROM _timescaledb_config.bgw_job j LEFT JOIN _timescaledb_internal.bgw_job_stat s ON s.job_id = j.id
+      WHERE j.id = ANY($1::int[])`,
     [map.map((m) => m.source_job_id)],
   );
   const scheduled = new Map(now.map((r) => [r.id as number, r.scheduled as boolean]));
+  const nextStart = new Map(now.map((r) => [r.id as number, r.next_start as string | null]));
   let resumed = 0;
   let paused = 0;
   const goneOnSource: number[] = [];
@@ -552,7 +556,13 @@ export async function resumeJobsLikeSource(
       goneOnSource.push(m.source_job_id);
       continue;
     }
-    await target.query(`SELECT ${layout.api}.alter_job($1, scheduled => $2)`, [m.target_job_id, state]);
+    const next = nextStart.get(m.source_job_id) ?? null;
+    await target.query(
+      next === null
+        ? `SELECT ${layout.api}.alter_job($1, scheduled => $2)`
+        : `SELECT ${layout.api}.alter_job($1, scheduled => $2, next_start => $3::timestamptz)`,
+      next === null ? [m.target_job_id, state] : [m.target_job_id, state, next],
+    );
     if (state) resumed += 1;
     else paused += 1;
   }
