@@ -41002,6 +41002,7 @@ async function alignOnOneSnapshot(clients) {
 }
 async function compareTable(sides, table, read, keyColumns, options) {
   const { source, target, endpoints } = sides;
+  const checksum = options.checksum || Boolean(options.checksumKeylessChunks) && Boolean(table.chunkOf) && !table.hasReplicaIdentity;
   const onTarget = read.onTarget;
   const sourceRel = { ...table, ...read.source ? { from: read.source } : {} };
   const targetRel = { ...table, ...read.target ? { from: read.target } : {} };
@@ -41019,7 +41020,7 @@ async function compareTable(sides, table, read, keyColumns, options) {
       sourceRows: await onSource(readRowCount(source, sourceRel)),
       targetRows: null,
       problem: "missing on the target",
-      checksumSkipped: options.checksum
+      checksumSkipped: checksum
     });
   }
   const present = new Set(onTarget.allColumns);
@@ -41034,10 +41035,10 @@ async function compareTable(sides, table, read, keyColumns, options) {
       sourceRows,
       targetRows,
       problem: `column${missing.length > 1 ? "s" : ""} missing on the target: ${missing.join(", ")}`,
-      checksumSkipped: options.checksum
+      checksumSkipped: checksum
     });
   }
-  if (!options.checksum) {
+  if (!checksum) {
     const [sourceRows, targetRows] = await Promise.all([
       onSource(readRowCount(source, sourceRel)),
       onTargetSide(readRowCount(target, targetRel))
@@ -41355,6 +41356,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       markdown: void 0,
       buckets: 16,
       repair: false,
+      checksumKeylessChunks: true,
       liveNote: input2.writesAfterEnd ? "Validating after the drain; the source received writes after the end position, so differences are expected." : "Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet)."
     });
     let validation = await validateNow();

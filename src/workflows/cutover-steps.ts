@@ -141,6 +141,7 @@ export async function runCutoverFinish(
         markdown: undefined,
         buckets: 16,
         repair: false,
+        checksumKeylessChunks: true,
         liveNote: input.writesAfterEnd
           ? 'Validating after the drain; the source received writes after the end position, so differences are expected.'
           : 'Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet).',
