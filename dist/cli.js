@@ -40825,6 +40825,7 @@ function buildTableValidation(input2) {
     keyColumns: input2.keyColumns
   };
   if (input2.problem !== void 0) out.problem = input2.problem;
+  if (input2.hypertable !== void 0) out.hypertable = input2.hypertable;
   if (checksum && mismatched.length > 0) {
     out.mismatchedRanges = mismatched.map(
       (b) => describeBucket(b, checksum.buckets, checksum.source, checksum.target)
@@ -41010,6 +41011,7 @@ async function compareTable(sides, table, read, keyColumns, options) {
   const onTargetSide = (p) => translated(p, endpoints.target);
   const base = {
     table: table.chunkOf ? `${displayName(table.chunkOf)} chunk ${table.name}` : displayName(table),
+    ...table.chunkOf ? { hypertable: displayName(table.chunkOf) } : {},
     schema: table.schema,
     name: table.name,
     keyColumns
@@ -41156,6 +41158,35 @@ function differenceLines(t, show, showFree) {
     lines.push(`${key}${equals}${show(printable(d.key))}: ${KIND_TEXT[d.kind]}`);
   return lines;
 }
+function shownRows(tables) {
+  const out = [];
+  const groups = /* @__PURE__ */ new Map();
+  for (const t of tables) {
+    if (t.hypertable === void 0 || !t.ok) {
+      out.push(t);
+      continue;
+    }
+    let group = groups.get(t.hypertable);
+    if (!group) {
+      group = {
+        rows: { table: t.hypertable, sourceRows: 0, targetRows: 0, checksumMatch: t.checksumMatch, ok: true },
+        count: 0
+      };
+      groups.set(t.hypertable, group);
+      out.push(group.rows);
+    }
+    group.count += 1;
+    group.rows.sourceRows += t.sourceRows;
+    group.rows.targetRows = (group.rows.targetRows ?? 0) + (t.targetRows ?? 0);
+    if (t.checksumMatch !== null)
+      group.rows.checksumMatch = t.checksumMatch && group.rows.checksumMatch !== false;
+  }
+  for (const [name, group] of groups) {
+    const differing = tables.filter((t) => t.hypertable === name && !t.ok).length;
+    group.rows.table = `${name} (${formatCount(group.count)} ${differing ? "other " : ""}chunk${group.count === 1 ? "" : "s"})`;
+  }
+  return out;
+}
 function verdict(report) {
   const differing = report.tables.filter((t) => !t.ok).length;
   const what = report.checksum ? "row counts and checksums" : "row counts only";
@@ -41165,7 +41196,7 @@ function verdict(report) {
 function renderValidationText(report) {
   const header = ["table", "source rows", "target rows", "checksum"];
   const mark = (t) => t.checksumMatch === null ? "\u2013" : t.checksumMatch ? "\u2705" : "\u274C";
-  const rows = report.tables.map((t) => [
+  const rows = shownRows(report.tables).map((t) => [
     escapeControl(t.table),
     rowsText(t.sourceRows),
     rowsText(t.targetRows),
@@ -41232,7 +41263,8 @@ function renderValidationMarkdown(report, options = {}) {
   ];
   const differing = report.tables.filter((t) => !t.ok);
   const DETAILS_HEADING = ["", "#### Differences", ""];
-  const rows = report.tables.map(row2);
+  const shown = shownRows(report.tables);
+  const rows = shown.map(row2);
   const full = [
     ...head,
     ...rows,
@@ -41254,11 +41286,11 @@ function renderValidationMarkdown(report, options = {}) {
     }
     return kept;
   };
-  const differingRows = take(rows.filter((_, i) => !report.tables[i]?.ok));
+  const differingRows = take(rows.filter((_, i) => !shown[i]?.ok));
   const detailLines = differing.length ? [...DETAILS_HEADING, ...differing.flatMap(details)] : [];
   const keptDetails = take(detailLines);
-  const matchingRows = take(rows.filter((_, i) => report.tables[i]?.ok));
-  const hidden = report.tables.length - differingRows.length - matchingRows.length;
+  const matchingRows = take(rows.filter((_, i) => shown[i]?.ok));
+  const hidden = shown.length - differingRows.length - matchingRows.length;
   const hiddenDiffering = differing.length - differingRows.length;
   const lines = [...head, ...differingRows, ...matchingRows];
   if (hidden > 0) {

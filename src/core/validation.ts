@@ -45,6 +45,8 @@ export interface TableValidation {
   ok: boolean;
   /** Key columns the rows are bucketed and listed by; null = keyless (the whole row is the key). */
   keyColumns: string[] | null;
+  /** A TimescaleDB chunk: its hypertable's display name (reports show a hypertable's chunks as one row). */
+  hypertable?: string;
   /** Why the table could not be compared fully (missing table or columns), in words. */
   problem?: string;
   /** Key ranges (hash buckets) whose checksums differ, described for humans. */
@@ -156,6 +158,7 @@ export function buildTableValidation(input: {
   schema: string;
   name: string;
   keyColumns: string[] | null;
+  hypertable?: string;
   sourceRows: number;
   /** null = the table is missing on the target. */
   targetRows: number | null;
@@ -185,6 +188,7 @@ export function buildTableValidation(input: {
     keyColumns: input.keyColumns,
   };
   if (input.problem !== undefined) out.problem = input.problem;
+  if (input.hypertable !== undefined) out.hypertable = input.hypertable;
   if (checksum && mismatched.length > 0) {
     out.mismatchedRanges = mismatched.map((b) =>
       describeBucket(b, checksum.buckets, checksum.source, checksum.target),

@@ -69,6 +69,49 @@ function differenceLines(t: TableValidation, show: Show, showFree: Show): string
   return lines;
 }
 
+/** A row of the rendered table: a table, a chunk that differs, or a hypertable's matching chunks summed. */
+interface ShownRow {
+  table: string;
+  sourceRows: number;
+  targetRows: number | null;
+  checksumMatch: boolean | null;
+  ok: boolean;
+}
+
+/**
+ * The rows to show: every table, except that the chunks of a TimescaleDB hypertable (there can be
+ * thousands) that match are summed into one row per hypertable; differing chunks keep rows of their own.
+ */
+export function shownRows(tables: readonly TableValidation[]): ShownRow[] {
+  const out: ShownRow[] = [];
+  const groups = new Map<string, { rows: ShownRow; count: number }>();
+  for (const t of tables) {
+    if (t.hypertable === undefined || !t.ok) {
+      out.push(t);
+      continue;
+    }
+    let group = groups.get(t.hypertable);
+    if (!group) {
+      group = {
+        rows: { table: t.hypertable, sourceRows: 0, targetRows: 0, checksumMatch: t.checksumMatch, ok: true },
+        count: 0,
+      };
+      groups.set(t.hypertable, group);
+      out.push(group.rows);
+    }
+    group.count += 1;
+    group.rows.sourceRows += t.sourceRows;
+    group.rows.targetRows = (group.rows.targetRows ?? 0) + (t.targetRows ?? 0);
+    if (t.checksumMatch !== null)
+      group.rows.checksumMatch = t.checksumMatch && group.rows.checksumMatch !== false;
+  }
+  for (const [name, group] of groups) {
+    const differing = tables.filter((t) => t.hypertable === name && !t.ok).length;
+    group.rows.table = `${name} (${formatCount(group.count)} ${differing ? 'other ' : ''}chunk${group.count === 1 ? '' : 's'})`;
+  }
+  return out;
+}
+
 function verdict(report: ValidationReport): string {
   const differing = report.tables.filter((t) => !t.ok).length;
   const what = report.checksum ? 'row counts and checksums' : 'row counts only';
@@ -85,8 +128,8 @@ function verdict(report: ValidationReport): string {
 
 export function renderValidationText(report: ValidationReport): string {
   const header = ['table', 'source rows', 'target rows', 'checksum'];
-  const mark = (t: TableValidation) => (t.checksumMatch === null ? '–' : t.checksumMatch ? '✅' : '❌');
-  const rows = report.tables.map((t) => [
+  const mark = (t: ShownRow) => (t.checksumMatch === null ? '–' : t.checksumMatch ? '✅' : '❌');
+  const rows = shownRows(report.tables).map((t) => [
     escapeControl(t.table),
     rowsText(t.sourceRows),
     rowsText(t.targetRows),
@@ -166,7 +209,7 @@ export function renderValidationMarkdown(
     '| table | source rows | target rows | checksum | ok |',
     '| --- | ---: | ---: | :---: | :---: |',
   ];
-  const row = (t: TableValidation) =>
+  const row = (t: ShownRow) =>
     `| ${cell(t.table)} | ${rowsText(t.sourceRows)} | ${rowsText(t.targetRows)} | ${t.checksumMatch === null ? '–' : t.checksumMatch ? 'match' : 'differs'} | ${t.ok ? '✅' : '❌'} |`;
   const details = (t: TableValidation) => [
     `- ${code(t.table)}`,
@@ -175,7 +218,8 @@ export function renderValidationMarkdown(
   const differing = report.tables.filter((t) => !t.ok);
   const DETAILS_HEADING = ['', '#### Differences', ''];
 
-  const rows = report.tables.map(row);
+  const shown = shownRows(report.tables);
+  const rows = shown.map(row);
   const full = [
     ...head,
     ...rows,
@@ -198,11 +242,11 @@ export function renderValidationMarkdown(
     }
     return kept;
   };
-  const differingRows = take(rows.filter((_, i) => !report.tables[i]?.ok));
+  const differingRows = take(rows.filter((_, i) => !shown[i]?.ok));
   const detailLines = differing.length ? [...DETAILS_HEADING, ...differing.flatMap(details)] : [];
   const keptDetails = take(detailLines);
-  const matchingRows = take(rows.filter((_, i) => report.tables[i]?.ok));
-  const hidden = report.tables.length - differingRows.length - matchingRows.length;
+  const matchingRows = take(rows.filter((_, i) => shown[i]?.ok));
+  const hidden = shown.length - differingRows.length - matchingRows.length;
   const hiddenDiffering = differing.length - differingRows.length;
   const lines = [...head, ...differingRows, ...matchingRows];
   if (hidden > 0) {

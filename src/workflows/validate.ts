@@ -257,6 +257,7 @@ async function compareTable(
   const onTargetSide = <T>(p: Promise<T>) => translated(p, endpoints.target);
   const base = {
     table: table.chunkOf ? `${displayName(table.chunkOf)} chunk ${table.name}` : displayName(table),
+    ...(table.chunkOf ? { hypertable: displayName(table.chunkOf) } : {}),
     schema: table.schema,
     name: table.name,
     keyColumns,

@@ -54,6 +54,32 @@ describe('renderValidationText', () => {
     expect(text).toContain('Validation passed: 2 of 2 tables match');
   });
 
+  it("sums a hypertable's matching chunks into one row and keeps differing chunks apart", () => {
+    const chunk = (n: number, overrides: Partial<TableValidation> = {}) =>
+      table(`_hyper_1_${n}_chunk`, {
+        table: `public.metrics chunk _hyper_1_${n}_chunk`,
+        schema: '_timescaledb_internal',
+        hypertable: 'public.metrics',
+        sourceRows: 100,
+        targetRows: 100,
+        ...overrides,
+      });
+    const all = [chunk(1), table('actor'), chunk(2), chunk(3)];
+    const text = renderValidationText(report(all));
+    expect(text.split('\n').slice(0, 3)).toEqual([
+      'table                      source rows  target rows  checksum',
+      'public.metrics (3 chunks)          300          300  ✅',
+      'public.actor                     1,200        1,200  ✅',
+    ]);
+    expect(text).toContain('Validation passed: 4 of 4 tables match');
+    const differing = chunk(2, { targetRows: 90, checksumMatch: false, ok: false });
+    const failed = renderValidationText(report([chunk(1), differing, chunk(3)]));
+    expect(failed).toContain('public.metrics (2 other chunks)');
+    expect(failed).toMatch(/public\.metrics chunk _hyper_1_2_chunk\s+100\s+90 {2}❌/);
+    const markdown = renderValidationMarkdown(report([chunk(1), differing, chunk(3)]));
+    expect(markdown).toContain('| `public.metrics (2 other chunks)` | 200 | 200 | match | ✅ |');
+  });
+
   it('lists the differing ranges and keys below the table', () => {
     const text = renderValidationText(report([table('actor'), film]));
     expect(text).toContain('public.film         1,000        1,001  ❌');
