@@ -35895,6 +35895,15 @@ var ENSURE_SQL = `
     );
     -- Published only after its first rows (no superuser, so no schema publication): copied again at cutover.
     ALTER TABLE ${S}.ts_late_chunk ADD COLUMN IF NOT EXISTS recopy boolean NOT NULL DEFAULT false;
+    -- The earliest time replayed changes touched per hypertable (NULL: everything): the cutover refreshes
+    -- continuous aggregates from there.
+    CREATE TABLE IF NOT EXISTS ${S}.ts_touched (
+      migration_id text NOT NULL,
+      hypertable_schema text NOT NULL,
+      hypertable_name text NOT NULL,
+      min_value text,
+      PRIMARY KEY (migration_id, hypertable_schema, hypertable_name)
+    );
     CREATE TABLE IF NOT EXISTS ${S}.step (
       migration_id text NOT NULL,
       step text NOT NULL,
@@ -36166,6 +36175,7 @@ async function dropControlState(client, migrationId) {
     "slack_message",
     "ts_job",
     "ts_late_chunk",
+    "ts_touched",
     "migration"
   ]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);
@@ -37394,23 +37404,53 @@ async function copyMaterializations(source, target, layout) {
   }
   return total;
 }
-async function refreshContinuousAggregates(target, layout) {
+async function refreshContinuousAggregates(target, layout, touched) {
+  const userHypertables = new Set(layout.hypertables.map((h) => `${h.schema}\0${h.name}`));
   let refreshed = 0;
   for (const c of layout.continuousAggregates) {
     const m = await materializationOf(target, c);
     if (!m) continue;
-    const { rows } = await target.query(
-      `SELECT min(${quoteIdent(m.rawColumn)})::text AS start FROM ${quoteQualified(m.raw)}`
-    );
-    const start = rows[0]?.start;
-    if (start === null) continue;
+    const rawKey = `${m.raw.schema}\0${m.raw.name}`;
+    let start;
+    let force = false;
+    const bound = touched && userHypertables.has(rawKey) ? touched.bound(rawKey) : null;
+    if (touched && userHypertables.has(rawKey) && bound === void 0) continue;
+    if (bound !== null && bound !== void 0) {
+      start = await bucketStart(target, layout, m, bound);
+      force = start !== null;
+    } else start = null;
+    if (start === null) {
+      const { rows } = await target.query(
+        `SELECT min(${quoteIdent(m.rawColumn)})::text AS start FROM ${quoteQualified(m.raw)}`
+      );
+      start = rows[0]?.start ?? null;
+      if (start === null) continue;
+    }
     await target.query(
-      `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL)`,
+      `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL${force ? ", force => true" : ""})`,
       [quoteQualified(c), start]
     );
     refreshed += 1;
   }
   return refreshed;
+}
+async function bucketStart(target, layout, m, value) {
+  const { rows } = await target.query(
+    `SELECT f.bucket_width, f.bucket_fixed_width AND f.bucket_origin IS NULL AND f.bucket_offset IS NULL
+            AND f.bucket_timezone IS NULL AS plain
+       FROM _timescaledb_catalog.continuous_aggs_bucket_function f
+       JOIN _timescaledb_catalog.hypertable h ON h.id = f.mat_hypertable_id
+      WHERE h.schema_name = $1 AND h.table_name = $2`,
+    [m.schema, m.name]
+  );
+  const fn = rows[0];
+  if (!fn?.plain) return null;
+  const widthType = isTimeType(m.rawType) ? "interval" : m.rawType;
+  const { rows: bucket } = await target.query(
+    `SELECT ${layout.api}.time_bucket($1::${widthType}, $2::${m.rawType})::text AS start`,
+    [fn.bucket_width, value]
+  );
+  return bucket[0]?.start ?? null;
 }
 async function resumeJobsLikeSource(source, target, migrationId, layout) {
   const { rows: map2 } = await target.query(
@@ -37676,6 +37716,94 @@ async function readChunkTargets(client, tables, layout) {
     out.set(key(t), { hypertable: t.chunkOf, ...order ? { compressOrder: order } : {} });
   }
   return out;
+}
+var TouchedRanges = class {
+  columns = /* @__PURE__ */ new Map();
+  min = /* @__PURE__ */ new Map();
+  dirty = /* @__PURE__ */ new Set();
+  constructor(layout) {
+    for (const h of layout.hypertables) {
+      const d = h.dimensions[0];
+      if (d?.kind === "range")
+        this.columns.set(`${h.schema}\0${h.name}`, {
+          column: d.column,
+          integer: !isTimeType(d.columnType)
+        });
+    }
+  }
+  /** Loads what earlier runs recorded. */
+  async load(client, migrationId) {
+    const { rows } = await client.query(
+      `SELECT hypertable_schema, hypertable_name, min_value FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_touched WHERE migration_id = $1`,
+      [migrationId]
+    );
+    for (const r of rows) this.min.set(`${r.hypertable_schema}\0${r.hypertable_name}`, r.min_value);
+  }
+  /** Notes one replayed change (only changes routed to a hypertable count). */
+  note(change) {
+    if (change.kind === "truncate") {
+      for (const rel of change.rels)
+        if (rel.via === "hypertable") this.lower(`${rel.schema}\0${rel.name}`, null);
+      return;
+    }
+    if (!change.rel.via) return;
+    const key = `${change.rel.schema}\0${change.rel.name}`;
+    const dim = this.columns.get(key);
+    if (!dim) return;
+    const rows = change.kind === "insert" ? [change.values] : change.kind === "update" ? [change.values, change.key, change.old] : [change.key, change.old];
+    for (const row2 of rows) {
+      const value = row2?.[dim.column];
+      if (typeof value === "string") this.lower(key, value, dim.integer);
+    }
+  }
+  lower(key, value, integer2 = false) {
+    if (this.min.has(key)) {
+      const current = this.min.get(key) ?? null;
+      if (current === null) return;
+      if (value !== null && (integer2 ? BigInt(value) >= BigInt(current) : value >= current)) return;
+    }
+    this.min.set(key, value);
+    this.dirty.add(key);
+  }
+  /** Lowers a hypertable's bound to `value` (e.g. the start of a chunk copied again at cutover). */
+  lowerTo(hypertable, value, integer2 = false) {
+    this.lower(`${hypertable.schema}\0${hypertable.name}`, value, integer2);
+  }
+  /** The earliest value touched: undefined = nothing, null = everything. */
+  bound(key) {
+    return this.min.has(key) ? this.min.get(key) ?? null : void 0;
+  }
+  /** Whether the hypertable's first dimension is an integer. */
+  isInteger(hypertable) {
+    return this.columns.get(`${hypertable.schema}\0${hypertable.name}`)?.integer ?? false;
+  }
+  /** Writes the bounds that moved (in the caller's open transaction). */
+  async save(client, migrationId) {
+    if (this.dirty.size === 0) return;
+    for (const key of this.dirty) {
+      const [schema, name] = key.split("\0");
+      await client.query(
+        `INSERT INTO ${quoteIdent(CONTROL_SCHEMA)}.ts_touched (migration_id, hypertable_schema, hypertable_name, min_value)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (migration_id, hypertable_schema, hypertable_name) DO UPDATE SET min_value = EXCLUDED.min_value`,
+        [migrationId, schema, name, this.min.get(key) ?? null]
+      );
+    }
+    this.dirty = /* @__PURE__ */ new Set();
+  }
+};
+async function chunkRangeStarts(source, chunks) {
+  if (chunks.length === 0) return [];
+  await source.query(`SELECT set_config('TimeZone', 'UTC', false)`);
+  const { rows } = await source.query(
+    `SELECT c.hypertable_schema::text AS schema, c.hypertable_name::text AS name,
+            coalesce(c.range_start::text, c.range_start_integer::text) AS start
+       FROM timescaledb_information.chunks c
+       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = c.chunk_schema AND want.name = c.chunk_name
+      WHERE coalesce(c.range_start::text, c.range_start_integer::text) IS NOT NULL`,
+    [chunks.map((c) => c.schema), chunks.map((c) => c.name)]
+  );
+  return rows.map((r) => ({ hypertable: { schema: r.schema, name: r.name }, start: r.start }));
 }
 
 // src/workflows/post-data.ts
@@ -39382,6 +39510,12 @@ ${buildRequestedHypertableSql(await prepareHypertableRequests(catalog, control, 
       if (layout && needSchema && !await isStepDone(control, id, "timescaledb")) {
         await finishTimescale(ctx, endpoints, control, id, layout);
       }
+      if (layout?.continuousAggregates.length && needSchema && !await isStepDone(control, id, "timescaledb-refresh")) {
+        ctx.emit({ type: "step", step: "aggregates", status: "start" });
+        const refreshed = await refreshContinuousAggregates(control, layout);
+        await markStepDone(control, id, "timescaledb-refresh");
+        ctx.emit({ type: "step", step: "aggregates", status: "done", detail: `${refreshed} refreshed` });
+      }
       await updateMigration(control, id, { copyFinishedAt: "now", error: null });
       const seconds = (ctx.clock.nowMs() - started) / 1e3;
       ctx.emit({ type: "copy:done", rows: stats.rows, bytes: stats.bytes, seconds });
@@ -39427,7 +39561,7 @@ async function finishTimescale(ctx, endpoints, control, id, layout) {
       type: "step",
       step: "timescaledb",
       status: "done",
-      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed after the copy, ${made.caggs} continuous aggregates (${materialized} materialized rows copied; refreshed at cutover), ${made.jobs} jobs (paused until cutover)`
+      detail: `${layout.hypertables.length} hypertables, ${compressed} chunks compressed after the copy, ${made.caggs} continuous aggregates (${materialized} materialized rows copied), ${made.jobs} jobs (paused until cutover)`
     });
   } catch (error62) {
     await control.query("ROLLBACK").catch(() => void 0);
@@ -41358,6 +41492,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       step("materialized views", `${views.length} refreshed`);
     });
     const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
+    const recopied = [];
     if (timescale?.hypertables.length) {
       await withClient(
         endpoints.source,
@@ -41368,6 +41503,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
           const late = await lateChunksWithChanges(source, target, id);
           if (late.length) {
             await recopyChunks(source, target, await chunkCopies(source, schemas, late));
+            recopied.push(...late);
             step(
               "late chunks",
               `${late.length} chunks created during the migration and then updated, copied again`
@@ -41405,6 +41541,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
           endpoints.source,
           (source) => withClient(endpoints.target, (target) => recopyChunks(source, target, chunks))
         );
+        recopied.push(...chunks.map((c) => c.chunk));
         step("chunks re-copied", chunks.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(", "));
         validation = await validateNow();
       }
@@ -41413,7 +41550,11 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       await withClient(
         endpoints.source,
         (source) => withClient(endpoints.target, async (target) => {
-          const refreshed = await refreshContinuousAggregates(target, timescale);
+          const touched = new TouchedRanges(timescale);
+          await touched.load(target, id);
+          for (const r of await chunkRangeStarts(source, recopied))
+            touched.lowerTo(r.hypertable, r.start, touched.isInteger(r.hypertable));
+          const refreshed = await refreshContinuousAggregates(target, timescale, touched);
           if (refreshed) step("continuous aggregates", `${refreshed} refreshed`);
           const jobs = await resumeJobsLikeSource(source, target, id, timescale);
           if (jobs.resumed + jobs.paused + jobs.goneOnSource.length > 0)
@@ -41648,6 +41789,8 @@ async function runSession(ctx, endpoints, options, shared) {
       }
     }) : void 0;
     const targetHypertables = await readHypertableNames(apply);
+    const touched = layout?.continuousAggregates.length ? new TouchedRanges(layout) : void 0;
+    await touched?.load(control, id);
     const pollChunks = layout?.hypertables.length && !shared.migration.publications.includes(publicationNameFor(id, "chunks")) ? async () => {
       const added = await publishNewChunks({
         source: sourceStatus,
@@ -41794,6 +41937,7 @@ async function runSession(ctx, endpoints, options, shared) {
       if (!groupOpen || groupEnd === void 0 || inTxn) return;
       await flush();
       await settle2();
+      await touched?.save(apply, id);
       await commitGroup(apply, id, {
         endLsn: formatLsn(groupEnd),
         commitTime: groupCommitTime,
@@ -41878,6 +42022,7 @@ async function runSession(ctx, endpoints, options, shared) {
     const takeChange = (change, bytes) => {
       if (skipping) return;
       bufferBytes += bytes;
+      touched?.note(change);
       if (options.mode === "spool") buffer.push(change);
       else {
         const item = reconcile(change, commitLsn, rules);

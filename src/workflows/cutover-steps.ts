@@ -7,16 +7,18 @@ import { CONTROL_SCHEMA, Phase, updateMigration } from '../adapters/postgres/con
 import { listMaterializedViews, readSequences } from '../adapters/postgres/source-catalog';
 import {
   chunkCopies,
+  chunkRangeStarts,
   dropChunksGoneFromSource,
   lateChunksWithChanges,
   readTimescaleLayout,
   recopyChunks,
   refreshContinuousAggregates,
   resumeJobsLikeSource,
+  TouchedRanges,
 } from '../adapters/postgres/timescaledb';
 import { MigrationError } from '../core/errors';
 import { formatDuration } from '../core/format';
-import { quoteIdent, quoteQualified } from '../core/sql';
+import { type QualifiedName, quoteIdent, quoteQualified } from '../core/sql';
 import type { ValidationReport } from '../core/validation';
 import type { WorkflowContext } from '../ports';
 import type { Endpoints } from './connections';
@@ -111,6 +113,8 @@ export async function runCutoverFinish(
     // TimescaleDB: what logical decoding does not carry (dropped chunks, DML on compressed batches, updates
     // of chunks created during the migration) is settled here, with the writers stopped.
     const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
+    /** Chunks copied again here: their aggregates' buckets are refreshed from their start. */
+    const recopied: QualifiedName[] = [];
     if (timescale?.hypertables.length) {
       await withClient(endpoints.source, (source) =>
         withClient(endpoints.target, async (target) => {
@@ -120,6 +124,7 @@ export async function runCutoverFinish(
           const late = await lateChunksWithChanges(source, target, id);
           if (late.length) {
             await recopyChunks(source, target, await chunkCopies(source, schemas, late));
+            recopied.push(...late);
             step(
               'late chunks',
               `${late.length} chunks created during the migration and then updated, copied again`,
@@ -160,6 +165,7 @@ export async function runCutoverFinish(
         await withClient(endpoints.source, (source) =>
           withClient(endpoints.target, (target) => recopyChunks(source, target, chunks)),
         );
+        recopied.push(...chunks.map((c) => c.chunk));
         step('chunks re-copied', chunks.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(', '));
         validation = await validateNow();
       }
@@ -167,7 +173,12 @@ export async function runCutoverFinish(
     if (validation.ok && timescale) {
       await withClient(endpoints.source, (source) =>
         withClient(endpoints.target, async (target) => {
-          const refreshed = await refreshContinuousAggregates(target, timescale);
+          // Only from the earliest time the replay (or a chunk copied again) reached: the copy refreshed the rest.
+          const touched = new TouchedRanges(timescale);
+          await touched.load(target, id);
+          for (const r of await chunkRangeStarts(source, recopied))
+            touched.lowerTo(r.hypertable, r.start, touched.isInteger(r.hypertable));
+          const refreshed = await refreshContinuousAggregates(target, timescale, touched);
           if (refreshed) step('continuous aggregates', `${refreshed} refreshed`);
           const jobs = await resumeJobsLikeSource(source, target, id, timescale);
           if (jobs.resumed + jobs.paused + jobs.goneOnSource.length > 0)

@@ -37,6 +37,7 @@ import {
   readRecopyChunks,
   readTimescaleLayout,
   recordLateChunks,
+  TouchedRanges,
 } from '../adapters/postgres/timescaledb';
 import { type ChangeStream, openChangeStream } from '../adapters/replication/change-stream';
 import { buildApplySql } from '../core/apply-sql';
@@ -287,6 +288,9 @@ async function runSession(
       : undefined;
 
     const targetHypertables = await readHypertableNames(apply);
+    /** TimescaleDB: how far back the replayed changes reach per hypertable (for the aggregates' refresh). */
+    const touched = layout?.continuousAggregates.length ? new TouchedRanges(layout) : undefined;
+    await touched?.load(control, id);
     const pollChunks =
       layout?.hypertables.length && !shared.migration.publications.includes(publicationNameFor(id, 'chunks'))
         ? async () => {
@@ -469,6 +473,8 @@ async function runSession(
       if (!groupOpen || groupEnd === undefined || inTxn) return;
       await flush();
       await settle();
+      // The bounds for the cutover's aggregate refresh, committed with the changes they cover.
+      await touched?.save(apply, id);
       await commitGroup(apply, id, {
         endLsn: formatLsn(groupEnd),
         commitTime: groupCommitTime,
@@ -577,6 +583,7 @@ async function runSession(
     const takeChange = (change: Change, bytes: number) => {
       if (skipping) return;
       bufferBytes += bytes;
+      touched?.note(change);
       if (options.mode === 'spool') buffer.push(change as unknown as Record<string, unknown>);
       else {
         const item = reconcile(change, commitLsn, rules);

@@ -88,6 +88,15 @@ const ENSURE_SQL = `
     );
     -- Published only after its first rows (no superuser, so no schema publication): copied again at cutover.
     ALTER TABLE ${S}.ts_late_chunk ADD COLUMN IF NOT EXISTS recopy boolean NOT NULL DEFAULT false;
+    -- The earliest time replayed changes touched per hypertable (NULL: everything): the cutover refreshes
+    -- continuous aggregates from there.
+    CREATE TABLE IF NOT EXISTS ${S}.ts_touched (
+      migration_id text NOT NULL,
+      hypertable_schema text NOT NULL,
+      hypertable_name text NOT NULL,
+      min_value text,
+      PRIMARY KEY (migration_id, hypertable_schema, hypertable_name)
+    );
     CREATE TABLE IF NOT EXISTS ${S}.step (
       migration_id text NOT NULL,
       step text NOT NULL,
@@ -422,6 +431,7 @@ export async function dropControlState(
     'slack_message',
     'ts_job',
     'ts_late_chunk',
+    'ts_touched',
     'migration',
   ]) {
     const result = await client.query(`DELETE FROM ${S}.${table} WHERE migration_id = $1`, [migrationId]);

@@ -6,6 +6,7 @@
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import type { Change } from '../../core/changes';
 import { MigrationError } from '../../core/errors';
 import { type QualifiedName, quoteIdent, quoteLiteral, quoteQualified } from '../../core/sql';
 import { CONTROL_SCHEMA } from './control-schema';
@@ -497,30 +498,71 @@ export async function copyMaterializations(
 
 /**
  * Refreshes every continuous aggregate on the target, in creation order (an aggregate on another comes
- * later), over the range its raw data covers there: from the earliest raw row on. Older buckets keep the
- * materialized rows copied from the source (their raw data is gone); an aggregate without raw data is left
- * as copied.
+ * later). Without `touched` (after the copy): over the range its raw data covers, from the earliest raw row
+ * on; older buckets keep the materialized rows copied from the source (their raw data is gone). With
+ * `touched` (at cutover): only from the earliest time the replayed changes reached, rounded down to the
+ * aggregate's bucket (forced: no invalidation was logged for them), and not at all where nothing changed;
+ * an aggregate whose buckets cannot be rounded here (variable width, origin, offset, time zone) or that
+ * aggregates another one is refreshed from the earliest raw row on. Returns how many were refreshed.
  */
 export async function refreshContinuousAggregates(
   target: pg.Client,
   layout: TimescaleLayout,
+  touched?: TouchedRanges,
 ): Promise<number> {
+  const userHypertables = new Set(layout.hypertables.map((h) => `${h.schema}\u0000${h.name}`));
   let refreshed = 0;
   for (const c of layout.continuousAggregates) {
     const m = await materializationOf(target, c);
     if (!m) continue;
-    const { rows } = await target.query(
-      `SELECT min(${quoteIdent(m.rawColumn)})::text AS start FROM ${quoteQualified(m.raw)}`,
-    );
-    const start = rows[0]?.start as string | null;
-    if (start === null) continue;
+    const rawKey = `${m.raw.schema}\u0000${m.raw.name}`;
+    let start: string | null;
+    let force = false;
+    const bound = touched && userHypertables.has(rawKey) ? touched.bound(rawKey) : null;
+    if (touched && userHypertables.has(rawKey) && bound === undefined) continue;
+    if (bound !== null && bound !== undefined) {
+      start = await bucketStart(target, layout, m, bound);
+      force = start !== null;
+    } else start = null;
+    if (start === null) {
+      const { rows } = await target.query(
+        `SELECT min(${quoteIdent(m.rawColumn)})::text AS start FROM ${quoteQualified(m.raw)}`,
+      );
+      start = (rows[0]?.start as string | null) ?? null;
+      if (start === null) continue;
+    }
     await target.query(
-      `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL)`,
+      `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL${force ? ', force => true' : ''})`,
       [quoteQualified(c), start],
     );
     refreshed += 1;
   }
   return refreshed;
+}
+
+/** The start of the aggregate's bucket holding `value`, or null when its buckets are not a plain fixed width. */
+async function bucketStart(
+  target: pg.Client,
+  layout: TimescaleLayout,
+  m: TsMaterialization,
+  value: string,
+): Promise<string | null> {
+  const { rows } = await target.query(
+    `SELECT f.bucket_width, f.bucket_fixed_width AND f.bucket_origin IS NULL AND f.bucket_offset IS NULL
+            AND f.bucket_timezone IS NULL AS plain
+       FROM _timescaledb_catalog.continuous_aggs_bucket_function f
+       JOIN _timescaledb_catalog.hypertable h ON h.id = f.mat_hypertable_id
+      WHERE h.schema_name = $1 AND h.table_name = $2`,
+    [m.schema, m.name],
+  );
+  const fn = rows[0];
+  if (!fn?.plain) return null;
+  const widthType = isTimeType(m.rawType) ? 'interval' : m.rawType;
+  const { rows: bucket } = await target.query(
+    `SELECT ${layout.api}.time_bucket($1::${widthType}, $2::${m.rawType})::text AS start`,
+    [fn.bucket_width, value],
+  );
+  return (bucket[0]?.start as string | undefined) ?? null;
 }
 
 /**
@@ -938,4 +980,117 @@ export async function readChunkTargets(
     out.set(key(t), { hypertable: t.chunkOf, ...(order ? { compressOrder: order } : {}) });
   }
   return out;
+}
+
+/**
+ * The earliest time each hypertable's replayed changes touched, so the cutover refreshes continuous
+ * aggregates only from there (the copy refreshed them up to its end). Values are the source's text forms
+ * (ISO dates and times in UTC, which order as text for years 1000 to 9999) or integers. `null` = everything
+ * (a TRUNCATE). Written in the transaction of the changes it covers, so a restart never loses a bound.
+ */
+export class TouchedRanges {
+  private readonly columns = new Map<string, { column: string; integer: boolean }>();
+  private readonly min = new Map<string, string | null>();
+  private dirty = new Set<string>();
+
+  constructor(layout: TimescaleLayout) {
+    for (const h of layout.hypertables) {
+      const d = h.dimensions[0];
+      if (d?.kind === 'range')
+        this.columns.set(`${h.schema}\u0000${h.name}`, {
+          column: d.column,
+          integer: !isTimeType(d.columnType),
+        });
+    }
+  }
+
+  /** Loads what earlier runs recorded. */
+  async load(client: pg.Client, migrationId: string): Promise<void> {
+    const { rows } = await client.query(
+      `SELECT hypertable_schema, hypertable_name, min_value FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_touched WHERE migration_id = $1`,
+      [migrationId],
+    );
+    for (const r of rows) this.min.set(`${r.hypertable_schema}\u0000${r.hypertable_name}`, r.min_value);
+  }
+
+  /** Notes one replayed change (only changes routed to a hypertable count). */
+  note(change: Change): void {
+    if (change.kind === 'truncate') {
+      for (const rel of change.rels)
+        if (rel.via === 'hypertable') this.lower(`${rel.schema}\u0000${rel.name}`, null);
+      return;
+    }
+    if (!change.rel.via) return;
+    const key = `${change.rel.schema}\u0000${change.rel.name}`;
+    const dim = this.columns.get(key);
+    if (!dim) return;
+    const rows =
+      change.kind === 'insert'
+        ? [change.values]
+        : change.kind === 'update'
+          ? [change.values, change.key, change.old]
+          : [change.key, change.old];
+    for (const row of rows) {
+      const value = row?.[dim.column];
+      if (typeof value === 'string') this.lower(key, value, dim.integer);
+    }
+  }
+
+  private lower(key: string, value: string | null, integer = false): void {
+    if (this.min.has(key)) {
+      const current = this.min.get(key) ?? null;
+      if (current === null) return;
+      if (value !== null && (integer ? BigInt(value) >= BigInt(current) : value >= current)) return;
+    }
+    this.min.set(key, value);
+    this.dirty.add(key);
+  }
+
+  /** Lowers a hypertable's bound to `value` (e.g. the start of a chunk copied again at cutover). */
+  lowerTo(hypertable: QualifiedName, value: string | null, integer = false): void {
+    this.lower(`${hypertable.schema}\u0000${hypertable.name}`, value, integer);
+  }
+
+  /** The earliest value touched: undefined = nothing, null = everything. */
+  bound(key: string): string | null | undefined {
+    return this.min.has(key) ? (this.min.get(key) ?? null) : undefined;
+  }
+
+  /** Whether the hypertable's first dimension is an integer. */
+  isInteger(hypertable: QualifiedName): boolean {
+    return this.columns.get(`${hypertable.schema}\u0000${hypertable.name}`)?.integer ?? false;
+  }
+
+  /** Writes the bounds that moved (in the caller's open transaction). */
+  async save(client: pg.Client, migrationId: string): Promise<void> {
+    if (this.dirty.size === 0) return;
+    for (const key of this.dirty) {
+      const [schema, name] = key.split('\u0000');
+      await client.query(
+        `INSERT INTO ${quoteIdent(CONTROL_SCHEMA)}.ts_touched (migration_id, hypertable_schema, hypertable_name, min_value)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (migration_id, hypertable_schema, hypertable_name) DO UPDATE SET min_value = EXCLUDED.min_value`,
+        [migrationId, schema, name, this.min.get(key) ?? null],
+      );
+    }
+    this.dirty = new Set();
+  }
+}
+
+/** Where these chunks begin on their first dimension (text as the replay sees values: UTC, or an integer). */
+export async function chunkRangeStarts(
+  source: pg.Client,
+  chunks: readonly QualifiedName[],
+): Promise<{ hypertable: QualifiedName; start: string }[]> {
+  if (chunks.length === 0) return [];
+  await source.query(`SELECT set_config('TimeZone', 'UTC', false)`);
+  const { rows } = await source.query(
+    `SELECT c.hypertable_schema::text AS schema, c.hypertable_name::text AS name,
+            coalesce(c.range_start::text, c.range_start_integer::text) AS start
+       FROM timescaledb_information.chunks c
+       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = c.chunk_schema AND want.name = c.chunk_name
+      WHERE coalesce(c.range_start::text, c.range_start_integer::text) IS NOT NULL`,
+    [chunks.map((c) => c.schema), chunks.map((c) => c.name)],
+  );
+  return rows.map((r) => ({ hypertable: { schema: r.schema, name: r.name }, start: r.start }));
 }
