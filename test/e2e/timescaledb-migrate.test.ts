@@ -47,6 +47,11 @@ const SOURCE_SQL = `
   SELECT create_hypertable('events', by_range('time', INTERVAL '1 day'));
   INSERT INTO events SELECT t, 'e' FROM generate_series(${day(14)}, ${day(0)}, INTERVAL '2 hours') t;
   SELECT add_retention_policy('events', INTERVAL '10 days', initial_start => now() + INTERVAL '1 day');
+  -- Space partitioning: chunks are a time range and a hash range (several per day).
+  CREATE TABLE spaced (time timestamptz NOT NULL, device int NOT NULL, v float8, PRIMARY KEY (device, time));
+  SELECT create_hypertable('spaced', by_range('time', INTERVAL '1 day'));
+  SELECT add_dimension('spaced', by_hash('device', 3));
+  INSERT INTO spaced SELECT t, d, d FROM generate_series(${day(5)}, ${day(0)}, INTERVAL '1 hour') t, generate_series(1, 12) d;
   CREATE PROCEDURE noop_job(job_id int, config jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$;
   SELECT add_job('noop_job', INTERVAL '6 hours', config => '{"k": 1}', scheduled => false);
 `;
@@ -65,6 +70,9 @@ const WRITES_SQL = `
   DELETE FROM metrics WHERE time = ${day(11)} + INTERVAL '6 hours' AND device = 4;
   -- Whole compressed batches deleted without decompression: not decoded, settled at cutover.
   DELETE FROM metrics WHERE device = 3 AND time >= ${day(10)} AND time < ${day(9)};
+  -- The space-partitioned hypertable: a new day's chunks and an update across partitions.
+  INSERT INTO spaced SELECT t, d, 0 FROM generate_series(${day(0)} + INTERVAL '30 minutes', ${day(-1)}, INTERVAL '1 hour') t, generate_series(1, 12) d;
+  UPDATE spaced SET v = -1 WHERE time = ${day(2)};
   -- The keyless hypertable: an insert (replicated) and an update (not decodable, settled at cutover).
   INSERT INTO events VALUES (${day(0)} + INTERVAL '1 minute', 'new');
   UPDATE events SET note = 'updated' WHERE time = ${day(2)};
@@ -181,7 +189,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
     const chunks = report.tables.filter((t) => t.table.includes(' chunk _hyper_'));
     const sourceChunks = await query<{ n: number }>(
       uris.source,
-      `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name IN ('metrics', 'events')`,
+      `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name IN ('metrics', 'events', 'spaced')`,
     );
     expect(chunks).toHaveLength(sourceChunks[0]?.n ?? -1);
     expect(chunks.every((t) => t.ok)).toBe(true);
@@ -191,7 +199,8 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
                           (SELECT string_agg(note, ',' ORDER BY note) FROM metrics WHERE note LIKE '%updated%' OR note LIKE 'inserted%') AS notes,
                           (SELECT count(*) FROM metrics WHERE device = 3 AND time >= ${day(10)} AND time < ${day(9)})::int AS deleted_batch,
                           (SELECT count(*) FROM events)::int AS events, (SELECT min(time) FROM events)::text AS oldest_event,
-                          (SELECT count(*) FROM events WHERE note = 'updated')::int AS updated_events`;
+                          (SELECT count(*) FROM events WHERE note = 'updated')::int AS updated_events,
+                          (SELECT count(*) FROM spaced)::int AS spaced, (SELECT sum(v) FROM spaced)::text AS spaced_total`;
     const [onSource] = await query(uris.source, facts);
     const [onTarget] = await query(uris.target, facts);
     expect(onTarget).toEqual(onSource);

@@ -262,7 +262,7 @@ export async function readChunks(
     `SELECT ch.schema_name::text AS schema, ch.table_name::text AS name,
             h.schema_name::text AS ht_schema, h.table_name::text AS ht_name,
             (ch.compressed_chunk_id IS NOT NULL) AS compressed,
-            (SELECT string_agg(regexp_replace(pg_get_constraintdef(k.oid), '^CHECK ', ''), ' AND ' ORDER BY k.conname)
+            (SELECT string_agg(regexp_replace(pg_get_constraintdef(k.oid), '^CHECK ', ''), ' AND ' ORDER BY pg_get_constraintdef(k.oid) COLLATE "C")
                FROM pg_constraint k
               WHERE k.conrelid = format('%I.%I', ch.schema_name, ch.table_name)::regclass AND k.contype = 'c'
                 AND k.conname LIKE 'constraint\\_%') AS predicate
