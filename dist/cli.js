@@ -37976,6 +37976,15 @@ function checkTimescaleSupported(ts, superuser) {
       objects: names
     });
   }
+  if (ts.tieredChunks > 0) {
+    out.push({
+      code: "TIMESCALEDB_TIERED_DATA",
+      severity: "error",
+      message: `${plural2(ts.tieredChunks, "chunk")} of the hypertables to migrate ${ts.tieredChunks === 1 ? "is" : "are"} tiered to object storage. Their rows are not in the database, so neither the copy nor the replay would carry them: the target would silently lack them.`,
+      fix: "Bring the tiered chunks back before migrating (CALL untier_chunk('<chunk>'); for each, see timescaledb_osm.tiered_chunks), or leave those hypertables out with --schema and move the tiered data with Timescale's tooling.",
+      objects: [TIMESCALEDB]
+    });
+  }
   const compressed = ts.hypertables.filter((h) => h.compressionEnabled || h.compressedChunks > 0);
   if (compressed.length > 0 && ts.compressionMarkers !== true) {
     out.push({
@@ -38451,7 +38460,10 @@ async function readSourceTimescale(client, version2, schemas) {
     );
     const extra = await client.query(
       `SELECT array(SELECT DISTINCT associated_schema_name::text FROM _timescaledb_catalog.hypertable ORDER BY 1) AS schemas,
-              current_setting('timescaledb.enable_compression_wal_markers', true) AS markers`
+              current_setting('timescaledb.enable_compression_wal_markers', true) AS markers,
+              (SELECT count(*)::int FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+                WHERE c.osm_chunk AND ($1::text[] IS NULL OR h.schema_name = ANY($1::text[]))) AS tiered`,
+      [schemas]
     );
     const markers = extra.rows[0]?.markers;
     const key = (schema, name) => `${schema}\0${name}`;
@@ -38492,7 +38504,8 @@ async function readSourceTimescale(client, version2, schemas) {
       })),
       managedRelations: managed.rows.map((r) => ({ schema: r.schema, name: r.name })),
       chunkSchemas: extra.rows[0]?.schemas?.length ? extra.rows[0].schemas : ["_timescaledb_internal"],
-      compressionMarkers: markers === null || markers === "" ? null : markers === "on"
+      compressionMarkers: markers === null || markers === "" ? null : markers === "on",
+      tieredChunks: Number(extra.rows[0]?.tiered ?? 0)
     };
   } catch (error62) {
     return {
@@ -38503,7 +38516,8 @@ async function readSourceTimescale(client, version2, schemas) {
       jobs: [],
       managedRelations: [],
       chunkSchemas: [],
-      compressionMarkers: null
+      compressionMarkers: null,
+      tieredChunks: 0
     };
   }
 }

@@ -50,6 +50,8 @@ export interface SourceTimescaleFacts {
   chunkSchemas: string[];
   /** timescaledb.enable_compression_wal_markers; null when the setting does not exist. */
   compressionMarkers: boolean | null;
+  /** Chunks tiered to object storage (Timescale's OSM): foreign tables whose rows are elsewhere. */
+  tieredChunks: number;
   /**
    * Every relation TimescaleDB manages (hypertables, internal materialization and compression hypertables,
    * chunks): the generic table findings leave them to the TimescaleDB findings.
@@ -113,6 +115,15 @@ export function checkTimescaleSupported(ts: SourceTimescaleFacts | null, superus
       message: `The source has ${plural(ts.hypertables.length, 'hypertable')} (${listNames(names)}) and the source user is not a superuser, so no publication FOR TABLES IN SCHEMA ${ts.chunkSchemas.join(', ')} can catch the chunks TimescaleDB creates during the migration from their first row. The replay adds each new chunk to the publications when it finds it in TimescaleDB's catalog (every --lag-interval); the rows written to it before are copied again at cutover, with the writers stopped: the downtime grows with what is written into new chunks during the migration.`,
       fix: 'To avoid the copy at cutover, connect to the source as a superuser. Otherwise nothing to do; keep the migration short or plan the cutover for a quiet time.',
       objects: names,
+    });
+  }
+  if (ts.tieredChunks > 0) {
+    out.push({
+      code: 'TIMESCALEDB_TIERED_DATA',
+      severity: 'error',
+      message: `${plural(ts.tieredChunks, 'chunk')} of the hypertables to migrate ${ts.tieredChunks === 1 ? 'is' : 'are'} tiered to object storage. Their rows are not in the database, so neither the copy nor the replay would carry them: the target would silently lack them.`,
+      fix: "Bring the tiered chunks back before migrating (CALL untier_chunk('<chunk>'); for each, see timescaledb_osm.tiered_chunks), or leave those hypertables out with --schema and move the tiered data with Timescale's tooling.",
+      objects: [TIMESCALEDB],
     });
   }
   const compressed = ts.hypertables.filter((h) => h.compressionEnabled || h.compressedChunks > 0);

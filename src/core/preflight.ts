@@ -68,6 +68,7 @@ export const FINDING_CODES = {
     'Hypertables and no superuser on the source: chunks created during the migration are copied again at cutover.',
   TIMESCALEDB_COMPRESSION_MARKERS_OFF:
     'Compression is in use but timescaledb.enable_compression_wal_markers is off on the source.',
+  TIMESCALEDB_TIERED_DATA: 'Chunks tiered to object storage: their rows are not in the database to copy.',
   TIMESCALEDB_VERSIONS: 'The TimescaleDB versions of source and target (for the record).',
   TIMESCALEDB_MISSING_ON_TARGET: 'The source uses TimescaleDB; the target server does not have it.',
   TIMESCALEDB_NOT_PRELOADED_ON_TARGET:

@@ -693,6 +693,7 @@ describe('TimescaleDB within the whole preflight', () => {
     ],
     chunkSchemas: ['_timescaledb_internal'],
     compressionMarkers: true,
+    tieredChunks: 0,
   };
   const keyless = (schema: string, name: string) =>
     table({ schema, name, primaryKey: null, replicaIdentity: 'default', hasReplicaIdentity: false });

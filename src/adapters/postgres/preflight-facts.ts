@@ -395,7 +395,10 @@ async function readSourceTimescale(
     );
     const extra = await client.query(
       `SELECT array(SELECT DISTINCT associated_schema_name::text FROM _timescaledb_catalog.hypertable ORDER BY 1) AS schemas,
-              current_setting('timescaledb.enable_compression_wal_markers', true) AS markers`,
+              current_setting('timescaledb.enable_compression_wal_markers', true) AS markers,
+              (SELECT count(*)::int FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+                WHERE c.osm_chunk AND ($1::text[] IS NULL OR h.schema_name = ANY($1::text[]))) AS tiered`,
+      [schemas],
     );
     const markers = extra.rows[0]?.markers as string | null;
     const key = (schema: string, name: string) => `${schema}\u0000${name}`;
@@ -437,6 +440,7 @@ async function readSourceTimescale(
       managedRelations: managed.rows.map((r) => ({ schema: r.schema, name: r.name })),
       chunkSchemas: extra.rows[0]?.schemas?.length ? extra.rows[0].schemas : ['_timescaledb_internal'],
       compressionMarkers: markers === null || markers === '' ? null : markers === 'on',
+      tieredChunks: Number(extra.rows[0]?.tiered ?? 0),
     };
   } catch (error) {
     return {
@@ -448,6 +452,7 @@ async function readSourceTimescale(
       managedRelations: [],
       chunkSchemas: [],
       compressionMarkers: null,
+      tieredChunks: 0,
     };
   }
 }

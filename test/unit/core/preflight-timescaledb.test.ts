@@ -32,6 +32,7 @@ const source = (overrides: Partial<SourceTimescaleFacts> = {}): SourceTimescaleF
   managedRelations: [],
   chunkSchemas: ['_timescaledb_internal'],
   compressionMarkers: true,
+  tieredChunks: 0,
   ...overrides,
 });
 
@@ -104,6 +105,17 @@ describe('checkTimescaleSupported (the blocking findings)', () => {
     expect(
       checkTimescaleSupported(source({ hypertables: [hypertable()], compressionMarkers: false }), true),
     ).toEqual([]);
+  });
+
+  it('refuses chunks tiered to object storage, whose rows neither the copy nor the replay can reach', () => {
+    const [finding, ...rest] = checkTimescaleSupported(
+      source({ hypertables: [hypertable()], tieredChunks: 3 }),
+      true,
+    );
+    expect(rest).toEqual([]);
+    expect(finding).toMatchObject({ code: 'TIMESCALEDB_TIERED_DATA', severity: 'error' });
+    expect(finding?.message).toContain('3 chunks of the hypertables to migrate are tiered to object storage');
+    expect(finding?.fix).toContain('untier_chunk');
   });
 
   it('refuses a source whose TimescaleDB catalog could not be read, with the reason', () => {
