@@ -36984,19 +36984,28 @@ var TIMESCALE_JOIN = `
            FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = n.nspname AND h.table_name = c.relname
        ) ts_root ON true`;
 var TIMESCALE_SCHEMA_PATTERN = "\\_timescaledb\\_%";
-async function hasTimescaleCatalog(client) {
+async function timescaleCatalog(client) {
   const { rows } = await client.query(
-    `SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AND to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL AS ts`
+    `SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AS present,
+            (SELECT count(*) FROM pg_attribute a
+              WHERE (a.attrelid, a.attname) IN ((to_regclass('_timescaledb_catalog.chunk'), 'schema_name'),
+                                                (to_regclass('_timescaledb_catalog.chunk'), 'table_name'),
+                                                (to_regclass('_timescaledb_catalog.hypertable'), 'compression_state'))
+                AND NOT a.attisdropped) = 3
+              AND to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL AS known
+      WHERE to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AND to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL`
   );
-  return Boolean(rows[0]?.ts);
+  if (!rows[0]?.present) return "none";
+  return rows[0].known ? "known" : "unknown";
 }
 async function listTables(client, schemas) {
   const version2 = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
   const notGenerated = version2 >= 12e4 ? "a.attgenerated = ''" : "true";
-  const timescale = await hasTimescaleCatalog(client);
+  const catalog = await timescaleCatalog(client);
+  const timescale = catalog === "known";
   const filter = timescale ? `(CASE WHEN ts_chunk.schema IS NOT NULL
              THEN NOT ts_chunk.internal AND ts_chunk.schema <> ALL($1::text[]) AND ($2::text[] IS NULL OR ts_chunk.schema = ANY($2::text[]))
-             ELSE ${SCHEMA_FILTER} AND n.nspname NOT LIKE '${TIMESCALE_SCHEMA_PATTERN}' AND NOT coalesce(ts_root.internal, false) END)` : SCHEMA_FILTER;
+             ELSE ${SCHEMA_FILTER} AND n.nspname NOT LIKE '${TIMESCALE_SCHEMA_PATTERN}' AND NOT coalesce(ts_root.internal, false) END)` : catalog === "unknown" ? `${SCHEMA_FILTER} AND n.nspname NOT LIKE '${TIMESCALE_SCHEMA_PATTERN}'` : SCHEMA_FILTER;
   const { rows } = await client.query(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence,
             c.relreplident AS replident, c.relispartition AS is_partition,
@@ -37105,10 +37114,16 @@ async function readTimescaleLayout(client, schemas) {
        AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca WHERE ca.mat_hypertable_id = h.id)`;
   const { rows: hts } = await client.query(
     `SELECT h.id, h.schema_name::text AS schema, h.table_name::text AS name, h.compression_state,
-            s.segmentby, s.orderby
+            -- Built here with every name quoted (the information view's lists are not).
+            (SELECT string_agg(quote_ident(c), ', ' ORDER BY o) FROM unnest(s.segmentby) WITH ORDINALITY AS x(c, o)) AS segmentby,
+            (SELECT string_agg(quote_ident(c) || CASE WHEN s.orderby_desc[o] THEN ' DESC' ELSE '' END
+                                 || CASE WHEN s.orderby_nullsfirst[o] AND NOT s.orderby_desc[o] THEN ' NULLS FIRST'
+                                         WHEN NOT s.orderby_nullsfirst[o] AND s.orderby_desc[o] THEN ' NULLS LAST' ELSE '' END,
+                               ', ' ORDER BY o)
+               FROM unnest(s.orderby) WITH ORDINALITY AS x(c, o)) AS orderby
        FROM (${userHypertables}) h
-       LEFT JOIN timescaledb_information.hypertable_compression_settings s
-              ON s.hypertable = format('%I.%I', h.schema_name, h.table_name)::regclass
+       LEFT JOIN _timescaledb_catalog.compression_settings s
+              ON s.relid = format('%I.%I', h.schema_name, h.table_name)::regclass
       ORDER BY h.id`
   );
   const { rows: dims } = await client.query(
@@ -37142,7 +37157,7 @@ async function readTimescaleLayout(client, schemas) {
     `SELECT ca.user_view_schema::text AS schema, ca.user_view_name::text AS name, ca.mat_hypertable_id,
             ca.materialized_only,
             pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass) AS definition,
-            h.schema_name::text AS raw_schema
+            h.schema_name::text AS raw_schema, h.table_name::text AS raw_name
        FROM _timescaledb_catalog.continuous_agg ca
        JOIN _timescaledb_catalog.hypertable h ON h.id = ca.raw_hypertable_id
       ORDER BY ca.mat_hypertable_id`
@@ -37153,7 +37168,8 @@ async function readTimescaleLayout(client, schemas) {
     name: c.name,
     matHypertableId: c.mat_hypertable_id,
     definition: String(c.definition).trim().replace(/;$/, ""),
-    materializedOnly: c.materialized_only
+    materializedOnly: c.materialized_only,
+    rawHypertable: { schema: c.raw_schema, name: c.raw_name }
   }));
   for (const c of continuousAggregates) htNames.set(c.matHypertableId, c);
   const { rows: jobs } = await client.query(
@@ -37181,7 +37197,14 @@ async function readTimescaleLayout(client, schemas) {
     })
   ).filter((j) => j.relation === null || relations.has(`${j.relation.schema}.${j.relation.name}`));
   const { rows: chunkSchemas } = await client.query(
-    `SELECT DISTINCT associated_schema_name::text AS schema FROM _timescaledb_catalog.hypertable ORDER BY 1`
+    `SELECT DISTINCT associated_schema_name::text AS schema FROM _timescaledb_catalog.hypertable
+      WHERE id = ANY($1::int[]) ORDER BY 1`,
+    [hypertables.map((h) => h.id)]
+  );
+  const { rows: chunksInUserSchemas } = await client.query(
+    `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.chunk
+      WHERE hypertable_id = ANY($1::int[]) AND schema_name NOT LIKE '\\_timescaledb\\_%' ORDER BY 1, 2`,
+    [hypertables.map((h) => h.id)]
   );
   return {
     version: ext.rows[0].extversion,
@@ -37189,7 +37212,8 @@ async function readTimescaleLayout(client, schemas) {
     hypertables,
     continuousAggregates,
     jobs: tsJobs,
-    chunkSchemas: chunkSchemas.map((r) => r.schema)
+    chunkSchemas: chunkSchemas.map((r) => r.schema),
+    chunksInUserSchemas
   };
 }
 var isTimeType = (type) => TIME_TYPES.has(type);
@@ -37237,7 +37261,14 @@ async function readChunks(client, hypertables) {
             (SELECT string_agg(regexp_replace(pg_get_constraintdef(k.oid), '^CHECK ', ''), ' AND ' ORDER BY pg_get_constraintdef(k.oid) COLLATE "C")
                FROM pg_constraint k
               WHERE k.conrelid = format('%I.%I', ch.schema_name, ch.table_name)::regclass AND k.contype = 'c'
-                AND k.conname LIKE 'constraint\\_%') AS predicate
+                AND k.conname LIKE 'constraint\\_%') AS predicate,
+            -- The primary (first) dimension's range, in TimescaleDB's internal units (the same on both sides).
+            (SELECT array[ds.range_start, ds.range_end]::text[]
+               FROM _timescaledb_catalog.chunk_constraint cc
+               JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id
+              WHERE cc.chunk_id = ch.id
+                AND ds.dimension_id = (SELECT min(d.id) FROM _timescaledb_catalog.dimension d WHERE d.hypertable_id = h.id)
+              LIMIT 1) AS range
        FROM _timescaledb_catalog.chunk ch
        JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
        JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = h.schema_name AND want.name = h.table_name
@@ -37250,17 +37281,21 @@ async function readChunks(client, hypertables) {
     name: r.name,
     hypertable: { schema: r.ht_schema, name: r.ht_name },
     predicate: r.predicate ?? "true",
-    compressed: r.compressed
+    compressed: r.compressed,
+    range: r.range ? [BigInt(r.range[0]), BigInt(r.range[1])] : null
   }));
 }
 var chunkKey = (c) => `${c.hypertable.schema}\0${c.hypertable.name}\0${c.predicate}`;
 async function compressLikeSource(source, target, layout) {
-  const compressed = new Set(
-    (await readChunks(source, layout.hypertables)).filter((c) => c.compressed).map(chunkKey)
-  );
+  const sourceChunks = await readChunks(source, layout.hypertables);
   let count = 0;
   for (const chunk of await readChunks(target, layout.hypertables)) {
-    if (chunk.compressed || !compressed.has(chunkKey(chunk))) continue;
+    if (chunk.compressed || !chunk.range) continue;
+    const [start, end] = chunk.range;
+    const overlapping = sourceChunks.filter(
+      (c) => sameTable(c.hypertable, chunk.hypertable) && c.range && c.range[0] < end && c.range[1] > start
+    );
+    if (overlapping.length === 0 || !overlapping.every((c) => c.compressed)) continue;
     await target.query(`SELECT ${layout.api}.compress_chunk($1::regclass, if_not_compressed => true)`, [
       quoteQualified(chunk)
     ]);
@@ -37268,9 +37303,16 @@ async function compressLikeSource(source, target, layout) {
   }
   return count;
 }
+var sameTable = (a, b) => a.schema === b.schema && a.name === b.name;
 async function dropChunksGoneFromSource(source, target, layout) {
-  const onSource = new Set((await readChunks(source, layout.hypertables)).map(chunkKey));
-  const gone = (await readChunks(target, layout.hypertables)).filter((c) => !onSource.has(chunkKey(c)));
+  const sourceChunks = await readChunks(source, layout.hypertables);
+  const onSource = new Set(sourceChunks.map(chunkKey));
+  const gone = (await readChunks(target, layout.hypertables)).filter((c) => {
+    if (onSource.has(chunkKey(c)) || !c.range) return false;
+    const starts = sourceChunks.filter((s) => sameTable(s.hypertable, c.hypertable) && s.range).map((s) => s.range[0]);
+    const oldest = starts.length ? starts.reduce((a, b) => b < a ? b : a) : null;
+    return oldest === null || c.range[1] <= oldest;
+  });
   for (const chunk of gone) await target.query(`DROP TABLE ${quoteQualified(chunk)}`);
   return gone;
 }
@@ -37306,9 +37348,9 @@ async function createCaggsAndJobs(target, migrationId, layout) {
   const skipped = [];
   let created = 0;
   const timeTypeOf = (relation) => {
-    const h = layout.hypertables.find(
-      (x) => relation && x.schema === relation.schema && x.name === relation.name
-    );
+    const cagg = layout.continuousAggregates.find((c) => relation && sameTable(c, relation));
+    const raw = cagg?.rawHypertable ?? relation;
+    const h = layout.hypertables.find((x) => raw && sameTable(x, raw));
     const type = h?.dimensions[0]?.columnType;
     return type && !isTimeType(type) ? type : null;
   };
@@ -37425,6 +37467,7 @@ async function refreshContinuousAggregates(target, layout, touched) {
       );
       start = rows[0]?.start ?? null;
       if (start === null) continue;
+      force = Boolean(touched);
     }
     await target.query(
       `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL${force ? ", force => true" : ""})`,
@@ -37488,8 +37531,11 @@ async function resumeJobsLikeSource(source, target, migrationId, layout) {
 function dumpExclusions(layout) {
   if (!layout) return { schemas: [], tables: [] };
   return {
-    schemas: [.../* @__PURE__ */ new Set(["_timescaledb_internal", ...layout.chunkSchemas])],
-    tables: layout.continuousAggregates
+    // TimescaleDB's own schemas go whole; chunks in a user schema one by one (the schema holds user tables).
+    schemas: [.../* @__PURE__ */ new Set(["_timescaledb_internal", ...layout.chunkSchemas])].filter(
+      (s) => s.startsWith("_timescaledb_")
+    ),
+    tables: [...layout.continuousAggregates, ...layout.chunksInUserSchemas]
   };
 }
 function createChunkRouter(args) {
@@ -37518,7 +37564,9 @@ function createChunkRouter(args) {
       [rel.schema, rel.name, args.fullPublication]
     );
     const row2 = rows[0];
-    const id = row2?.id ?? Number(/^_hyper_(\d+)_\d+_chunk$/.exec(rel.name)?.[1] ?? Number.NaN);
+    const named = /^_hyper_(\d+)_\d+_chunk$/.exec(rel.name);
+    if (!row2 && !named) return void 0;
+    const id = row2?.id ?? Number(named?.[1] ?? Number.NaN);
     const owner = byId.get(id);
     const route = owner ? {
       schema: owner.schema,
@@ -37527,8 +37575,8 @@ function createChunkRouter(args) {
       chunk: { schema: rel.schema, name: rel.name }
     } : null;
     if (owner && row2?.chunk && row2.keyed && !row2.published) {
-      await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row2.chunk}`);
       await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
+      await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row2.chunk}`);
     }
     cache.set(key(rel), route);
     return route;
@@ -37549,6 +37597,7 @@ async function recopyChunks(source, target, chunks) {
     const columns = item.columns.map(quoteIdent).join(", ");
     await target.query("BEGIN");
     try {
+      await withoutTriggers(target, item.hypertable);
       await target.query(`DELETE FROM ${quoteQualified(item.hypertable)} WHERE ${predicate}`);
       const reader = source.query(
         (0, import_pg_copy_streams3.to)(`COPY (SELECT ${columns} FROM ${quoteQualified(item.chunk)}) TO STDOUT`)
@@ -37583,15 +37632,15 @@ async function publishNewChunks(args) {
       ORDER BY ch.id`,
     [args.layout.hypertables.map((h) => h.id), [args.publications.full, args.publications.insertOnly]]
   );
+  const added = [];
   for (const r of rows) {
+    const chunk = { schema: r.schema, name: r.name, hypertable: { schema: r.ht_schema, name: r.ht_name } };
+    await args.beforePublish(chunk);
     const publication = r.keyed ? args.publications.full : args.publications.insertOnly;
     await args.source.query(`ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ${r.chunk}`);
+    added.push(chunk);
   }
-  return rows.map((r) => ({
-    schema: r.schema,
-    name: r.name,
-    hypertable: { schema: r.ht_schema, name: r.ht_name }
-  }));
+  return added;
 }
 async function recordLateChunks(target, migrationId, chunks, recopy) {
   for (const chunk of chunks) {
@@ -37600,6 +37649,28 @@ async function recordLateChunks(target, migrationId, chunks, recopy) {
               (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy)
        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
       [migrationId, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name, recopy]
+    );
+  }
+}
+async function withoutTriggers(target, hypertable) {
+  await target.query("SAVEPOINT plm_replica");
+  try {
+    await target.query("SET LOCAL session_replication_role = replica");
+    return;
+  } catch {
+    await target.query("ROLLBACK TO SAVEPOINT plm_replica");
+  }
+  const { rows } = await target.query(
+    `SELECT (SELECT count(*) FROM pg_constraint WHERE confrelid = $1::regclass AND contype = 'f')::int AS fks,
+            (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal
+               AND tgname NOT LIKE 'ts\\_%')::int AS triggers`,
+    [quoteQualified(hypertable)]
+  );
+  if (rows[0]?.fks > 0 || rows[0]?.triggers > 0) {
+    throw new MigrationError(
+      "PERMISSION_DENIED",
+      `Copying chunks of ${quoteQualified(hypertable)} again needs session_replication_role = replica on the target: ${rows[0].fks} foreign keys reference it and it has ${rows[0].triggers} user triggers, which would act on the rows deleted and written.`,
+      "Run the cutover (or validate --repair) as a target user allowed to set session_replication_role (a superuser, or on PostgreSQL 15+ one granted SET on it), then run it again."
     );
   }
 }
@@ -38416,6 +38487,11 @@ async function readTargetFacts(client, display, options) {
 async function readSourceTimescale(client, version2, schemas) {
   const inScope = (column) => `($1::text[] IS NULL OR ${column} = ANY($1::text[]))`;
   try {
+    if (await timescaleCatalog(client) === "unknown") {
+      throw new Error(
+        `the layout of TimescaleDB ${version2}'s catalog (_timescaledb_catalog) is not one this release reads (it was built against 2.28)`
+      );
+    }
     const hypertables = await client.query(
       `SELECT h.hypertable_schema::text AS schema, h.hypertable_name::text AS name,
               h.primary_dimension::text AS time_column, h.num_chunks::int AS chunks, h.compression_enabled,
@@ -39841,14 +39917,26 @@ async function copyParts(ctx, endpoints, input2) {
             "The plan on the target does not match this snapshot; clean the migration and start again."
           );
         }
+        const chunkTarget = input2.chunkTargets.get(tableKey(part));
+        if (chunkTarget && !(await source.query("SELECT to_regclass($1) AS r", [quoteQualified(part)])).rows[0].r) {
+          await markPartDone(target, input2.migrationId, part.partId, { rows: 0, bytes: 0, seconds: 0 });
+          await target.query("COMMIT");
+          ctx.emit({
+            type: "log",
+            level: "info",
+            message: `${table} was dropped on the source since the snapshot (retention): nothing to copy.`
+          });
+          copied += 1;
+          continue;
+        }
         const result = await copyPart({
           source,
           target,
           migrationId: input2.migrationId,
           part,
           columns,
-          into: input2.chunkTargets.get(tableKey(part))?.hypertable,
-          compressOrder: input2.chunkTargets.get(tableKey(part))?.compressOrder,
+          into: chunkTarget?.hypertable,
+          compressOrder: chunkTarget?.compressOrder,
           inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: "copy:part:progress", partId: part.partId, bytes: b })
@@ -41507,7 +41595,15 @@ async function runCutoverFinish(ctx, endpoints, input2) {
     });
     const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
     const recopied = [];
-    if (timescale?.hypertables.length) {
+    const settle2 = Boolean(timescale?.hypertables.length) && !input2.writesAfterEnd;
+    if (timescale?.hypertables.length && input2.writesAfterEnd) {
+      ctx.emit({
+        type: "log",
+        level: "warn",
+        message: "The source received writes after the end position: TimescaleDB chunks are not dropped or copied again at this cutover. Fence the writers (--fence-roles) and cut over again."
+      });
+    }
+    if (timescale && settle2) {
       await withClient(
         endpoints.source,
         (source) => withClient(endpoints.target, async (target) => {
@@ -41542,7 +41638,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       liveNote: input2.writesAfterEnd ? "Validating after the drain; the source received writes after the end position, so differences are expected." : "Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet)."
     });
     let validation = await validateNow();
-    if (!validation.ok && timescale?.hypertables.length) {
+    if (!validation.ok && settle2) {
       const differing = validation.tables.filter((t) => !t.ok);
       const chunks = await withClient(endpoints.source, (source) => chunkCopies(source, schemas, differing));
       if (chunks.length > 0) {
@@ -41812,11 +41908,14 @@ async function runSession(ctx, endpoints, options, shared) {
         publications: {
           full: publicationNameFor(id, "full"),
           insertOnly: publicationNameFor(id, "insert_only")
+        },
+        // Recorded, and applied idempotently, before any of its changes can be decoded.
+        beforePublish: async (chunk) => {
+          await recordLateChunks(control, id, [chunk], true);
+          rules.set(relKey(chunk), RECOPY_RULE);
         }
       });
       if (added.length === 0) return;
-      await recordLateChunks(control, id, added, true);
-      for (const chunk of added) rules.set(relKey(chunk), RECOPY_RULE);
       log(
         `TimescaleDB created ${added.length} chunks during the migration (${added.map((c) => `${c.schema}.${c.name}`).join(", ")}): published from now on; their rows written before are copied again at cutover.`
       );

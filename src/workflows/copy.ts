@@ -15,6 +15,7 @@ import {
   insertParts,
   isStepDone,
   type MigrationRow,
+  markPartDone,
   markStepDone,
   type PartRow,
   Phase,
@@ -712,14 +713,31 @@ async function copyParts(ctx: WorkflowContext, endpoints: Endpoints, input: Copy
             'The plan on the target does not match this snapshot; clean the migration and start again.',
           );
         }
+        const chunkTarget = input.chunkTargets.get(tableKey(part));
+        if (
+          chunkTarget &&
+          !(await source.query('SELECT to_regclass($1) AS r', [quoteQualified(part)])).rows[0].r
+        ) {
+          // A chunk that retention (or drop_chunks) removed on the source since the snapshot: nothing to copy,
+          // and nothing of it on the target either (the cutover drops what the source dropped).
+          await markPartDone(target, input.migrationId, part.partId, { rows: 0, bytes: 0, seconds: 0 });
+          await target.query('COMMIT');
+          ctx.emit({
+            type: 'log',
+            level: 'info',
+            message: `${table} was dropped on the source since the snapshot (retention): nothing to copy.`,
+          });
+          copied += 1;
+          continue;
+        }
         const result = await copyPart({
           source,
           target,
           migrationId: input.migrationId,
           part,
           columns,
-          into: input.chunkTargets.get(tableKey(part))?.hypertable,
-          compressOrder: input.chunkTargets.get(tableKey(part))?.compressOrder,
+          into: chunkTarget?.hypertable,
+          compressOrder: chunkTarget?.compressOrder,
           inTransaction: true,
           nowMs: () => ctx.clock.nowMs(),
           onBytes: (b) => ctx.emit({ type: 'copy:part:progress', partId: part.partId, bytes: b }),

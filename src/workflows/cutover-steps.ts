@@ -115,7 +115,18 @@ export async function runCutoverFinish(
     const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
     /** Chunks copied again here: their aggregates' buckets are refreshed from their start. */
     const recopied: QualifiedName[] = [];
-    if (timescale?.hypertables.length) {
+    // Copying chunks from the source as it is now is only right while it is quiet: with writes after the end
+    // position, a retried cutover would replay them onto chunks that already hold them.
+    const settle = Boolean(timescale?.hypertables.length) && !input.writesAfterEnd;
+    if (timescale?.hypertables.length && input.writesAfterEnd) {
+      ctx.emit({
+        type: 'log',
+        level: 'warn',
+        message:
+          'The source received writes after the end position: TimescaleDB chunks are not dropped or copied again at this cutover. Fence the writers (--fence-roles) and cut over again.',
+      });
+    }
+    if (timescale && settle) {
       await withClient(endpoints.source, (source) =>
         withClient(endpoints.target, async (target) => {
           const gone = await dropChunksGoneFromSource(source, target, timescale);
@@ -152,7 +163,7 @@ export async function runCutoverFinish(
           : 'Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet).',
       });
     let validation = await validateNow();
-    if (!validation.ok && timescale?.hypertables.length) {
+    if (!validation.ok && settle) {
       // Chunks that differ are copied again (the writers are stopped) and everything compared once more.
       const differing = validation.tables.filter((t) => !t.ok);
       const chunks = await withClient(endpoints.source, (source) => chunkCopies(source, schemas, differing));

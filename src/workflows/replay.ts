@@ -301,10 +301,13 @@ async function runSession(
                 full: publicationNameFor(id, 'full'),
                 insertOnly: publicationNameFor(id, 'insert_only'),
               },
+              // Recorded, and applied idempotently, before any of its changes can be decoded.
+              beforePublish: async (chunk) => {
+                await recordLateChunks(control, id, [chunk], true);
+                rules.set(relKey(chunk), RECOPY_RULE);
+              },
             });
             if (added.length === 0) return;
-            await recordLateChunks(control, id, added, true);
-            for (const chunk of added) rules.set(relKey(chunk), RECOPY_RULE);
             log(
               `TimescaleDB created ${added.length} chunks during the migration (${added.map((c) => `${c.schema}.${c.name}`).join(', ')}): published from now on; their rows written before are copied again at cutover.`,
             );

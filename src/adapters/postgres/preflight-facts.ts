@@ -26,7 +26,7 @@ import type { QualifiedName } from '../../core/sql';
 import { readMigration } from './control-schema';
 import { readToolMajor, type ToolContext, toolExists, toolPath } from './pg-tools';
 import { listPublications, publicationNameFor, slotNameFor } from './replication-slot';
-import { EXCLUDED_SCHEMAS, listTables } from './source-catalog';
+import { EXCLUDED_SCHEMAS, listTables, timescaleCatalog } from './source-catalog';
 
 // Same scope as source-catalog's listTables: user schemas, or those named with --schema.
 const SCHEMA_FILTER = `n.nspname <> ALL($1::text[]) AND n.nspname NOT LIKE 'pg\\_%'
@@ -346,6 +346,11 @@ async function readSourceTimescale(
 ): Promise<SourceTimescaleFacts> {
   const inScope = (column: string) => `($1::text[] IS NULL OR ${column} = ANY($1::text[]))`;
   try {
+    if ((await timescaleCatalog(client)) === 'unknown') {
+      throw new Error(
+        `the layout of TimescaleDB ${version}'s catalog (_timescaledb_catalog) is not one this release reads (it was built against 2.28)`,
+      );
+    }
     // The identity test is the one listTables applies to plain tables; TimescaleDB copies the
     // hypertable's replica identity to its chunks.
     const hypertables = await client.query(

@@ -32,25 +32,41 @@ const TIMESCALE_JOIN = `
 /** Schemas of TimescaleDB's own objects: nothing in them is a user table (chunks are listed by their hypertable). */
 export const TIMESCALE_SCHEMA_PATTERN = '\\_timescaledb\\_%';
 
-async function hasTimescaleCatalog(client: pg.Client): Promise<boolean> {
+/**
+ * TimescaleDB's catalog in this database: 'known' when it has the layout read here (checked with 2.28),
+ * 'unknown' for another layout (its schemas are then left out whole; preflight refuses hypertables it
+ * cannot read), 'none' without TimescaleDB.
+ */
+export async function timescaleCatalog(client: pg.Client): Promise<'known' | 'unknown' | 'none'> {
   const { rows } = await client.query(
-    `SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AND to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL AS ts`,
+    `SELECT to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AS present,
+            (SELECT count(*) FROM pg_attribute a
+              WHERE (a.attrelid, a.attname) IN ((to_regclass('_timescaledb_catalog.chunk'), 'schema_name'),
+                                                (to_regclass('_timescaledb_catalog.chunk'), 'table_name'),
+                                                (to_regclass('_timescaledb_catalog.hypertable'), 'compression_state'))
+                AND NOT a.attisdropped) = 3
+              AND to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL AS known
+      WHERE to_regclass('_timescaledb_catalog.chunk') IS NOT NULL AND to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL`,
   );
-  return Boolean(rows[0]?.ts);
+  if (!rows[0]?.present) return 'none';
+  return rows[0].known ? 'known' : 'unknown';
 }
 
 export async function listTables(client: pg.Client, schemas: string[] | null): Promise<TableInfo[]> {
   // attgenerated exists from PostgreSQL 12; before that no column is generated.
   const version = Number((await client.query(`SELECT current_setting('server_version_num') AS v`)).rows[0].v);
   const notGenerated = version >= 120000 ? "a.attgenerated = ''" : 'true';
-  const timescale = await hasTimescaleCatalog(client);
+  const catalog = await timescaleCatalog(client);
+  const timescale = catalog === 'known';
   // A chunk of a user hypertable is listed when its hypertable's schema is migrated; every other relation
   // in TimescaleDB's schemas, and TimescaleDB's internal hypertables, are not.
   const filter = timescale
     ? `(CASE WHEN ts_chunk.schema IS NOT NULL
              THEN NOT ts_chunk.internal AND ts_chunk.schema <> ALL($1::text[]) AND ($2::text[] IS NULL OR ts_chunk.schema = ANY($2::text[]))
              ELSE ${SCHEMA_FILTER} AND n.nspname NOT LIKE '${TIMESCALE_SCHEMA_PATTERN}' AND NOT coalesce(ts_root.internal, false) END)`
-    : SCHEMA_FILTER;
+    : catalog === 'unknown'
+      ? `${SCHEMA_FILTER} AND n.nspname NOT LIKE '${TIMESCALE_SCHEMA_PATTERN}'`
+      : SCHEMA_FILTER;
   const { rows } = await client.query(
     `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relpersistence AS persistence,
             c.relreplident AS replident, c.relispartition AS is_partition,

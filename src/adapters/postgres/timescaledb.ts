@@ -38,6 +38,8 @@ export interface TsContinuousAggregate extends QualifiedName {
   /** The defining query, with every name qualified (read with an empty search_path). */
   definition: string;
   materializedOnly: boolean;
+  /** The hypertable (or, for an aggregate on an aggregate, the materialization) it aggregates. */
+  rawHypertable: QualifiedName;
 }
 
 export interface TsJob {
@@ -66,6 +68,8 @@ export interface TimescaleLayout {
   jobs: TsJob[];
   /** Schemas holding chunks of the migrated hypertables (for the publication of new chunks). */
   chunkSchemas: string[];
+  /** Chunks of the migrated hypertables that live in a user schema (not _timescaledb_*). */
+  chunksInUserSchemas: QualifiedName[];
 }
 
 const TIME_TYPES = new Set(['timestamp with time zone', 'timestamp without time zone', 'date']);
@@ -89,10 +93,16 @@ export async function readTimescaleLayout(
        AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg ca WHERE ca.mat_hypertable_id = h.id)`;
   const { rows: hts } = await client.query(
     `SELECT h.id, h.schema_name::text AS schema, h.table_name::text AS name, h.compression_state,
-            s.segmentby, s.orderby
+            -- Built here with every name quoted (the information view's lists are not).
+            (SELECT string_agg(quote_ident(c), ', ' ORDER BY o) FROM unnest(s.segmentby) WITH ORDINALITY AS x(c, o)) AS segmentby,
+            (SELECT string_agg(quote_ident(c) || CASE WHEN s.orderby_desc[o] THEN ' DESC' ELSE '' END
+                                 || CASE WHEN s.orderby_nullsfirst[o] AND NOT s.orderby_desc[o] THEN ' NULLS FIRST'
+                                         WHEN NOT s.orderby_nullsfirst[o] AND s.orderby_desc[o] THEN ' NULLS LAST' ELSE '' END,
+                               ', ' ORDER BY o)
+               FROM unnest(s.orderby) WITH ORDINALITY AS x(c, o)) AS orderby
        FROM (${userHypertables}) h
-       LEFT JOIN timescaledb_information.hypertable_compression_settings s
-              ON s.hypertable = format('%I.%I', h.schema_name, h.table_name)::regclass
+       LEFT JOIN _timescaledb_catalog.compression_settings s
+              ON s.relid = format('%I.%I', h.schema_name, h.table_name)::regclass
       ORDER BY h.id`,
   );
   const { rows: dims } = await client.query(
@@ -134,7 +144,7 @@ export async function readTimescaleLayout(
     `SELECT ca.user_view_schema::text AS schema, ca.user_view_name::text AS name, ca.mat_hypertable_id,
             ca.materialized_only,
             pg_get_viewdef(format('%I.%I', ca.direct_view_schema, ca.direct_view_name)::regclass) AS definition,
-            h.schema_name::text AS raw_schema
+            h.schema_name::text AS raw_schema, h.table_name::text AS raw_name
        FROM _timescaledb_catalog.continuous_agg ca
        JOIN _timescaledb_catalog.hypertable h ON h.id = ca.raw_hypertable_id
       ORDER BY ca.mat_hypertable_id`,
@@ -148,6 +158,7 @@ export async function readTimescaleLayout(
       matHypertableId: c.mat_hypertable_id,
       definition: String(c.definition).trim().replace(/;$/, ''),
       materializedOnly: c.materialized_only,
+      rawHypertable: { schema: c.raw_schema, name: c.raw_name },
     }));
   for (const c of continuousAggregates) htNames.set(c.matHypertableId, c);
   const { rows: jobs } = await client.query(
@@ -177,8 +188,17 @@ export async function readTimescaleLayout(
     )
     // A policy on a relation left out of the migration stays behind with it.
     .filter((j) => j.relation === null || relations.has(`${j.relation.schema}.${j.relation.name}`));
+  // The chunk schemas of the migrated hypertables only: another hypertable's may be a user schema.
   const { rows: chunkSchemas } = await client.query(
-    `SELECT DISTINCT associated_schema_name::text AS schema FROM _timescaledb_catalog.hypertable ORDER BY 1`,
+    `SELECT DISTINCT associated_schema_name::text AS schema FROM _timescaledb_catalog.hypertable
+      WHERE id = ANY($1::int[]) ORDER BY 1`,
+    [hypertables.map((h) => h.id)],
+  );
+  // Chunks kept in a user schema (associated_schema_name): left out of the dump one by one.
+  const { rows: chunksInUserSchemas } = await client.query(
+    `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.chunk
+      WHERE hypertable_id = ANY($1::int[]) AND schema_name NOT LIKE '\\_timescaledb\\_%' ORDER BY 1, 2`,
+    [hypertables.map((h) => h.id)],
   );
   return {
     version: ext.rows[0].extversion,
@@ -187,6 +207,7 @@ export async function readTimescaleLayout(
     continuousAggregates,
     jobs: tsJobs,
     chunkSchemas: chunkSchemas.map((r) => r.schema),
+    chunksInUserSchemas,
   };
 }
 
@@ -246,6 +267,8 @@ export interface TsChunk extends QualifiedName {
   /** The chunk's dimension constraints, e.g. `("time" >= '…' AND "time" < '…')`: the same on both sides. */
   predicate: string;
   compressed: boolean;
+  /** [start, end) on the primary dimension, in TimescaleDB's internal units. */
+  range: [bigint, bigint] | null;
 }
 
 /**
@@ -265,7 +288,14 @@ export async function readChunks(
             (SELECT string_agg(regexp_replace(pg_get_constraintdef(k.oid), '^CHECK ', ''), ' AND ' ORDER BY pg_get_constraintdef(k.oid) COLLATE "C")
                FROM pg_constraint k
               WHERE k.conrelid = format('%I.%I', ch.schema_name, ch.table_name)::regclass AND k.contype = 'c'
-                AND k.conname LIKE 'constraint\\_%') AS predicate
+                AND k.conname LIKE 'constraint\\_%') AS predicate,
+            -- The primary (first) dimension's range, in TimescaleDB's internal units (the same on both sides).
+            (SELECT array[ds.range_start, ds.range_end]::text[]
+               FROM _timescaledb_catalog.chunk_constraint cc
+               JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id
+              WHERE cc.chunk_id = ch.id
+                AND ds.dimension_id = (SELECT min(d.id) FROM _timescaledb_catalog.dimension d WHERE d.hypertable_id = h.id)
+              LIMIT 1) AS range
        FROM _timescaledb_catalog.chunk ch
        JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
        JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = h.schema_name AND want.name = h.table_name
@@ -279,23 +309,31 @@ export async function readChunks(
     hypertable: { schema: r.ht_schema, name: r.ht_name },
     predicate: r.predicate ?? 'true',
     compressed: r.compressed,
+    range: r.range ? [BigInt(r.range[0]), BigInt(r.range[1])] : null,
   }));
 }
 
 const chunkKey = (c: TsChunk) => `${c.hypertable.schema}\u0000${c.hypertable.name}\u0000${c.predicate}`;
 
-/** Compresses the target chunks that hold the rows of chunks compressed on the source. */
+/**
+ * Compresses the target chunks that hold rows of chunks compressed on the source: those whose primary range
+ * only overlaps compressed source chunks (the sides' chunk bounds differ where the source's chunk interval
+ * changed over time). Chunks already compressed as they were copied are left alone.
+ */
 export async function compressLikeSource(
   source: pg.Client,
   target: pg.Client,
   layout: TimescaleLayout,
 ): Promise<number> {
-  const compressed = new Set(
-    (await readChunks(source, layout.hypertables)).filter((c) => c.compressed).map(chunkKey),
-  );
+  const sourceChunks = await readChunks(source, layout.hypertables);
   let count = 0;
   for (const chunk of await readChunks(target, layout.hypertables)) {
-    if (chunk.compressed || !compressed.has(chunkKey(chunk))) continue;
+    if (chunk.compressed || !chunk.range) continue;
+    const [start, end] = chunk.range;
+    const overlapping = sourceChunks.filter(
+      (c) => sameTable(c.hypertable, chunk.hypertable) && c.range && c.range[0] < end && c.range[1] > start,
+    );
+    if (overlapping.length === 0 || !overlapping.every((c) => c.compressed)) continue;
     await target.query(`SELECT ${layout.api}.compress_chunk($1::regclass, if_not_compressed => true)`, [
       quoteQualified(chunk),
     ]);
@@ -304,17 +342,29 @@ export async function compressLikeSource(
   return count;
 }
 
+const sameTable = (a: QualifiedName, b: QualifiedName) => a.schema === b.schema && a.name === b.name;
+
 /**
- * Drops the target chunks that no longer exist on the source (a retention policy or drop_chunks ran there
- * during the migration: dropping a chunk is not a row change, so the replay never sees it).
+ * Drops the target chunks whose rows a retention policy or drop_chunks removed on the source during the
+ * migration (dropping a chunk is not a row change, so the replay never sees it): the target chunks that
+ * match no source chunk and lie wholly before the source's oldest chunk of that hypertable. Other unmatched
+ * chunks (the source's chunk interval changed over time) are left to the cutover's comparison.
  */
 export async function dropChunksGoneFromSource(
   source: pg.Client,
   target: pg.Client,
   layout: TimescaleLayout,
 ): Promise<TsChunk[]> {
-  const onSource = new Set((await readChunks(source, layout.hypertables)).map(chunkKey));
-  const gone = (await readChunks(target, layout.hypertables)).filter((c) => !onSource.has(chunkKey(c)));
+  const sourceChunks = await readChunks(source, layout.hypertables);
+  const onSource = new Set(sourceChunks.map(chunkKey));
+  const gone = (await readChunks(target, layout.hypertables)).filter((c) => {
+    if (onSource.has(chunkKey(c)) || !c.range) return false;
+    const starts = sourceChunks
+      .filter((s) => sameTable(s.hypertable, c.hypertable) && s.range)
+      .map((s) => (s.range as [bigint, bigint])[0]);
+    const oldest = starts.length ? starts.reduce((a, b) => (b < a ? b : a)) : null;
+    return oldest === null || c.range[1] <= oldest;
+  });
   for (const chunk of gone) await target.query(`DROP TABLE ${quoteQualified(chunk)}`);
   return gone;
 }
@@ -371,9 +421,10 @@ export async function createCaggsAndJobs(
   const skipped: string[] = [];
   let created = 0;
   const timeTypeOf = (relation: QualifiedName | null): string | null => {
-    const h = layout.hypertables.find(
-      (x) => relation && x.schema === relation.schema && x.name === relation.name,
-    );
+    // A policy on a continuous aggregate is in its raw hypertable's time units.
+    const cagg = layout.continuousAggregates.find((c) => relation && sameTable(c, relation));
+    const raw = cagg?.rawHypertable ?? relation;
+    const h = layout.hypertables.find((x) => raw && sameTable(x, raw));
     const type = h?.dimensions[0]?.columnType;
     return type && !isTimeType(type) ? type : null;
   };
@@ -530,6 +581,8 @@ export async function refreshContinuousAggregates(
       );
       start = (rows[0]?.start as string | null) ?? null;
       if (start === null) continue;
+      // At cutover the replayed changes logged no invalidation: only a forced refresh recomputes them.
+      force = Boolean(touched);
     }
     await target.query(
       `CALL ${layout.api}.refresh_continuous_aggregate($1::regclass, $2::${m.rawType}, NULL${force ? ', force => true' : ''})`,
@@ -618,8 +671,11 @@ export function dumpExclusions(layout: TimescaleLayout | null): {
 } {
   if (!layout) return { schemas: [], tables: [] };
   return {
-    schemas: [...new Set(['_timescaledb_internal', ...layout.chunkSchemas])],
-    tables: layout.continuousAggregates,
+    // TimescaleDB's own schemas go whole; chunks in a user schema one by one (the schema holds user tables).
+    schemas: [...new Set(['_timescaledb_internal', ...layout.chunkSchemas])].filter((s) =>
+      s.startsWith('_timescaledb_'),
+    ),
+    tables: [...layout.continuousAggregates, ...layout.chunksInUserSchemas],
   };
 }
 
@@ -669,7 +725,10 @@ export function createChunkRouter(args: {
     );
     const row = rows[0];
     // A chunk dropped since: its name still tells its hypertable (_hyper_<hypertable id>_<chunk id>_chunk).
-    const id = row?.id ?? Number(/^_hyper_(\d+)_\d+_chunk$/.exec(rel.name)?.[1] ?? Number.NaN);
+    const named = /^_hyper_(\d+)_\d+_chunk$/.exec(rel.name);
+    // Neither in the catalog nor named like a chunk: a user table in a schema that also holds chunks.
+    if (!row && !named) return undefined;
+    const id = row?.id ?? Number(named?.[1] ?? Number.NaN);
     const owner = byId.get(id);
     const route = owner
       ? {
@@ -680,8 +739,9 @@ export function createChunkRouter(args: {
         }
       : null;
     if (owner && row?.chunk && row.keyed && !row.published) {
-      await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row.chunk}`);
+      // Recorded first: a crash in between leaves a recorded chunk to publish, never a published one unrecorded.
       await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
+      await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row.chunk}`);
     }
     cache.set(key(rel), route);
     return route;
@@ -722,6 +782,7 @@ export async function recopyChunks(
     const columns = item.columns.map(quoteIdent).join(', ');
     await target.query('BEGIN');
     try {
+      await withoutTriggers(target, item.hypertable);
       await target.query(`DELETE FROM ${quoteQualified(item.hypertable)} WHERE ${predicate}`);
       const reader = source.query(
         copyTo(`COPY (SELECT ${columns} FROM ${quoteQualified(item.chunk)}) TO STDOUT`),
@@ -750,6 +811,8 @@ export async function publishNewChunks(args: {
   source: pg.Client;
   layout: TimescaleLayout;
   publications: { full: string; insertOnly: string };
+  /** Called for each chunk before it is published (to record it; see createChunkRouter). */
+  beforePublish: (chunk: LateChunk) => Promise<void>;
 }): Promise<LateChunk[]> {
   if (args.layout.hypertables.length === 0) return [];
   const { rows } = await args.source.query(
@@ -767,15 +830,15 @@ export async function publishNewChunks(args: {
       ORDER BY ch.id`,
     [args.layout.hypertables.map((h) => h.id), [args.publications.full, args.publications.insertOnly]],
   );
+  const added: LateChunk[] = [];
   for (const r of rows) {
+    const chunk = { schema: r.schema, name: r.name, hypertable: { schema: r.ht_schema, name: r.ht_name } };
+    await args.beforePublish(chunk);
     const publication = r.keyed ? args.publications.full : args.publications.insertOnly;
     await args.source.query(`ALTER PUBLICATION ${quoteIdent(publication)} ADD TABLE ${r.chunk}`);
+    added.push(chunk);
   }
-  return rows.map((r) => ({
-    schema: r.schema,
-    name: r.name,
-    hypertable: { schema: r.ht_schema, name: r.ht_name },
-  }));
+  return added;
 }
 
 /** Records late chunks on the target; `recopy`: its first rows were not published (copied again at cutover). */
@@ -791,6 +854,35 @@ export async function recordLateChunks(
               (migration_id, chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy)
        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
       [migrationId, chunk.schema, chunk.name, chunk.hypertable.schema, chunk.hypertable.name, recopy],
+    );
+  }
+}
+
+/**
+ * In the caller's transaction: foreign keys and triggers must not act on the rows a re-copy deletes and
+ * writes (an ON DELETE CASCADE elsewhere would delete rows the copy never brings back). With the right to
+ * set session_replication_role that is it; without, a hypertable that foreign keys reference or that has
+ * user triggers is refused rather than copied.
+ */
+async function withoutTriggers(target: pg.Client, hypertable: QualifiedName): Promise<void> {
+  await target.query('SAVEPOINT plm_replica');
+  try {
+    await target.query('SET LOCAL session_replication_role = replica');
+    return;
+  } catch {
+    await target.query('ROLLBACK TO SAVEPOINT plm_replica');
+  }
+  const { rows } = await target.query(
+    `SELECT (SELECT count(*) FROM pg_constraint WHERE confrelid = $1::regclass AND contype = 'f')::int AS fks,
+            (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal
+               AND tgname NOT LIKE 'ts\\_%')::int AS triggers`,
+    [quoteQualified(hypertable)],
+  );
+  if (rows[0]?.fks > 0 || rows[0]?.triggers > 0) {
+    throw new MigrationError(
+      'PERMISSION_DENIED',
+      `Copying chunks of ${quoteQualified(hypertable)} again needs session_replication_role = replica on the target: ${rows[0].fks} foreign keys reference it and it has ${rows[0].triggers} user triggers, which would act on the rows deleted and written.`,
+      'Run the cutover (or validate --repair) as a target user allowed to set session_replication_role (a superuser, or on PostgreSQL 15+ one granted SET on it), then run it again.',
     );
   }
 }

@@ -29,6 +29,7 @@ const layout: TimescaleLayout = {
   continuousAggregates: [],
   jobs: [],
   chunkSchemas: ['_timescaledb_internal'],
+  chunksInUserSchemas: [],
 };
 const metrics: RelationRef = { schema: 'public', name: 'metrics', via: 'chunk' };
 const counters: RelationRef = { schema: 'public', name: 'counters', via: 'chunk' };
