@@ -40662,14 +40662,7 @@ var literal2 = (value) => value === null || value === void 0 ? "NULL" : quoteLit
 var only = (rel) => rel.via ? "" : "ONLY ";
 function whereClause(rel, table, key, old, values) {
   if (old && table.key.length === 0) {
-    const conditions2 = Object.entries(old).flatMap(([column, value]) => {
-      if (value === void 0 || !table.writable.has(column)) return [];
-      return value === null ? [`${quoteIdent(column)} IS NULL`] : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
-    });
-    const predicate = conditions2.length ? conditions2.join(" AND ") : "true";
-    if (rel.via)
-      return ` WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
-    return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
+    return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${wholeRowMatch(table, old)} LIMIT 1)`;
   }
   const source = key ?? old ?? values ?? {};
   const columns = table.key.length ? table.key : Object.keys(source);
@@ -40678,6 +40671,26 @@ function whereClause(rel, table, key, old, values) {
     return value === null || value === void 0 ? `${quoteIdent(column)} IS NULL` : `${quoteIdent(column)} = ${quoteLiteral(value)}`;
   });
   return ` WHERE ${conditions.join(" AND ")}`;
+}
+function wholeRowMatch(table, old) {
+  const conditions = Object.entries(old).flatMap(([column, value]) => {
+    if (value === void 0 || !table.writable.has(column)) return [];
+    return value === null ? [`${quoteIdent(column)} IS NULL`] : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
+  });
+  return conditions.length ? conditions.join(" AND ") : "true";
+}
+function wholeRowChange(rel, table, old, values) {
+  const target = quoteQualified(rel);
+  const columns = [...table.writable];
+  const list = columns.map(quoteIdent).join(", ");
+  const types2 = table.typeNames ?? /* @__PURE__ */ new Map();
+  const next = values ? `, moved AS (INSERT INTO ${target} (${list}) OVERRIDING SYSTEM VALUE SELECT ${columns.map((c) => {
+    const value = values[c];
+    if (value === void 0) return `g.${quoteIdent(c)}`;
+    if (value === null) return "NULL";
+    return `${quoteLiteral(value)}::${types2.get(c) ?? "text"}`;
+  }).join(", ")} FROM (SELECT * FROM gone LIMIT 1) AS g)` : "";
+  return `WITH gone AS (DELETE FROM ${target} WHERE ${wholeRowMatch(table, old)} RETURNING *), back AS (INSERT INTO ${target} (${list}) OVERRIDING SYSTEM VALUE SELECT ${list} FROM gone OFFSET 1)${next} SELECT 1 FROM gone LIMIT 1`;
 }
 var writes = (table, values, column, notKey) => values[column] !== void 0 && table.writable.has(column) && !(notKey && table.key.includes(column));
 function writtenColumns(table, values, notKey = false) {
@@ -40829,6 +40842,22 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       continue;
     }
     flush();
+    if ((change.kind === "update" || change.kind === "delete") && change.rel.via && change.old) {
+      const table = catalog(change.rel);
+      if (table.key.length === 0) {
+        const statement = {
+          sql: wholeRowChange(change.rel, table, change.old, change.kind === "update" ? change.values : null)
+        };
+        if (!mode.idempotent) {
+          statement.expectOneRow = {
+            table: `${change.rel.schema}.${change.rel.name}`,
+            key: describeKey(table, change.key, change.old, change.kind === "update" ? change.values : null)
+          };
+        }
+        out.push(statement);
+        continue;
+      }
+    }
     if (change.kind === "update") {
       const table = catalog(change.rel);
       const assign = (c) => `${quoteIdent(c)} = ${literal2(change.values[c])}`;

@@ -47,19 +47,9 @@ function whereClause(
   values: Row | null,
 ): string {
   if (old && table.key.length === 0) {
-    // REPLICA IDENTITY FULL without a key: match the whole old row on its text form (works for types
-    // without an equality operator), one row only, since duplicates are indistinguishable.
-    const conditions = Object.entries(old).flatMap(([column, value]) => {
-      if (value === undefined || !table.writable.has(column)) return [];
-      return value === null
-        ? [`${quoteIdent(column)} IS NULL`]
-        : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
-    });
-    const predicate = conditions.length ? conditions.join(' AND ') : 'true';
-    // A hypertable's rows are in its chunks, where a ctid alone is ambiguous: the chunk's tableoid goes with it.
-    if (rel.via)
-      return ` WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
-    return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${predicate} LIMIT 1)`;
+    // REPLICA IDENTITY FULL without a key: match the whole old row, one row only, since duplicates are
+    // indistinguishable. (Hypertables take wholeRowChange instead: compressed chunks have no ctid.)
+    return ` WHERE ctid = (SELECT ctid FROM ONLY ${quoteQualified(rel)} WHERE ${wholeRowMatch(table, old)} LIMIT 1)`;
   }
   const source = key ?? old ?? values ?? {};
   const columns = table.key.length ? table.key : Object.keys(source);
@@ -70,6 +60,41 @@ function whereClause(
       : `${quoteIdent(column)} = ${quoteLiteral(value)}`;
   });
   return ` WHERE ${conditions.join(' AND ')}`;
+}
+
+/** The whole old row, matched on each column's text form (works for types without an equality operator). */
+function wholeRowMatch(table: TargetTable, old: Row): string {
+  const conditions = Object.entries(old).flatMap(([column, value]) => {
+    if (value === undefined || !table.writable.has(column)) return [];
+    return value === null
+      ? [`${quoteIdent(column)} IS NULL`]
+      : [`${quoteIdent(column)}::text = ${quoteLiteral(value)}`];
+  });
+  return conditions.length ? conditions.join(' AND ') : 'true';
+}
+
+/**
+ * An UPDATE or DELETE of one of possibly identical rows of a keyless TimescaleDB hypertable (REPLICA
+ * IDENTITY FULL). A ctid cannot pick one (compressed chunks have none), so every identical row is deleted,
+ * all but one written back, and for an UPDATE the new row written: one statement, whose one result row says
+ * a row was found.
+ */
+function wholeRowChange(rel: RelationRef, table: TargetTable, old: Row, values: Row | null): string {
+  const target = quoteQualified(rel);
+  const columns = [...table.writable];
+  const list = columns.map(quoteIdent).join(', ');
+  const types = table.typeNames ?? new Map<string, string>();
+  const next = values
+    ? `, moved AS (INSERT INTO ${target} (${list}) OVERRIDING SYSTEM VALUE SELECT ${columns
+        .map((c) => {
+          const value = values[c];
+          if (value === undefined) return `g.${quoteIdent(c)}`;
+          if (value === null) return 'NULL';
+          return `${quoteLiteral(value)}::${types.get(c) ?? 'text'}`;
+        })
+        .join(', ')} FROM (SELECT * FROM gone LIMIT 1) AS g)`
+    : '';
+  return `WITH gone AS (DELETE FROM ${target} WHERE ${wholeRowMatch(table, old)} RETURNING *), back AS (INSERT INTO ${target} (${list}) OVERRIDING SYSTEM VALUE SELECT ${list} FROM gone OFFSET 1)${next} SELECT 1 FROM gone LIMIT 1`;
 }
 
 /** Whether a change writes `column` of its row: present, writable, and (with `notKey`) outside the key. */
@@ -293,6 +318,22 @@ export function buildApplySql(
       continue;
     }
     flush();
+    if ((change.kind === 'update' || change.kind === 'delete') && change.rel.via && change.old) {
+      const table = catalog(change.rel);
+      if (table.key.length === 0) {
+        const statement: ApplyStatement = {
+          sql: wholeRowChange(change.rel, table, change.old, change.kind === 'update' ? change.values : null),
+        };
+        if (!mode.idempotent) {
+          statement.expectOneRow = {
+            table: `${change.rel.schema}.${change.rel.name}`,
+            key: describeKey(table, change.key, change.old, change.kind === 'update' ? change.values : null),
+          };
+        }
+        out.push(statement);
+        continue;
+      }
+    }
     if (change.kind === 'update') {
       const table = catalog(change.rel);
       const assign = (c: string) => `${quoteIdent(c)} = ${literal(change.values[c])}`;

@@ -52,6 +52,15 @@ const SOURCE_SQL = `
   SELECT create_hypertable('spaced', by_range('time', INTERVAL '1 day'));
   SELECT add_dimension('spaced', by_hash('device', 3));
   INSERT INTO spaced SELECT t, d, d FROM generate_series(${day(5)}, ${day(0)}, INTERVAL '1 hour') t, generate_series(1, 12) d;
+  -- Keyless with REPLICA IDENTITY FULL (preflight's advice for keyless hypertables), compressed, with a
+  -- duplicate row: its updates and deletes are decoded and must find one of identical rows without a ctid.
+  CREATE TABLE logs (time timestamptz NOT NULL, line text);
+  SELECT create_hypertable('logs', by_range('time', INTERVAL '1 day'));
+  ALTER TABLE logs REPLICA IDENTITY FULL;
+  INSERT INTO logs SELECT t, 'l' FROM generate_series(${day(4)}, ${day(0)}, INTERVAL '2 hours') t;
+  INSERT INTO logs VALUES (${day(3)} + INTERVAL '2 hours', 'l');
+  ALTER TABLE logs SET (timescaledb.compress);
+  SELECT compress_chunk(c) FROM show_chunks('logs', older_than => ${day(2)}) c;
   CREATE PROCEDURE noop_job(job_id int, config jsonb) LANGUAGE plpgsql AS $$ BEGIN END $$;
   SELECT add_job('noop_job', INTERVAL '6 hours', config => '{"k": 1}', scheduled => false);
 `;
@@ -73,6 +82,10 @@ const WRITES_SQL = `
   -- The space-partitioned hypertable: a new day's chunks and an update across partitions.
   INSERT INTO spaced SELECT t, d, 0 FROM generate_series(${day(0)} + INTERVAL '30 minutes', ${day(-1)}, INTERVAL '1 hour') t, generate_series(1, 12) d;
   UPDATE spaced SET v = -1 WHERE time = ${day(2)};
+  -- The REPLICA IDENTITY FULL hypertable: one of two identical rows updated, one deleted, in compressed chunks.
+  UPDATE logs SET line = 'both of two' WHERE time = ${day(3)} + INTERVAL '2 hours';
+  DELETE FROM logs WHERE time = ${day(4)} + INTERVAL '4 hours';
+  UPDATE logs SET line = 'uncompressed' WHERE time = ${day(1)} + INTERVAL '2 hours';
   -- The keyless hypertable: an insert (replicated) and an update (not decodable, settled at cutover).
   INSERT INTO events VALUES (${day(0)} + INTERVAL '1 minute', 'new');
   UPDATE events SET note = 'updated' WHERE time = ${day(2)};
@@ -189,7 +202,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
     const chunks = report.tables.filter((t) => t.table.includes(' chunk _hyper_'));
     const sourceChunks = await query<{ n: number }>(
       uris.source,
-      `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name IN ('metrics', 'events', 'spaced')`,
+      `SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_name IN ('metrics', 'events', 'spaced', 'logs')`,
     );
     expect(chunks).toHaveLength(sourceChunks[0]?.n ?? -1);
     expect(chunks.every((t) => t.ok)).toBe(true);
@@ -200,7 +213,8 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
                           (SELECT count(*) FROM metrics WHERE device = 3 AND time >= ${day(10)} AND time < ${day(9)})::int AS deleted_batch,
                           (SELECT count(*) FROM events)::int AS events, (SELECT min(time) FROM events)::text AS oldest_event,
                           (SELECT count(*) FROM events WHERE note = 'updated')::int AS updated_events,
-                          (SELECT count(*) FROM spaced)::int AS spaced, (SELECT sum(v) FROM spaced)::text AS spaced_total`;
+                          (SELECT count(*) FROM spaced)::int AS spaced, (SELECT sum(v) FROM spaced)::text AS spaced_total,
+                          (SELECT string_agg(time::text || line, ',' ORDER BY time, line) FROM logs) AS logs`;
     const [onSource] = await query(uris.source, facts);
     const [onTarget] = await query(uris.target, facts);
     expect(onTarget).toEqual(onSource);

@@ -272,16 +272,21 @@ describe('buildApplySql: truncate', () => {
     ).toEqual(['TRUNCATE "public"."orders"', 'TRUNCATE ONLY "public"."lines"']);
   });
 
-  it('updates and deletes through a hypertable without ONLY, a keyless row by its chunk and ctid', () => {
+  it('updates and deletes through a hypertable without ONLY; one of identical keyless rows without a ctid', () => {
     const hypertable: RelationRef = { schema: 'select', name: 'no key', via: 'chunk' };
+    const old = { a: '1', b: null, c: 'x' };
+    const match = '"a"::text = \'1\' AND "b" IS NULL AND "c"::text = \'x\'';
+    const cols = '"a", "b", "c"';
     expect(
       sqlOf([
         { kind: 'delete', rel: { ...orders, via: 'chunk' }, key: { id: '1' }, old: null },
-        { kind: 'delete', rel: hypertable, key: null, old: { a: '1', b: null, c: 'x' } },
+        { kind: 'delete', rel: hypertable, key: null, old },
+        { kind: 'update', rel: hypertable, key: null, old, values: { a: '2', b: null, c: undefined } },
       ]),
     ).toEqual([
       'DELETE FROM "public"."orders" WHERE "id" = \'1\'',
-      'DELETE FROM "select"."no key" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM "select"."no key" WHERE "a"::text = \'1\' AND "b" IS NULL AND "c"::text = \'x\' LIMIT 1)',
+      `WITH gone AS (DELETE FROM "select"."no key" WHERE ${match} RETURNING *), back AS (INSERT INTO "select"."no key" (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM gone OFFSET 1) SELECT 1 FROM gone LIMIT 1`,
+      `WITH gone AS (DELETE FROM "select"."no key" WHERE ${match} RETURNING *), back AS (INSERT INTO "select"."no key" (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM gone OFFSET 1), moved AS (INSERT INTO "select"."no key" (${cols}) OVERRIDING SYSTEM VALUE SELECT '2'::text, NULL, g."c" FROM (SELECT * FROM gone LIMIT 1) AS g) SELECT 1 FROM gone LIMIT 1`,
     ]);
   });
 
