@@ -37688,24 +37688,17 @@ async function chunkCopies(source, schemas, chunks) {
     (t) => t.chunkOf && wanted.has(`${t.schema}.${t.name}`) ? [{ chunk: { schema: t.schema, name: t.name }, hypertable: t.chunkOf, columns: t.columns }] : []
   );
 }
-async function lateChunksWithChanges(source, target, migrationId) {
-  const { rows: late } = await target.query(
+async function readLateChunks(target, migrationId) {
+  const { rows } = await target.query(
     `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
-      WHERE migration_id = $1`,
+      WHERE migration_id = $1 ORDER BY chunk_schema, chunk_name`,
     [migrationId]
   );
-  if (late.length === 0) return [];
-  const { rows } = await source.query(
-    `SELECT s.schemaname::text AS schema, s.relname::text AS name FROM pg_stat_all_tables s
-       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = s.schemaname AND want.name = s.relname
-      WHERE s.n_tup_upd + s.n_tup_del > 0`,
-    [late.map((r) => r.chunk_schema), late.map((r) => r.chunk_name)]
-  );
-  const changed = new Set(rows.map((r) => `${r.schema}.${r.name}`));
-  return late.filter((r) => r.recopy || changed.has(`${r.chunk_schema}.${r.chunk_name}`)).map((r) => ({
+  return rows.map((r) => ({
     schema: r.chunk_schema,
     name: r.chunk_name,
-    hypertable: { schema: r.hypertable_schema, name: r.hypertable_name }
+    hypertable: { schema: r.hypertable_schema, name: r.hypertable_name },
+    recopy: r.recopy
   }));
 }
 async function prepareHypertableRequests(source, target, requests) {
@@ -41268,7 +41261,7 @@ async function alignOnOneSnapshot(clients) {
 }
 async function compareTable(sides, table, read, keyColumns, options) {
   const { source, target, endpoints } = sides;
-  const checksum = options.checksum || Boolean(options.checksumKeylessChunks) && Boolean(table.chunkOf) && !table.hasReplicaIdentity;
+  const checksum = options.checksum || Boolean(options.checksumKeylessChunks) && Boolean(table.chunkOf) && !table.hasReplicaIdentity || Boolean(options.checksumChunks?.has(tableKey(table)));
   const onTarget = read.onTarget;
   const sourceRel = { ...table, ...read.source ? { from: read.source } : {} };
   const targetRel = { ...table, ...read.target ? { from: read.target } : {} };
@@ -41624,6 +41617,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
     });
     const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
     const recopied = [];
+    const lateToCompare = /* @__PURE__ */ new Set();
     const settle2 = Boolean(timescale?.hypertables.length) && !input2.writesAfterEnd;
     if (timescale?.hypertables.length && input2.writesAfterEnd) {
       ctx.emit({
@@ -41639,15 +41633,17 @@ async function runCutoverFinish(ctx, endpoints, input2) {
           const gone = await dropChunksGoneFromSource(source, target, timescale);
           if (gone.length)
             step("dropped chunks", `${gone.length} chunks dropped on the source during the migration`);
-          const late = await lateChunksWithChanges(source, target, id);
-          if (late.length) {
-            await recopyChunks(source, target, await chunkCopies(source, schemas, late));
-            recopied.push(...late);
+          const late = await readLateChunks(target, id);
+          const unpublishedStart = late.filter((c) => c.recopy);
+          if (unpublishedStart.length) {
+            await recopyChunks(source, target, await chunkCopies(source, schemas, unpublishedStart));
+            recopied.push(...unpublishedStart);
             step(
               "late chunks",
-              `${late.length} chunks created during the migration and then updated, copied again`
+              `${unpublishedStart.length} chunks created during the migration, copied again`
             );
           }
+          for (const c of late) if (!c.recopy) lateToCompare.add(tableKey(c));
         })
       );
     }
@@ -41664,6 +41660,7 @@ async function runCutoverFinish(ctx, endpoints, input2) {
       buckets: 16,
       repair: false,
       checksumKeylessChunks: true,
+      checksumChunks: lateToCompare,
       liveNote: input2.writesAfterEnd ? "Validating after the drain; the source received writes after the end position, so differences are expected." : "Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet)."
     });
     let validation = await validateNow();
@@ -41681,7 +41678,15 @@ async function runCutoverFinish(ctx, endpoints, input2) {
           (source) => withClient(endpoints.target, (target) => recopyChunks(source, target, chunks))
         );
         recopied.push(...chunks.map((c) => c.chunk));
-        step("chunks re-copied", chunks.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(", "));
+        const late = chunks.filter((c) => lateToCompare.has(tableKey(c.chunk)));
+        const others = chunks.filter((c) => !lateToCompare.has(tableKey(c.chunk)));
+        if (late.length)
+          step(
+            "late chunks",
+            `${late.length} chunks created during the migration and updated before they were published, copied again`
+          );
+        if (others.length)
+          step("chunks re-copied", others.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(", "));
         validation = await validateNow();
       }
     }

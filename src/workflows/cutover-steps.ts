@@ -9,7 +9,7 @@ import {
   chunkCopies,
   chunkRangeStarts,
   dropChunksGoneFromSource,
-  lateChunksWithChanges,
+  readLateChunks,
   readTimescaleLayout,
   recopyChunks,
   refreshContinuousAggregates,
@@ -18,6 +18,7 @@ import {
 } from '../adapters/postgres/timescaledb';
 import { MigrationError } from '../core/errors';
 import { formatDuration } from '../core/format';
+import { tableKey } from '../core/plan';
 import { type QualifiedName, quoteIdent, quoteQualified } from '../core/sql';
 import type { ValidationReport } from '../core/validation';
 import type { WorkflowContext } from '../ports';
@@ -115,6 +116,8 @@ export async function runCutoverFinish(
     const timescale = await withClient(endpoints.source, (c) => readTimescaleLayout(c, schemas));
     /** Chunks copied again here: their aggregates' buckets are refreshed from their start. */
     const recopied: QualifiedName[] = [];
+    /** Chunks created during the migration whose early updates may not have been published. */
+    const lateToCompare = new Set<string>();
     // Copying chunks from the source as it is now is only right while it is quiet: with writes after the end
     // position, a retried cutover would replay them onto chunks that already hold them.
     const settle = Boolean(timescale?.hypertables.length) && !input.writesAfterEnd;
@@ -132,15 +135,20 @@ export async function runCutoverFinish(
           const gone = await dropChunksGoneFromSource(source, target, timescale);
           if (gone.length)
             step('dropped chunks', `${gone.length} chunks dropped on the source during the migration`);
-          const late = await lateChunksWithChanges(source, target, id);
-          if (late.length) {
-            await recopyChunks(source, target, await chunkCopies(source, schemas, late));
-            recopied.push(...late);
+          // Published only after their first rows (no superuser): copied again whatever they hold.
+          const late = await readLateChunks(target, id);
+          const unpublishedStart = late.filter((c) => c.recopy);
+          if (unpublishedStart.length) {
+            await recopyChunks(source, target, await chunkCopies(source, schemas, unpublishedStart));
+            recopied.push(...unpublishedStart);
             step(
               'late chunks',
-              `${late.length} chunks created during the migration and then updated, copied again`,
+              `${unpublishedStart.length} chunks created during the migration, copied again`,
             );
           }
+          // Published from their first row, their updates only from when the replay met them: compared by
+          // contents below, and copied again if they differ.
+          for (const c of late) if (!c.recopy) lateToCompare.add(tableKey(c));
         }),
       );
     }
@@ -158,6 +166,7 @@ export async function runCutoverFinish(
         buckets: 16,
         repair: false,
         checksumKeylessChunks: true,
+        checksumChunks: lateToCompare,
         liveNote: input.writesAfterEnd
           ? 'Validating after the drain; the source received writes after the end position, so differences are expected.'
           : 'Validating after the drain: the source is compared as it is now (fence writers with --fence-roles so it stays quiet).',
@@ -177,7 +186,15 @@ export async function runCutoverFinish(
           withClient(endpoints.target, (target) => recopyChunks(source, target, chunks)),
         );
         recopied.push(...chunks.map((c) => c.chunk));
-        step('chunks re-copied', chunks.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(', '));
+        const late = chunks.filter((c) => lateToCompare.has(tableKey(c.chunk)));
+        const others = chunks.filter((c) => !lateToCompare.has(tableKey(c.chunk)));
+        if (late.length)
+          step(
+            'late chunks',
+            `${late.length} chunks created during the migration and updated before they were published, copied again`,
+          );
+        if (others.length)
+          step('chunks re-copied', others.map((c) => `${c.chunk.schema}.${c.chunk.name}`).join(', '));
         validation = await validateNow();
       }
     }

@@ -53,6 +53,8 @@ export interface ValidateTuning {
    * are not decoded, so equal row counts prove nothing (the cutover).
    */
   checksumKeylessChunks?: boolean;
+  /** Chunks (tableKey) compared by contents even without --checksum (created during the migration). */
+  checksumChunks?: ReadonlySet<string>;
 }
 
 export const LIVE_SOURCE_WARNING =
@@ -249,7 +251,8 @@ async function compareTable(
   const { source, target, endpoints } = sides;
   const checksum =
     options.checksum ||
-    (Boolean(options.checksumKeylessChunks) && Boolean(table.chunkOf) && !table.hasReplicaIdentity);
+    (Boolean(options.checksumKeylessChunks) && Boolean(table.chunkOf) && !table.hasReplicaIdentity) ||
+    Boolean(options.checksumChunks?.has(tableKey(table)));
   const onTarget = read.onTarget;
   const sourceRel = { ...table, ...(read.source ? { from: read.source } : {}) };
   const targetRel = { ...table, ...(read.target ? { from: read.target } : {}) };

@@ -174,7 +174,8 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
       );
       await query(uris.source, `CALL run_job(${Number(job?.id)})`);
     }
-    const cutover = await runCli(['cutover', ...args, '--checksum', '--timeout', '90s']);
+    // Without --checksum: what only contents show (keyless updates, late chunks' early updates) is still found.
+    const cutover = await runCli(['cutover', ...args, '--timeout', '90s']);
     expect(cutover.code, `${cutover.stderr}\n--- migrate:\n${cli.output().stderr}`).toBe(0);
     const done = await cli.result;
     expect(done.code, done.stderr).toBe(0);

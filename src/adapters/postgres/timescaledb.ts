@@ -912,34 +912,24 @@ export async function chunkCopies(
 }
 
 /**
- * Late chunks (see createChunkRouter and publishNewChunks) to copy again at cutover: those published after
- * their first rows, and those the source's statistics show updated or deleted from.
+ * The chunks created on the source during the migration (see createChunkRouter and publishNewChunks);
+ * `recopy`: published only after their first rows.
  */
-export async function lateChunksWithChanges(
-  source: pg.Client,
+export async function readLateChunks(
   target: pg.Client,
   migrationId: string,
-): Promise<(QualifiedName & { hypertable: QualifiedName })[]> {
-  const { rows: late } = await target.query(
+): Promise<(QualifiedName & { hypertable: QualifiedName; recopy: boolean })[]> {
+  const { rows } = await target.query(
     `SELECT chunk_schema, chunk_name, hypertable_schema, hypertable_name, recopy FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_late_chunk
-      WHERE migration_id = $1`,
+      WHERE migration_id = $1 ORDER BY chunk_schema, chunk_name`,
     [migrationId],
   );
-  if (late.length === 0) return [];
-  const { rows } = await source.query(
-    `SELECT s.schemaname::text AS schema, s.relname::text AS name FROM pg_stat_all_tables s
-       JOIN unnest($1::text[], $2::text[]) AS want(schema, name) ON want.schema = s.schemaname AND want.name = s.relname
-      WHERE s.n_tup_upd + s.n_tup_del > 0`,
-    [late.map((r) => r.chunk_schema), late.map((r) => r.chunk_name)],
-  );
-  const changed = new Set(rows.map((r) => `${r.schema}.${r.name}`));
-  return late
-    .filter((r) => r.recopy || changed.has(`${r.chunk_schema}.${r.chunk_name}`))
-    .map((r) => ({
-      schema: r.chunk_schema,
-      name: r.chunk_name,
-      hypertable: { schema: r.hypertable_schema, name: r.hypertable_name },
-    }));
+  return rows.map((r) => ({
+    schema: r.chunk_schema,
+    name: r.chunk_name,
+    hypertable: { schema: r.hypertable_schema, name: r.hypertable_name },
+    recopy: r.recopy,
+  }));
 }
 
 /** PostgreSQL to TimescaleDB (`--hypertable`): a plain source table made a hypertable on the target. */
