@@ -37303,7 +37303,7 @@ async function compressLikeSource(source, target, layout) {
   }
   return count;
 }
-var sameTable = (a, b) => a.schema === b.schema && a.name === b.name;
+var sameTable = (a, b) => tableKey(a) === tableKey(b);
 async function dropChunksGoneFromSource(source, target, layout) {
   const sourceChunks = await readChunks(source, layout.hypertables);
   const onSource = new Set(sourceChunks.map(chunkKey));
@@ -37447,12 +37447,12 @@ async function copyMaterializations(source, target, layout) {
   return total;
 }
 async function refreshContinuousAggregates(target, layout, touched) {
-  const userHypertables = new Set(layout.hypertables.map((h) => `${h.schema}\0${h.name}`));
+  const userHypertables = new Set(layout.hypertables.map(tableKey));
   let refreshed = 0;
   for (const c of layout.continuousAggregates) {
     const m = await materializationOf(target, c);
     if (!m) continue;
-    const rawKey = `${m.raw.schema}\0${m.raw.name}`;
+    const rawKey = tableKey(m.raw);
     let start;
     let force = false;
     const bound = touched && userHypertables.has(rawKey) ? touched.bound(rawKey) : null;
@@ -37539,16 +37539,15 @@ function dumpExclusions(layout) {
   };
 }
 function createChunkRouter(args) {
-  const key = (r) => `${r.schema}\0${r.name}`;
-  const hypertables = new Map(args.layout.hypertables.map((h) => [key(h), h]));
+  const hypertables = new Map(args.layout.hypertables.map((h) => [tableKey(h), h]));
   const byId = new Map(args.layout.hypertables.map((h) => [h.id, h]));
   const internalSchemas = /* @__PURE__ */ new Set(["_timescaledb_internal", ...args.layout.chunkSchemas]);
   const cache = /* @__PURE__ */ new Map();
   return async (rel) => {
-    const hypertable = hypertables.get(key(rel));
+    const hypertable = hypertables.get(tableKey(rel));
     if (hypertable) return { schema: hypertable.schema, name: hypertable.name, via: "hypertable" };
     if (!internalSchemas.has(rel.schema)) return void 0;
-    const cached2 = cache.get(key(rel));
+    const cached2 = cache.get(tableKey(rel));
     if (cached2 !== void 0) return cached2;
     const { rows } = await args.source.query(
       `SELECT h.id, c.oid::regclass::text AS chunk,
@@ -37578,7 +37577,7 @@ function createChunkRouter(args) {
       await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
       await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row2.chunk}`);
     }
-    cache.set(key(rel), route);
+    cache.set(tableKey(rel), route);
     return route;
   };
 }
@@ -37760,24 +37759,23 @@ async function readHypertableNames(client) {
   const { rows } = await client.query(
     `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable`
   );
-  return new Set(rows.map((r) => `${r.schema}\0${r.name}`));
+  return new Set(rows.map((r) => tableKey(r)));
 }
 async function readChunkTargets(client, tables, layout) {
   const out = /* @__PURE__ */ new Map();
-  const key = (r) => `${r.schema}\0${r.name}`;
   const compressed = new Set(
-    layout ? (await readChunks(client, layout.hypertables)).filter((c) => c.compressed).map(key) : []
+    layout ? (await readChunks(client, layout.hypertables)).filter((c) => c.compressed).map(tableKey) : []
   );
   const orderOf = new Map(
     (layout?.hypertables ?? []).flatMap((h) => {
       const parts = [h.compression?.segmentBy, h.compression?.orderBy].filter((p) => Boolean(p));
-      return parts.length ? [[key(h), parts.join(", ")]] : [];
+      return parts.length ? [[tableKey(h), parts.join(", ")]] : [];
     })
   );
   for (const t of tables) {
     if (!t.chunkOf) continue;
-    const order = compressed.has(key(t)) ? orderOf.get(key(t.chunkOf)) : void 0;
-    out.set(key(t), { hypertable: t.chunkOf, ...order ? { compressOrder: order } : {} });
+    const order = compressed.has(tableKey(t)) ? orderOf.get(tableKey(t.chunkOf)) : void 0;
+    out.set(tableKey(t), { hypertable: t.chunkOf, ...order ? { compressOrder: order } : {} });
   }
   return out;
 }
@@ -37789,7 +37787,7 @@ var TouchedRanges = class {
     for (const h of layout.hypertables) {
       const d = h.dimensions[0];
       if (d?.kind === "range")
-        this.columns.set(`${h.schema}\0${h.name}`, {
+        this.columns.set(tableKey(h), {
           column: d.column,
           integer: !isTimeType(d.columnType)
         });
@@ -37801,17 +37799,17 @@ var TouchedRanges = class {
       `SELECT hypertable_schema, hypertable_name, min_value FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_touched WHERE migration_id = $1`,
       [migrationId]
     );
-    for (const r of rows) this.min.set(`${r.hypertable_schema}\0${r.hypertable_name}`, r.min_value);
+    for (const r of rows)
+      this.min.set(tableKey({ schema: r.hypertable_schema, name: r.hypertable_name }), r.min_value);
   }
   /** Notes one replayed change (only changes routed to a hypertable count). */
   note(change) {
     if (change.kind === "truncate") {
-      for (const rel of change.rels)
-        if (rel.via === "hypertable") this.lower(`${rel.schema}\0${rel.name}`, null);
+      for (const rel of change.rels) if (rel.via === "hypertable") this.lower(tableKey(rel), null);
       return;
     }
     if (!change.rel.via) return;
-    const key = `${change.rel.schema}\0${change.rel.name}`;
+    const key = tableKey(change.rel);
     const dim = this.columns.get(key);
     if (!dim) return;
     const rows = change.kind === "insert" ? [change.values] : change.kind === "update" ? [change.values, change.key, change.old] : [change.key, change.old];
@@ -37831,7 +37829,7 @@ var TouchedRanges = class {
   }
   /** Lowers a hypertable's bound to `value` (e.g. the start of a chunk copied again at cutover). */
   lowerTo(hypertable, value, integer2 = false) {
-    this.lower(`${hypertable.schema}\0${hypertable.name}`, value, integer2);
+    this.lower(tableKey(hypertable), value, integer2);
   }
   /** The earliest value touched: undefined = nothing, null = everything. */
   bound(key) {
@@ -37839,7 +37837,7 @@ var TouchedRanges = class {
   }
   /** Whether the hypertable's first dimension is an integer. */
   isInteger(hypertable) {
-    return this.columns.get(`${hypertable.schema}\0${hypertable.name}`)?.integer ?? false;
+    return this.columns.get(tableKey(hypertable))?.integer ?? false;
   }
   /** Writes the bounds that moved (in the caller's open transaction). */
   async save(client, migrationId) {

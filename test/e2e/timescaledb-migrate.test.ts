@@ -94,6 +94,19 @@ const WRITES_SQL = `
 /** The policies that run during the migration: chunks compressed (between markers), chunks dropped. */
 const POLICY_RUNS = ['policy_compression', 'policy_retention'];
 
+/** Waits until `cli` (a migrate) reports the target caught up; an error line fails at once, with its log. */
+async function caughtUp(cli: CliProcess, what: string, timeoutMs = 60_000): Promise<void> {
+  const seen = await waitFor(
+    () => {
+      const log = cli.output().stderr;
+      if (log.includes('Target has caught up')) return 'caught up';
+      return /^error /m.test(log) ? 'failed' : undefined;
+    },
+    { timeoutMs, what: `${what} to catch up` },
+  );
+  expect(seen, cli.output().stderr).toBe('caught up');
+}
+
 interface JobRow {
   proc_name: string;
   hypertable_name: string | null;
@@ -141,15 +154,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
 
     migrate = spawnCli(['migrate', ...args, '--lag-interval', '1s']);
     const cli = migrate;
-    const seen = await waitFor(
-      () => {
-        const log = cli.output().stderr;
-        if (log.includes('Target has caught up')) return 'caught up';
-        return /^error /m.test(log) ? 'failed' : undefined;
-      },
-      { timeoutMs: 90_000, what: 'migrate to catch up' },
-    );
-    expect(seen, cli.output().stderr).toBe('caught up');
+    await caughtUp(cli, 'migrate', 90_000);
 
     // After the copy: the chunks compressed on the source are compressed on the target too, the jobs are
     // there but paused, and the continuous aggregate exists (empty until the cutover refreshes it).
@@ -316,10 +321,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
         '--lag-interval',
         '1s',
       ]);
-      await waitFor(() => run.output().stderr.includes('Target has caught up') || undefined, {
-        timeoutMs: 60_000,
-        what: 'migrate to catch up',
-      });
+      await caughtUp(run, 'migrate');
       await query(
         pg.source,
         `INSERT INTO readings (at, sensor, v) SELECT t, 2, 1 FROM generate_series(${day(0)}, ${day(-3)}, INTERVAL '1 hour') t;
@@ -385,10 +387,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
     ];
     try {
       const run = spawnCli(['migrate', ...ownerArgs, '--lag-interval', '1s']);
-      await waitFor(() => run.output().stderr.includes('Target has caught up') || undefined, {
-        timeoutMs: 60_000,
-        what: 'migrate to catch up',
-      });
+      await caughtUp(run, 'migrate');
       // New chunks (keyed and keyless) with rows written before the replay can publish them, then updates.
       await query(
         owner,
@@ -403,10 +402,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
       run.child.kill('SIGKILL');
       await run.result;
       const resumed = spawnCli(['migrate', ...ownerArgs, '--resume', '--lag-interval', '1s']);
-      await waitFor(() => resumed.output().stderr.includes('Target has caught up') || undefined, {
-        timeoutMs: 60_000,
-        what: 'migrate --resume to catch up',
-      });
+      await caughtUp(resumed, 'migrate --resume');
       await query(
         owner,
         `UPDATE sensor SET v = 42 WHERE time = ${day(-1)} AND id = 2;
@@ -480,10 +476,7 @@ describe.skipIf(!installed)('TimescaleDB to TimescaleDB', () => {
          INSERT INTO readings SELECT t, 99, 0 FROM generate_series(${day(0)}, ${day(-1)}, INTERVAL '1 hour') t;`,
       );
       const resumed = spawnCli(['migrate', ...args2, '--resume', '--lag-interval', '1s']);
-      await waitFor(() => resumed.output().stderr.includes('Target has caught up') || undefined, {
-        timeoutMs: 90_000,
-        what: 'migrate --resume to catch up',
-      });
+      await caughtUp(resumed, 'migrate --resume', 90_000);
       expect(resumed.output().stderr).toContain('continuing from a fresh snapshot');
       const cutover = await runCli(['cutover', ...args2, '--checksum']);
       expect(cutover.code, `${cutover.stderr}\n${resumed.output().stderr}`).toBe(0);

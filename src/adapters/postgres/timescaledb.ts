@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Change } from '../../core/changes';
 import { MigrationError } from '../../core/errors';
+import { tableKey } from '../../core/plan';
 import { type QualifiedName, quoteIdent, quoteLiteral, quoteQualified } from '../../core/sql';
 import { CONTROL_SCHEMA } from './control-schema';
 import { listTables } from './source-catalog';
@@ -342,7 +343,7 @@ export async function compressLikeSource(
   return count;
 }
 
-const sameTable = (a: QualifiedName, b: QualifiedName) => a.schema === b.schema && a.name === b.name;
+const sameTable = (a: QualifiedName, b: QualifiedName) => tableKey(a) === tableKey(b);
 
 /**
  * Drops the target chunks whose rows a retention policy or drop_chunks removed on the source during the
@@ -561,12 +562,12 @@ export async function refreshContinuousAggregates(
   layout: TimescaleLayout,
   touched?: TouchedRanges,
 ): Promise<number> {
-  const userHypertables = new Set(layout.hypertables.map((h) => `${h.schema}\u0000${h.name}`));
+  const userHypertables = new Set(layout.hypertables.map(tableKey));
   let refreshed = 0;
   for (const c of layout.continuousAggregates) {
     const m = await materializationOf(target, c);
     if (!m) continue;
-    const rawKey = `${m.raw.schema}\u0000${m.raw.name}`;
+    const rawKey = tableKey(m.raw);
     let start: string | null;
     let force = false;
     const bound = touched && userHypertables.has(rawKey) ? touched.bound(rawKey) : null;
@@ -699,16 +700,15 @@ export function createChunkRouter(args: {
 }): (
   rel: QualifiedName,
 ) => Promise<(QualifiedName & { via: 'hypertable' | 'chunk'; chunk?: QualifiedName }) | null | undefined> {
-  const key = (r: QualifiedName) => `${r.schema}\u0000${r.name}`;
-  const hypertables = new Map(args.layout.hypertables.map((h) => [key(h), h]));
+  const hypertables = new Map(args.layout.hypertables.map((h) => [tableKey(h), h]));
   const byId = new Map(args.layout.hypertables.map((h) => [h.id, h]));
   const internalSchemas = new Set(['_timescaledb_internal', ...args.layout.chunkSchemas]);
   const cache = new Map<string, (QualifiedName & { via: 'chunk'; chunk: QualifiedName }) | null>();
   return async (rel) => {
-    const hypertable = hypertables.get(key(rel));
+    const hypertable = hypertables.get(tableKey(rel));
     if (hypertable) return { schema: hypertable.schema, name: hypertable.name, via: 'hypertable' };
     if (!internalSchemas.has(rel.schema)) return undefined;
-    const cached = cache.get(key(rel));
+    const cached = cache.get(tableKey(rel));
     if (cached !== undefined) return cached;
     const { rows } = await args.source.query(
       `SELECT h.id, c.oid::regclass::text AS chunk,
@@ -743,7 +743,7 @@ export function createChunkRouter(args: {
       await args.onLateChunk({ schema: rel.schema, name: rel.name, hypertable: owner });
       await args.source.query(`ALTER PUBLICATION ${quoteIdent(args.fullPublication)} ADD TABLE ${row.chunk}`);
     }
-    cache.set(key(rel), route);
+    cache.set(tableKey(rel), route);
     return route;
   };
 }
@@ -1027,7 +1027,7 @@ export async function readHypertableNames(client: pg.Client): Promise<Set<string
   const { rows } = await client.query(
     `SELECT schema_name::text AS schema, table_name::text AS name FROM _timescaledb_catalog.hypertable`,
   );
-  return new Set(rows.map((r) => `${r.schema}\u0000${r.name}`));
+  return new Set(rows.map((r) => tableKey(r)));
 }
 
 /** Where a chunk's rows go on the target, and (compressed on the source) in which order they are compressed. */
@@ -1046,20 +1046,19 @@ export async function readChunkTargets(
   layout: TimescaleLayout | null,
 ): Promise<Map<string, ChunkTarget>> {
   const out = new Map<string, ChunkTarget>();
-  const key = (r: QualifiedName) => `${r.schema}\u0000${r.name}`;
   const compressed = new Set(
-    layout ? (await readChunks(client, layout.hypertables)).filter((c) => c.compressed).map(key) : [],
+    layout ? (await readChunks(client, layout.hypertables)).filter((c) => c.compressed).map(tableKey) : [],
   );
   const orderOf = new Map(
     (layout?.hypertables ?? []).flatMap((h) => {
       const parts = [h.compression?.segmentBy, h.compression?.orderBy].filter((p): p is string => Boolean(p));
-      return parts.length ? [[key(h), parts.join(', ')] as const] : [];
+      return parts.length ? [[tableKey(h), parts.join(', ')] as const] : [];
     }),
   );
   for (const t of tables) {
     if (!t.chunkOf) continue;
-    const order = compressed.has(key(t)) ? orderOf.get(key(t.chunkOf)) : undefined;
-    out.set(key(t), { hypertable: t.chunkOf, ...(order ? { compressOrder: order } : {}) });
+    const order = compressed.has(tableKey(t)) ? orderOf.get(tableKey(t.chunkOf)) : undefined;
+    out.set(tableKey(t), { hypertable: t.chunkOf, ...(order ? { compressOrder: order } : {}) });
   }
   return out;
 }
@@ -1079,7 +1078,7 @@ export class TouchedRanges {
     for (const h of layout.hypertables) {
       const d = h.dimensions[0];
       if (d?.kind === 'range')
-        this.columns.set(`${h.schema}\u0000${h.name}`, {
+        this.columns.set(tableKey(h), {
           column: d.column,
           integer: !isTimeType(d.columnType),
         });
@@ -1092,18 +1091,18 @@ export class TouchedRanges {
       `SELECT hypertable_schema, hypertable_name, min_value FROM ${quoteIdent(CONTROL_SCHEMA)}.ts_touched WHERE migration_id = $1`,
       [migrationId],
     );
-    for (const r of rows) this.min.set(`${r.hypertable_schema}\u0000${r.hypertable_name}`, r.min_value);
+    for (const r of rows)
+      this.min.set(tableKey({ schema: r.hypertable_schema, name: r.hypertable_name }), r.min_value);
   }
 
   /** Notes one replayed change (only changes routed to a hypertable count). */
   note(change: Change): void {
     if (change.kind === 'truncate') {
-      for (const rel of change.rels)
-        if (rel.via === 'hypertable') this.lower(`${rel.schema}\u0000${rel.name}`, null);
+      for (const rel of change.rels) if (rel.via === 'hypertable') this.lower(tableKey(rel), null);
       return;
     }
     if (!change.rel.via) return;
-    const key = `${change.rel.schema}\u0000${change.rel.name}`;
+    const key = tableKey(change.rel);
     const dim = this.columns.get(key);
     if (!dim) return;
     const rows =
@@ -1130,7 +1129,7 @@ export class TouchedRanges {
 
   /** Lowers a hypertable's bound to `value` (e.g. the start of a chunk copied again at cutover). */
   lowerTo(hypertable: QualifiedName, value: string | null, integer = false): void {
-    this.lower(`${hypertable.schema}\u0000${hypertable.name}`, value, integer);
+    this.lower(tableKey(hypertable), value, integer);
   }
 
   /** The earliest value touched: undefined = nothing, null = everything. */
@@ -1140,7 +1139,7 @@ export class TouchedRanges {
 
   /** Whether the hypertable's first dimension is an integer. */
   isInteger(hypertable: QualifiedName): boolean {
-    return this.columns.get(`${hypertable.schema}\u0000${hypertable.name}`)?.integer ?? false;
+    return this.columns.get(tableKey(hypertable))?.integer ?? false;
   }
 
   /** Writes the bounds that moved (in the caller's open transaction). */
