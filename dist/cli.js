@@ -36360,7 +36360,8 @@ async function applyStatements(client, statements) {
     }
     await runBatch();
     const writer = client.query((0, import_pg_copy_streams.from)(statement.sql));
-    await pipeline(Readable.from([statement.copy.data]), writer);
+    const { data } = statement.copy;
+    await pipeline(Readable.from(typeof data === "string" ? [data] : data), writer);
     rows += writer.rowCount;
   }
   await runBatch();
@@ -40303,7 +40304,7 @@ var isDecodedHere = (buffer) => {
   const tag = buffer[0];
   return tag === INSERT || tag === UPDATE || tag === DELETE || tag === BEGIN || tag === COMMIT;
 };
-function parseMessage(buffer, relations) {
+function parseMessage(buffer, relations, arena) {
   if (buffer[0] === BEGIN) {
     return {
       tag: "begin",
@@ -40320,7 +40321,7 @@ function parseMessage(buffer, relations) {
       commitTimeUs: buffer.readBigInt64BE(18) + POSTGRES_EPOCH_US
     };
   }
-  return parseRowMessage(buffer, relations);
+  return parseRowMessage(buffer, relations, arena);
 }
 function readTuple(buffer, at, relation, fallback) {
   const count = buffer.readUInt16BE(at);
@@ -40352,7 +40353,7 @@ function keyOf(tuple2, relation) {
   for (const column of relation.keyColumns) key[column] = tuple2[column] ?? void 0;
   return key;
 }
-function parseRowMessage(buffer, relations) {
+function parseRowMessage(buffer, relations, arena) {
   const tag = buffer[0];
   const oid = buffer.readUInt32BE(1);
   const relation = relations.get(oid);
@@ -40361,6 +40362,8 @@ function parseRowMessage(buffer, relations) {
   if (tag === INSERT) {
     if (buffer[p] !== NEW)
       throw new Error(`pgoutput: unexpected submessage in an Insert of ${relation.name}`);
+    const copy = arena?.append(buffer, p + 1, relation);
+    if (copy) return new EncodedInsertMessage(relation, copy);
     return { tag: "insert", relation, new: readTuple(buffer, p + 1, relation, null)[0] };
   }
   let key = null;
@@ -40376,6 +40379,104 @@ function parseRowMessage(buffer, relations) {
   if (buffer[p] !== NEW) throw new Error(`pgoutput: unexpected submessage in an Update of ${relation.name}`);
   return { tag: "update", relation, key, old, new: readTuple(buffer, p + 1, relation, old)[0] };
 }
+var columnNames = /* @__PURE__ */ new WeakMap();
+var namesOf = (relation) => {
+  let names = columnNames.get(relation);
+  if (!names) {
+    names = relation.columns.map((column) => column.name);
+    columnNames.set(relation, names);
+  }
+  return names;
+};
+var EncodedInsertMessage = class {
+  constructor(relation, copy) {
+    this.relation = relation;
+    this.copy = copy;
+  }
+  relation;
+  copy;
+  tag = "insert";
+  #row;
+  get new() {
+    this.#row ??= decodeCopyRow(this.copy, this.relation);
+    return this.#row;
+  }
+};
+var ARENA_BLOCK = 1024 * 1024;
+var CopyArena = class {
+  #block = Buffer.allocUnsafe(0);
+  #used = 0;
+  /** The row at `at` (TupleData) as a COPY line, or undefined when it holds anything but text and NULL. */
+  append(buffer, at, relation) {
+    const count = buffer.readUInt16BE(at);
+    if (count !== relation.columns.length) return void 0;
+    const worst = 2 * (buffer.length - at) + count + 1;
+    if (this.#used + worst > this.#block.length) {
+      this.#block = Buffer.allocUnsafe(Math.max(ARENA_BLOCK, worst));
+      this.#used = 0;
+    }
+    const out = this.#block;
+    const start = this.#used;
+    let o = start;
+    let p = at + 2;
+    for (let i = 0; i < count; i++) {
+      if (i > 0) out[o++] = 9;
+      const kind = buffer[p++];
+      if (kind === 116) {
+        const end = p + 4 + buffer.readInt32BE(p);
+        p += 4;
+        for (; p < end; p++) {
+          const b = buffer[p];
+          if (b === 92 || b >= 9 && b <= 13 && b !== 11 && b !== 12) {
+            out[o++] = 92;
+            out[o++] = b === 92 ? 92 : b === 9 ? 116 : b === 10 ? 110 : 114;
+          } else out[o++] = b;
+        }
+      } else if (kind === 110) {
+        out[o++] = 92;
+        out[o++] = 78;
+      } else {
+        return void 0;
+      }
+    }
+    out[o++] = 10;
+    this.#used = o;
+    return { buffer: out, start, end: o, columns: namesOf(relation) };
+  }
+};
+function decodeCopyRow(copy, relation) {
+  const row2 = relation.plainRows === false ? /* @__PURE__ */ Object.create(null) : {};
+  const { buffer } = copy;
+  const last = copy.end - 1;
+  let p = copy.start;
+  for (const name of copy.columns) {
+    let end = p;
+    let escaped = false;
+    for (; end < last; end++) {
+      const b = buffer[end];
+      if (b === 9) break;
+      if (b === 92) escaped = true;
+    }
+    if (end - p === 2 && buffer[p] === 92 && buffer[p + 1] === 78) row2[name] = null;
+    else {
+      if (!escaped) row2[name] = buffer.toString("utf8", p, end);
+      else {
+        const bytes = [];
+        for (let i = p; i < end; i++) {
+          const b = buffer[i];
+          if (b !== 92) bytes.push(b);
+          else {
+            const e = buffer[++i];
+            bytes.push(e === 116 ? 9 : e === 110 ? 10 : e === 114 ? 13 : 92);
+          }
+        }
+        row2[name] = Buffer.from(bytes).toString("utf8");
+      }
+    }
+    p = end + 1;
+  }
+  return row2;
+}
 
 // src/adapters/replication/change-stream.ts
 var CANONICAL_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex -c TimeZone=UTC";
@@ -40390,10 +40491,12 @@ var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlu
   sizes = [];
   /** Relation messages by OID, for the row messages decoded here. */
   relations = /* @__PURE__ */ new Map();
+  /** Where inserts are kept as COPY lines. */
+  arena = new CopyArena();
   parse(buffer) {
     this.received += 1;
     this.sizes.push(buffer.length);
-    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations);
+    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations, this.arena);
     const message = super.parse(buffer);
     if (message.tag === "relation") {
       for (const column of message.columns) column.parser = (raw) => raw;
@@ -40406,6 +40509,20 @@ var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlu
   }
 };
 var lsnOf = (text) => parseLsn(text ?? "0/0");
+var EncodedInsert = class {
+  constructor(rel, copy, message) {
+    this.rel = rel;
+    this.copy = copy;
+    this.#message = message;
+  }
+  rel;
+  copy;
+  kind = "insert";
+  #message;
+  get values() {
+    return this.#message.new;
+  }
+};
 var forLibrary = (lsn) => formatLsn(lsn > 0n ? lsn - 1n : lsn);
 async function openChangeStream(info, options) {
   const config2 = toPgConfig(info, { options: CANONICAL_OPTIONS });
@@ -40484,7 +40601,7 @@ async function openChangeStream(info, options) {
         const m = message;
         const rel = relOf(m.relation);
         if (rel === null || inMarkers) return void 0;
-        const change = message.tag === "insert" ? { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
+        const change = message.tag === "insert" ? m.copy ? new EncodedInsert(rel, m.copy, m) : { kind: "insert", rel, values: m.new ?? {} } : message.tag === "update" ? { kind: "update", rel, key: m.key, old: m.old, values: m.new ?? {} } : { kind: "delete", rel, key: m.key, old: m.old };
         return options.handlers.change(change, bytes);
       }
       case "truncate": {
@@ -40736,6 +40853,18 @@ function batchRunEnd(changes, start, catalog) {
   }
   return end;
 }
+var ARRAY_SPECIAL = /["\\]/;
+var ARRAY_SPECIALS = /["\\]/g;
+function encodeArrayLiteral(values) {
+  let out = "{";
+  for (let i = 0; i < values.length; i++) {
+    if (i > 0) out += ",";
+    const value = values[i];
+    if (value === null || value === void 0) out += "NULL";
+    else out += `"${ARRAY_SPECIAL.test(value) ? value.replace(ARRAY_SPECIALS, "\\$&") : value}"`;
+  }
+  return `${out}}`;
+}
 function buildBatch(run, table, rel) {
   const types2 = table.typeNames;
   const first = run[0];
@@ -40746,10 +40875,12 @@ function buildBatch(run, table, rel) {
   const setColumns = first.kind === "update" ? writtenColumns(table, first.values, true) : [];
   const all = [...table.key, ...setColumns];
   const params = all.map(
-    (column) => run.map((c) => {
-      const row2 = c.kind === "update" ? c.values : c.kind === "delete" ? c.key ?? c.old ?? {} : {};
-      return row2[column] ?? null;
-    })
+    (column) => encodeArrayLiteral(
+      run.map((c) => {
+        const row2 = c.kind === "update" ? c.values : c.kind === "delete" ? c.key ?? c.old ?? {} : {};
+        return row2[column] ?? null;
+      })
+    )
   );
   const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(", ")}) AS v(${all.map(quoteIdent).join(", ")})`;
   if (first.kind === "delete")
@@ -40779,6 +40910,26 @@ function encodeCopyRows(columns, rows) {
   }
   return data;
 }
+function copyLines(inserts) {
+  const chunks = [];
+  let block;
+  let start = 0;
+  let end = 0;
+  for (const insert of inserts) {
+    const line = insert.copy;
+    if (line.buffer === block && line.start === end) {
+      end = line.end;
+      continue;
+    }
+    if (block) chunks.push(block.subarray(start, end));
+    block = line.buffer;
+    start = line.start;
+    end = line.end;
+  }
+  if (block) chunks.push(block.subarray(start, end));
+  return chunks;
+}
+var takesLine = (table, line) => line !== void 0 && line.columns.every((column) => table.writable.has(column));
 function describeKey(table, key, old, values) {
   const source = key ?? old ?? values ?? {};
   const columns = table.key.length ? table.key : Object.keys(source);
@@ -40789,17 +40940,21 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
   let pending;
   const flush = () => {
     if (!pending) return;
-    const { table, columns } = pending;
+    const { table, columns, inserts } = pending;
     const cols = columns.map(quoteIdent).join(", ");
-    if (!mode.idempotent && pending.values.length >= COPY_MIN_ROWS) {
+    if (!mode.idempotent && inserts.length >= COPY_MIN_ROWS) {
+      const data = pending.lines ? copyLines(inserts) : encodeCopyRows(
+        columns,
+        inserts.map((i) => i.values)
+      );
       out.push({
         sql: `COPY ${quoteQualified(pending.rel)} (${cols}) FROM STDIN`,
-        copy: { data: encodeCopyRows(columns, pending.values), rows: pending.values.length }
+        copy: { data, rows: inserts.length }
       });
       pending = void 0;
       return;
     }
-    const rows = pending.values.map((row2) => `(${columns.map((c) => literal2(row2[c])).join(", ")})`);
+    const rows = inserts.map(({ values: row2 }) => `(${columns.map((c) => literal2(row2[c])).join(", ")})`);
     const conflict = mode.idempotent && table.key.length ? ` ON CONFLICT (${table.key.map(quoteIdent).join(", ")}) DO ${pending.columns.some((c) => !table.key.includes(c)) ? `UPDATE SET ${pending.columns.filter((c) => !table.key.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(", ")}` : "NOTHING"}` : "";
     out.push({
       sql: `INSERT INTO ${quoteQualified(pending.rel)} (${cols}) OVERRIDING SYSTEM VALUE VALUES ${rows.join(", ")}${conflict}`
@@ -40818,18 +40973,27 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
       }
     }
     if (change.kind === "insert") {
-      if (pending && (pending.rel === change.rel || pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name) && writesExactly(pending.columns, pending.table, change.values)) {
-        pending.values.push(change.values);
-      } else {
-        flush();
-        const table = catalog(change.rel);
-        pending = {
-          rel: change.rel,
-          table,
-          columns: writtenColumns(table, change.values),
-          values: [change.values]
-        };
+      if (pending && (pending.rel === change.rel || pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name)) {
+        if (pending.lines !== void 0 && change.copy?.columns === pending.lines) {
+          pending.inserts.push(change);
+          continue;
+        }
+        if (writesExactly(pending.columns, pending.table, change.values)) {
+          pending.inserts.push(change);
+          pending.lines = void 0;
+          continue;
+        }
       }
+      flush();
+      const table = catalog(change.rel);
+      const lines = takesLine(table, change.copy) ? change.copy?.columns : void 0;
+      pending = {
+        rel: change.rel,
+        table,
+        columns: lines ? [...lines] : writtenColumns(table, change.values),
+        inserts: [change],
+        lines
+      };
       continue;
     }
     flush();
@@ -42075,27 +42239,47 @@ async function runSession(ctx, endpoints, options, shared) {
         );
         return;
       }
-      inflight = applyReconciled(apply, changes, targetOf);
+      const reconciled = changes;
+      const statements = buildReconciled(reconciled, (rel) => targets.get(relKey(rel)));
+      await settle2();
+      inflight = statements ? applyStatements(apply, statements).then(() => void 0) : applyReconciled(apply, reconciled, targetOf);
       inflight.catch(() => void 0);
     };
-    const commitNow = async () => {
-      if (!groupOpen || groupEnd === void 0 || inTxn) return;
+    const chain = (work) => {
+      const ahead = inflight;
+      inflight = ahead ? ahead.then(work) : work();
+      inflight.catch(() => void 0);
+    };
+    const sendCommit = async () => {
+      if (!groupOpen || groupEnd === void 0 || inTxn) return false;
       await flush();
-      await settle2();
-      await touched?.save(apply, id);
-      await commitGroup(apply, id, {
-        endLsn: formatLsn(groupEnd),
-        commitTime: groupCommitTime,
-        column: options.mode === "spool" ? "spooled_lsn" : "applied_lsn"
-      });
+      const end = groupEnd;
+      const commitTime = groupCommitTime;
       groupOpen = false;
       groupCount = 0;
       groupTxns = 0;
       groupFirstLsn = void 0;
-      durable = groupEnd;
-      shared.lastProgressMs = ctx.clock.nowMs();
-      await stream?.acknowledge(durable);
-      options.onGroupCommitted?.(durable);
+      chain(async () => {
+        await commitGroup(apply, id, {
+          endLsn: formatLsn(end),
+          commitTime,
+          column: options.mode === "spool" ? "spooled_lsn" : "applied_lsn"
+        });
+        if (end > durable) durable = end;
+        shared.lastProgressMs = ctx.clock.nowMs();
+        await stream?.acknowledge(end);
+        options.onGroupCommitted?.(end);
+      });
+      return true;
+    };
+    const commitNow = async () => {
+      if (!groupOpen || groupEnd === void 0 || inTxn) return;
+      if (touched) {
+        await flush();
+        await settle2();
+        await touched.save(apply, id);
+      }
+      if (await sendCommit()) await settle2();
     };
     const scheduleGroupCommit = () => {
       if (groupTimerRef.current) return;
@@ -42108,9 +42292,11 @@ async function runSession(ctx, endpoints, options, shared) {
         });
       }, groupWaitMs);
     };
-    const beginGroup = async () => {
+    const beginGroup = () => {
       if (groupOpen) return;
-      await apply.query("BEGIN");
+      chain(async () => {
+        await apply.query("BEGIN");
+      });
       groupOpen = true;
       groupStartedMs = ctx.clock.nowMs();
     };
@@ -42132,7 +42318,7 @@ async function runSession(ctx, endpoints, options, shared) {
         }
       });
       groupCount = current.length;
-      await beginGroup();
+      beginGroup();
       groupFirstLsn = txnFirstLsn;
     };
     let sessionDone = false;
@@ -42168,8 +42354,11 @@ async function runSession(ctx, endpoints, options, shared) {
       if (skipping) return;
       bufferBytes += bytes;
       touched?.note(change);
-      if (options.mode === "spool") buffer.push(change);
-      else {
+      if (options.mode === "spool") {
+        buffer.push(
+          change.kind === "insert" && change.copy ? { kind: "insert", rel: change.rel, values: change.values } : change
+        );
+      } else {
         const item = reconcile(change, commitLsn, rules);
         if (item) buffer.push(item);
       }
@@ -42181,7 +42370,8 @@ async function runSession(ctx, endpoints, options, shared) {
           skipping = true;
           return void 0;
         }
-        if (serialBusy === 0 && groupOpen && !(hold && frame.commitLsn >= hold.at)) {
+        if (serialBusy === 0 && !(hold && frame.commitLsn >= hold.at) && !sessionDone) {
+          beginGroup();
           startTxn(frame);
           return void 0;
         }
@@ -42190,7 +42380,7 @@ async function runSession(ctx, endpoints, options, shared) {
           if (sessionDone) return;
           await serial(async () => {
             inTxn = true;
-            await beginGroup();
+            beginGroup();
             startTxn(frame);
           });
         })();
@@ -42237,9 +42427,13 @@ async function runSession(ctx, endpoints, options, shared) {
           skipping = false;
           return void 0;
         }
-        if (serialBusy === 0) return endTxn(frame) ? serial(commitNow) : void 0;
+        const commit = async () => {
+          if (touched) await commitNow();
+          else await sendCommit();
+        };
+        if (serialBusy === 0) return endTxn(frame) ? serial(commit) : void 0;
         return serial(async () => {
-          if (endTxn(frame)) await commitNow();
+          if (endTxn(frame)) await commit();
         });
       }
     };
@@ -42273,6 +42467,7 @@ async function runSession(ctx, endpoints, options, shared) {
     const until = options.until?.then(() => "until");
     const lagBase = () => groupOpen && groupFirstLsn !== void 0 && groupFirstLsn < durable ? groupFirstLsn : durable;
     const tick = async () => {
+      if (!groupOpen) await settle2();
       const now = ctx.clock.nowMs();
       const idleEnd = stream?.idleWalEnd();
       const idle = !inTxn && !groupOpen && buffer.length === 0 && (stream?.pending() ?? 0) === 0;
@@ -42616,22 +42811,25 @@ async function readRefreshRules(client, id) {
   for (const chunk of await readRecopyChunks(client, id)) rules.set(relKey(chunk), RECOPY_RULE);
   return rules;
 }
-async function applyReconciled(apply, items, targetOf) {
+function buildReconciled(items, known) {
   const byRef = /* @__PURE__ */ new Map();
   for (const { change } of items) {
     for (const rel of change.kind === "truncate" ? change.rels : [change.rel]) {
-      if (!byRef.has(rel)) byRef.set(rel, await targetOf(rel));
+      if (byRef.has(rel)) continue;
+      const table = known(rel);
+      if (!table) return void 0;
+      byRef.set(rel, table);
     }
   }
   const catalog = (rel) => byRef.get(rel);
+  const statements = [];
   let start = 0;
   while (start < items.length) {
     const idempotent = items[start]?.idempotent ?? false;
     let end = start;
     while (end < items.length && items[end]?.idempotent === idempotent) end += 1;
-    await applyStatements(
-      apply,
-      buildApplySql(
+    statements.push(
+      ...buildApplySql(
         items.slice(start, end).map((i) => i.change),
         catalog,
         { idempotent }
@@ -42639,6 +42837,16 @@ async function applyReconciled(apply, items, targetOf) {
     );
     start = end;
   }
+  return statements;
+}
+async function applyReconciled(apply, items, targetOf) {
+  const loaded = /* @__PURE__ */ new Map();
+  for (const { change } of items) {
+    for (const rel of change.kind === "truncate" ? change.rels : [change.rel]) {
+      if (!loaded.has(rel)) loaded.set(rel, await targetOf(rel));
+    }
+  }
+  await applyStatements(apply, buildReconciled(items, (rel) => loaded.get(rel)) ?? []);
 }
 async function drainSpool(ctx, apply, id, options) {
   const rules = await readRefreshRules(apply, id);

@@ -2,7 +2,7 @@
 // updates and deletes of distinct keys through one statement over unnest() of text[] parameters; the rest
 // are single statements with quoted, untyped literals (PostgreSQL coerces them to each column's type), many
 // per simple-query round trip. No server-side prepared statements: any mix of tables costs no parse cache.
-import type { Change, ColumnValue, RelationRef, Row } from './changes';
+import type { Change, ColumnValue, CopyRow, RelationRef, Row } from './changes';
 import { quoteIdent, quoteLiteral, quoteQualified } from './sql';
 
 export interface TargetTable {
@@ -121,10 +121,10 @@ export interface ApplyStatement {
   sql: string;
   /** UPDATE/DELETE of one row: the target must find it (else the copies diverged). */
   expectOneRow?: { table: string; key: string };
-  /** A COPY … FROM STDIN statement: its rows in COPY's text format, and how many. */
-  copy?: { data: string; rows: number };
-  /** Parameters of a statement that is sent on its own (one text[] per column of a batched run). */
-  params?: (string | null)[][];
+  /** A COPY … FROM STDIN statement: its rows in COPY's text format (as text or as chunks), and how many. */
+  copy?: { data: string | Buffer[]; rows: number };
+  /** Parameters of a statement that is sent on its own: one array literal per column of a batched run. */
+  params?: string[];
   /** A batched UPDATE/DELETE of distinct keys: it must touch exactly `count` rows. */
   expectRows?: { table: string; count: number };
 }
@@ -179,10 +179,29 @@ function batchRunEnd(changes: readonly Change[], start: number, catalog: TargetC
   return end;
 }
 
+const ARRAY_SPECIAL = /["\\]/;
+const ARRAY_SPECIALS = /["\\]/g;
+
+/**
+ * An array literal of text forms: every element double-quoted (so braces, commas, spaces and the word NULL
+ * stay data), `"` and `\` backslash-escaped, SQL NULL as an unquoted NULL. Built here rather than by
+ * node-postgres so that it is ready before the batch ahead of it has finished on the target.
+ */
+export function encodeArrayLiteral(values: readonly ColumnValue[]): string {
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    if (i > 0) out += ',';
+    const value = values[i];
+    if (value === null || value === undefined) out += 'NULL';
+    else out += `"${ARRAY_SPECIAL.test(value) ? value.replace(ARRAY_SPECIALS, '\\$&') : value}"`;
+  }
+  return `${out}}`;
+}
+
 /**
  * One UPDATE … FROM unnest(…) or DELETE … USING unnest(…) for a run found by batchRunEnd. Each column's values
- * travel as one text[] parameter (node-postgres writes the array literal) and are cast to the column's type
- * on the target: the statement stays a few hundred bytes whatever the run's length, so the target parses and
+ * travel as one array parameter (an array literal of their text forms) and are cast to the column's type on
+ * the target: the statement stays a few hundred bytes whatever the run's length, so the target parses and
  * plans it once, cheaply, and the planner knows the row count from the array.
  */
 function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef): ApplyStatement {
@@ -195,10 +214,12 @@ function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef
   const setColumns = first.kind === 'update' ? writtenColumns(table, first.values, true) : [];
   const all = [...table.key, ...setColumns];
   const params = all.map((column) =>
-    run.map((c) => {
-      const row = c.kind === 'update' ? c.values : c.kind === 'delete' ? (c.key ?? c.old ?? {}) : {};
-      return row[column] ?? null;
-    }),
+    encodeArrayLiteral(
+      run.map((c) => {
+        const row = c.kind === 'update' ? c.values : c.kind === 'delete' ? (c.key ?? c.old ?? {}) : {};
+        return row[column] ?? null;
+      }),
+    ),
   );
   const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS v(${all.map(quoteIdent).join(', ')})`;
   if (first.kind === 'delete')
@@ -235,6 +256,33 @@ function encodeCopyRows(columns: readonly string[], rows: readonly Row[]): strin
   return data;
 }
 
+type Insert = Extract<Change, { kind: 'insert' }>;
+
+/** The COPY lines of inserts that all carry one, as slices (lines next to each other in a block share one). */
+function copyLines(inserts: readonly Insert[]): Buffer[] {
+  const chunks: Buffer[] = [];
+  let block: Buffer | undefined;
+  let start = 0;
+  let end = 0;
+  for (const insert of inserts) {
+    const line = insert.copy as CopyRow;
+    if (line.buffer === block && line.start === end) {
+      end = line.end;
+      continue;
+    }
+    if (block) chunks.push(block.subarray(start, end));
+    block = line.buffer;
+    start = line.start;
+    end = line.end;
+  }
+  if (block) chunks.push(block.subarray(start, end));
+  return chunks;
+}
+
+/** Whether the target writes every column of a COPY line as it is (none missing, generated or dropped). */
+const takesLine = (table: TargetTable, line: CopyRow | undefined): boolean =>
+  line !== undefined && line.columns.every((column) => table.writable.has(column));
+
 function describeKey(table: TargetTable, key: Row | null, old: Row | null, values: Row | null): string {
   const source = key ?? old ?? values ?? {};
   const columns = table.key.length ? table.key : Object.keys(source);
@@ -254,22 +302,40 @@ export function buildApplySql(
   mode: ApplyMode = { idempotent: false },
 ): ApplyStatement[] {
   const out: ApplyStatement[] = [];
-  let pending: { rel: RelationRef; table: TargetTable; columns: string[]; values: Row[] } | undefined;
+  /**
+   * A run of inserts into one table writing the same columns. `lines`: every one carries a COPY line with
+   * these columns (compared by identity), all written by the target, so COPY can send the lines unread.
+   */
+  let pending:
+    | {
+        rel: RelationRef;
+        table: TargetTable;
+        columns: string[];
+        inserts: Insert[];
+        lines: readonly string[] | undefined;
+      }
+    | undefined;
   const flush = () => {
     if (!pending) return;
-    const { table, columns } = pending;
+    const { table, columns, inserts } = pending;
     const cols = columns.map(quoteIdent).join(', ');
-    if (!mode.idempotent && pending.values.length >= COPY_MIN_ROWS) {
+    if (!mode.idempotent && inserts.length >= COPY_MIN_ROWS) {
       // COPY writes identity values as given (like OVERRIDING SYSTEM VALUE) and, under
       // session_replication_role = replica, fires no triggers: the same effect as the INSERT below.
+      const data = pending.lines
+        ? copyLines(inserts)
+        : encodeCopyRows(
+            columns,
+            inserts.map((i) => i.values),
+          );
       out.push({
         sql: `COPY ${quoteQualified(pending.rel)} (${cols}) FROM STDIN`,
-        copy: { data: encodeCopyRows(columns, pending.values), rows: pending.values.length },
+        copy: { data, rows: inserts.length },
       });
       pending = undefined;
       return;
     }
-    const rows = pending.values.map((row) => `(${columns.map((c) => literal(row[c])).join(', ')})`);
+    const rows = inserts.map(({ values: row }) => `(${columns.map((c) => literal(row[c])).join(', ')})`);
     const conflict =
       mode.idempotent && table.key.length
         ? ` ON CONFLICT (${table.key.map(quoteIdent).join(', ')}) DO ${
@@ -301,20 +367,29 @@ export function buildApplySql(
       if (
         pending &&
         (pending.rel === change.rel ||
-          (pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name)) &&
-        writesExactly(pending.columns, pending.table, change.values)
+          (pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name))
       ) {
-        pending.values.push(change.values);
-      } else {
-        flush();
-        const table = catalog(change.rel);
-        pending = {
-          rel: change.rel,
-          table,
-          columns: writtenColumns(table, change.values),
-          values: [change.values],
-        };
+        if (pending.lines !== undefined && change.copy?.columns === pending.lines) {
+          pending.inserts.push(change);
+          continue;
+        }
+        if (writesExactly(pending.columns, pending.table, change.values)) {
+          // Same columns, but not as a line of the same layout: the run is written from its values.
+          pending.inserts.push(change);
+          pending.lines = undefined;
+          continue;
+        }
       }
+      flush();
+      const table = catalog(change.rel);
+      const lines = takesLine(table, change.copy) ? change.copy?.columns : undefined;
+      pending = {
+        rel: change.rel,
+        table,
+        columns: lines ? [...lines] : writtenColumns(table, change.values),
+        inserts: [change],
+        lines,
+      };
       continue;
     }
     flush();

@@ -23,8 +23,20 @@ export interface RelationDef extends RelationRef {
   columns: { name: string; typeOid: number; isKey: boolean }[];
 }
 
+/**
+ * A row already in COPY's text format (tab-separated, escaped, newline-terminated) in `buffer` from `start` to
+ * `end`, its values in `columns` order. The bytes are never overwritten: a COPY can send them as they are.
+ */
+export interface CopyRow {
+  buffer: Buffer;
+  start: number;
+  end: number;
+  columns: readonly string[];
+}
+
 export type Change =
-  | { kind: 'insert'; rel: RelationRef; values: Row }
+  /** `copy`: the same row as a COPY line (a replayed insert); `values` may then be decoded on first read. */
+  | { kind: 'insert'; rel: RelationRef; values: Row; copy?: CopyRow }
   | { kind: 'update'; rel: RelationRef; key: Row | null; old: Row | null; values: Row }
   | { kind: 'delete'; rel: RelationRef; key: Row | null; old: Row | null }
   | { kind: 'truncate'; rels: RelationRef[]; cascade: boolean; restartIdentity: boolean };

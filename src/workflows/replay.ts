@@ -40,7 +40,7 @@ import {
   TouchedRanges,
 } from '../adapters/postgres/timescaledb';
 import { type ChangeStream, openChangeStream } from '../adapters/replication/change-stream';
-import { buildApplySql } from '../core/apply-sql';
+import { type ApplyStatement, buildApplySql } from '../core/apply-sql';
 import { type Change, type RelationDef, type RelationRef, relKey } from '../core/changes';
 import { isMigrationError, MigrationError } from '../core/errors';
 import { formatBytes, formatDuration } from '../core/format';
@@ -466,31 +466,64 @@ async function runSession(
         );
         return;
       }
-      inflight = applyReconciled(apply, changes as Reconciled[], targetOf);
+      // The statements are built while the target still applies the batch ahead (its tables' columns are
+      // known by then, unless a table is new); the batch is sent once that one has finished.
+      const reconciled = changes as Reconciled[];
+      const statements = buildReconciled(reconciled, (rel) => targets.get(relKey(rel)));
+      await settle();
+      inflight = statements
+        ? applyStatements(apply, statements).then(() => undefined)
+        : applyReconciled(apply, reconciled, targetOf);
       inflight.catch(() => undefined);
     };
 
-    const commitNow = async () => {
+    /** Chains target work after the work in flight: it starts once that has succeeded. */
+    const chain = (work: () => Promise<void>) => {
+      const ahead = inflight;
+      inflight = ahead ? ahead.then(work) : work();
+      inflight.catch(() => undefined);
+    };
+
+    /**
+     * Sends the open group's last batch and its commit, and returns without waiting for them (apply mode, no
+     * TimescaleDB bounds to save): the next group's changes are read and built meanwhile. The position
+     * becomes durable, and is acknowledged, only once the target has committed it; the next statement on the
+     * apply session (settle()) waits for that and fails if the commit did.
+     */
+    const sendCommit = async (): Promise<boolean> => {
       // Only at a transaction boundary: a group holding part of a source transaction is never committed
       // (on a stop it is rolled back with the connection, and the transaction is replayed whole on resume).
-      if (!groupOpen || groupEnd === undefined || inTxn) return;
+      if (!groupOpen || groupEnd === undefined || inTxn) return false;
       await flush();
-      await settle();
-      // The bounds for the cutover's aggregate refresh, committed with the changes they cover.
-      await touched?.save(apply, id);
-      await commitGroup(apply, id, {
-        endLsn: formatLsn(groupEnd),
-        commitTime: groupCommitTime,
-        column: options.mode === 'spool' ? 'spooled_lsn' : 'applied_lsn',
-      });
+      const end = groupEnd;
+      const commitTime = groupCommitTime;
       groupOpen = false;
       groupCount = 0;
       groupTxns = 0;
       groupFirstLsn = undefined;
-      durable = groupEnd;
-      shared.lastProgressMs = ctx.clock.nowMs();
-      await stream?.acknowledge(durable);
-      options.onGroupCommitted?.(durable);
+      chain(async () => {
+        await commitGroup(apply, id, {
+          endLsn: formatLsn(end),
+          commitTime,
+          column: options.mode === 'spool' ? 'spooled_lsn' : 'applied_lsn',
+        });
+        if (end > durable) durable = end;
+        shared.lastProgressMs = ctx.clock.nowMs();
+        await stream?.acknowledge(end);
+        options.onGroupCommitted?.(end);
+      });
+      return true;
+    };
+
+    const commitNow = async () => {
+      if (!groupOpen || groupEnd === undefined || inTxn) return;
+      // The bounds for the cutover's aggregate refresh, committed with the changes they cover.
+      if (touched) {
+        await flush();
+        await settle();
+        await touched.save(apply, id);
+      }
+      if (await sendCommit()) await settle();
     };
 
     const scheduleGroupCommit = () => {
@@ -506,9 +539,12 @@ async function runSession(
       }, groupWaitMs);
     };
 
-    const beginGroup = async () => {
+    /** Opens a group: its BEGIN follows whatever the target is still applying (a previous group's commit). */
+    const beginGroup = () => {
       if (groupOpen) return;
-      await apply.query('BEGIN');
+      chain(async () => {
+        await apply.query('BEGIN');
+      });
       groupOpen = true;
       groupStartedMs = ctx.clock.nowMs();
     };
@@ -540,7 +576,7 @@ async function runSession(
         }
       });
       groupCount = current.length;
-      await beginGroup();
+      beginGroup();
       groupFirstLsn = txnFirstLsn;
     };
 
@@ -587,8 +623,14 @@ async function runSession(
       if (skipping) return;
       bufferBytes += bytes;
       touched?.note(change);
-      if (options.mode === 'spool') buffer.push(change as unknown as Record<string, unknown>);
-      else {
+      if (options.mode === 'spool') {
+        // Spooled as JSON: an insert kept as a COPY line is written with its values.
+        buffer.push(
+          (change.kind === 'insert' && change.copy
+            ? { kind: 'insert', rel: change.rel, values: change.values }
+            : change) as unknown as Record<string, unknown>,
+        );
+      } else {
         const item = reconcile(change, commitLsn, rules);
         if (item) buffer.push(item);
       }
@@ -602,7 +644,8 @@ async function runSession(
           return undefined;
         }
         // The hot path: a group is open, nothing else runs and no hold applies, so no await is needed.
-        if (serialBusy === 0 && groupOpen && !(hold && frame.commitLsn >= hold.at)) {
+        if (serialBusy === 0 && !(hold && frame.commitLsn >= hold.at) && !sessionDone) {
+          beginGroup();
           startTxn(frame);
           return undefined;
         }
@@ -611,7 +654,7 @@ async function runSession(
           if (sessionDone) return;
           await serial(async () => {
             inTxn = true;
-            await beginGroup();
+            beginGroup();
             startTxn(frame);
           });
         })();
@@ -671,9 +714,14 @@ async function runSession(
           skipping = false;
           return undefined;
         }
-        if (serialBusy === 0) return endTxn(frame) ? serial(commitNow) : undefined;
+        // A group full while more is queued: its commit is sent, and the next group is read meanwhile.
+        const commit = async () => {
+          if (touched) await commitNow();
+          else await sendCommit();
+        };
+        if (serialBusy === 0) return endTxn(frame) ? serial(commit) : undefined;
         return serial(async () => {
-          if (endTxn(frame)) await commitNow();
+          if (endTxn(frame)) await commit();
         });
       },
     };
@@ -715,6 +763,8 @@ async function runSession(
       groupOpen && groupFirstLsn !== undefined && groupFirstLsn < durable ? groupFirstLsn : durable;
 
     const tick = async (): Promise<ReplayOutcome | undefined> => {
+      // A commit sent without waiting: see it through (and fail here if it failed) before anything else.
+      if (!groupOpen) await settle();
       const now = ctx.clock.nowMs();
       // With nothing pending, the keepalive's WAL end is safe to confirm: the slot advances on an idle source.
       const idleEnd = stream?.idleWalEnd();
@@ -1116,27 +1166,33 @@ async function readRefreshRules(client: pg.Client, id: string): Promise<RefreshR
 }
 
 /** Applies reconciled changes in order, in runs that share the idempotent flag. */
-async function applyReconciled(
-  apply: pg.Client,
-  items: Reconciled[],
-  targetOf: (rel: RelationRef) => Promise<TargetColumns>,
-): Promise<void> {
-  // By relation object (the stream hands every change of a table the same one); targetOf caches by name.
+/**
+ * The statements for `items`, in order (idempotent and plain runs each built in their mode), or undefined when
+ * `known` lacks a table's target columns.
+ */
+function buildReconciled(
+  items: readonly Reconciled[],
+  known: (rel: RelationRef) => TargetColumns | undefined,
+): ApplyStatement[] | undefined {
+  // By relation object (the stream hands every change of a table the same one).
   const byRef = new Map<RelationRef, TargetColumns>();
   for (const { change } of items) {
     for (const rel of change.kind === 'truncate' ? change.rels : [change.rel]) {
-      if (!byRef.has(rel)) byRef.set(rel, await targetOf(rel));
+      if (byRef.has(rel)) continue;
+      const table = known(rel);
+      if (!table) return undefined;
+      byRef.set(rel, table);
     }
   }
   const catalog = (rel: RelationRef) => byRef.get(rel) as TargetColumns;
+  const statements: ApplyStatement[] = [];
   let start = 0;
   while (start < items.length) {
     const idempotent = items[start]?.idempotent ?? false;
     let end = start;
     while (end < items.length && items[end]?.idempotent === idempotent) end += 1;
-    await applyStatements(
-      apply,
-      buildApplySql(
+    statements.push(
+      ...buildApplySql(
         items.slice(start, end).map((i) => i.change),
         catalog,
         { idempotent },
@@ -1144,6 +1200,21 @@ async function applyReconciled(
     );
     start = end;
   }
+  return statements;
+}
+
+async function applyReconciled(
+  apply: pg.Client,
+  items: Reconciled[],
+  targetOf: (rel: RelationRef) => Promise<TargetColumns>,
+): Promise<void> {
+  const loaded = new Map<RelationRef, TargetColumns>();
+  for (const { change } of items) {
+    for (const rel of change.kind === 'truncate' ? change.rels : [change.rel]) {
+      if (!loaded.has(rel)) loaded.set(rel, await targetOf(rel));
+    }
+  }
+  await applyStatements(apply, buildReconciled(items, (rel) => loaded.get(rel)) ?? []);
 }
 
 /** Applies what was spooled during the copy, in order, each source transaction exactly once. */

@@ -117,9 +117,10 @@ const CHANGES = [
    INSERT INTO "Mixed Case".all_generated (id) VALUES (51), (52);
    UPDATE "Mixed Case".all_generated SET id = 500 WHERE id = 1;
    DELETE FROM "Mixed Case".all_generated WHERE id = 2`,
-  // Hostile values and names: new rows copied from the tricky ones, updates, deletes.
-  `INSERT INTO "Mixed Case".everything SELECT id + 10, n, n_fixed, r, d, ts, tsn, dt, tmtz, iv, j, jb, ia, ta, ba, t,
-     ir, tr, e, c, ca, dm, st, u, bits FROM "Mixed Case".everything;
+  // Hostile values and names: new rows copied from the tricky ones (twice: a run long enough for COPY, sent as
+  // the lines the replay transcodes from pgoutput), updates, deletes.
+  `INSERT INTO "Mixed Case".everything SELECT id + 10 * g, n, n_fixed, r, d, ts, tsn, dt, tmtz, iv, j, jb, ia, ta, ba, t,
+     ir, tr, e, c, ca, dm, st, u, bits FROM "Mixed Case".everything, generate_series(1, 2) AS g;
    UPDATE "Mixed Case".everything SET ts = ts + interval '1 microsecond', t = t || E'\\\\', ta = ta || ARRAY[NULL, 'x,y'],
      iv = iv + interval '1 day 1 microsecond', e = 'it''s, "quoted"', c = ROW(7, E'new\\nline'), bits = B'01' WHERE id IN (2, 4);
    UPDATE "Mixed Case".everything SET n = NULL, jb = NULL, ba = '\\x00' WHERE id = 3;

@@ -241,7 +241,8 @@ export async function applyStatements(client: pg.Client, statements: ApplyStatem
     }
     await runBatch();
     const writer = client.query(copyFrom(statement.sql));
-    await pipeline(Readable.from([statement.copy.data]), writer);
+    const { data } = statement.copy;
+    await pipeline(Readable.from(typeof data === 'string' ? [data] : data), writer);
     rows += writer.rowCount;
   }
   await runBatch();

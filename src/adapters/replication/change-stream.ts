@@ -3,12 +3,13 @@
 // https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
 import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
-import type { Change, RelationDef, RelationRef, Row } from '../../core/changes';
+import type { Change, CopyRow, RelationDef, RelationRef, Row } from '../../core/changes';
 import { formatLsn, type Lsn, parseLsn } from '../../core/lsn';
 import { type ConnInfo, toPgConfig } from '../postgres/connection';
 import {
   type BeginMessage,
   type CommitMessage,
+  CopyArena,
   isDecodedHere,
   parseMessage,
   type RelationInfo,
@@ -88,11 +89,13 @@ class TextPgoutputPlugin extends PgoutputPlugin {
   readonly sizes: number[] = [];
   /** Relation messages by OID, for the row messages decoded here. */
   readonly relations = new Map<number, RelationInfo>();
+  /** Where inserts are kept as COPY lines. */
+  readonly arena = new CopyArena();
   override parse(buffer: Buffer) {
     this.received += 1;
     this.sizes.push(buffer.length);
     // Transactions and rows are decoded here (values as text); the library parses every other message.
-    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations) as never;
+    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations, this.arena) as never;
     const message = super.parse(buffer);
     if (message.tag === 'relation') {
       // The stock parser would convert values with node-postgres type parsers (Dates lose microseconds).
@@ -107,6 +110,22 @@ class TextPgoutputPlugin extends PgoutputPlugin {
 }
 
 const lsnOf = (text: string | null): Lsn => parseLsn(text ?? '0/0');
+
+/** A replayed insert kept as its COPY line; its values are decoded only if something reads them. */
+class EncodedInsert {
+  readonly kind = 'insert' as const;
+  readonly #message: { new: Row };
+  constructor(
+    readonly rel: RelationRef,
+    readonly copy: CopyRow,
+    message: { new: Row },
+  ) {
+    this.#message = message;
+  }
+  get values(): Row {
+    return this.#message.new;
+  }
+}
 
 /**
  * pg-logical-replication reports `lsn + 1` as written/flushed/applied. The server then skips every
@@ -219,6 +238,7 @@ export async function openChangeStream(
         const m = message as unknown as {
           relation: { relationOid: number; schema: string; name: string };
           new?: Row;
+          copy?: CopyRow;
           key: Row | null;
           old: Row | null;
         };
@@ -226,7 +246,9 @@ export async function openChangeStream(
         if (rel === null || inMarkers) return undefined;
         const change: Change =
           message.tag === 'insert'
-            ? { kind: 'insert', rel, values: m.new ?? {} }
+            ? m.copy
+              ? new EncodedInsert(rel, m.copy, m as { new: Row })
+              : { kind: 'insert', rel, values: m.new ?? {} }
             : message.tag === 'update'
               ? { kind: 'update', rel, key: m.key, old: m.old, values: m.new ?? {} }
               : { kind: 'delete', rel, key: m.key, old: m.old };

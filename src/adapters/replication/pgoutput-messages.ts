@@ -4,7 +4,7 @@
 // formats every position as a string (which the replay parsed back) and copies each value into a buffer of
 // its own before decoding it: together about a third of the replay's CPU time.
 // https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html (protocol version 1)
-import type { Row } from '../../core/changes';
+import type { CopyRow, Row } from '../../core/changes';
 import type { Lsn } from '../../core/lsn';
 
 /** What a row message needs of its Relation message (as pg-logical-replication returns it). */
@@ -20,7 +20,8 @@ export interface RelationInfo {
 }
 
 export type RowMessage =
-  | { tag: 'insert'; relation: RelationInfo; new: Row }
+  /** `copy`: the row as a COPY line, when the parse was given a CopyArena (`new` is then decoded from it). */
+  | { tag: 'insert'; relation: RelationInfo; new: Row; copy?: CopyRow }
   | { tag: 'update'; relation: RelationInfo; key: Row | null; old: Row | null; new: Row }
   | { tag: 'delete'; relation: RelationInfo; key: Row | null; old: Row | null };
 
@@ -66,6 +67,7 @@ export const isDecodedHere = (buffer: Buffer): boolean => {
 export function parseMessage(
   buffer: Buffer,
   relations: ReadonlyMap<number, RelationInfo>,
+  arena?: CopyArena,
 ): BeginMessage | CommitMessage | RowMessage {
   if (buffer[0] === BEGIN) {
     return {
@@ -83,7 +85,7 @@ export function parseMessage(
       commitTimeUs: buffer.readBigInt64BE(18) + POSTGRES_EPOCH_US,
     };
   }
-  return parseRowMessage(buffer, relations);
+  return parseRowMessage(buffer, relations, arena);
 }
 
 /** Reads TupleData at `at`; returns the row and where the next field starts. */
@@ -125,7 +127,11 @@ function keyOf(tuple: Row, relation: RelationInfo): Row {
 }
 
 /** Decodes an Insert, Update or Delete message; the relation must have been announced before. */
-function parseRowMessage(buffer: Buffer, relations: ReadonlyMap<number, RelationInfo>): RowMessage {
+function parseRowMessage(
+  buffer: Buffer,
+  relations: ReadonlyMap<number, RelationInfo>,
+  arena: CopyArena | undefined,
+): RowMessage {
   const tag = buffer[0];
   const oid = buffer.readUInt32BE(1);
   const relation = relations.get(oid);
@@ -134,6 +140,8 @@ function parseRowMessage(buffer: Buffer, relations: ReadonlyMap<number, Relation
   if (tag === INSERT) {
     if (buffer[p] !== NEW)
       throw new Error(`pgoutput: unexpected submessage in an Insert of ${relation.name}`);
+    const copy = arena?.append(buffer, p + 1, relation);
+    if (copy) return new EncodedInsertMessage(relation, copy);
     return { tag: 'insert', relation, new: readTuple(buffer, p + 1, relation, null)[0] };
   }
   let key: Row | null = null;
@@ -148,4 +156,124 @@ function parseRowMessage(buffer: Buffer, relations: ReadonlyMap<number, Relation
   if (tag === DELETE) return { tag: 'delete', relation, key, old };
   if (buffer[p] !== NEW) throw new Error(`pgoutput: unexpected submessage in an Update of ${relation.name}`);
   return { tag: 'update', relation, key, old, new: readTuple(buffer, p + 1, relation, old)[0] };
+}
+
+/** Column names of a relation, one shared array per Relation message (COPY column lists compare by identity). */
+const columnNames = new WeakMap<RelationInfo, readonly string[]>();
+const namesOf = (relation: RelationInfo): readonly string[] => {
+  let names = columnNames.get(relation);
+  if (!names) {
+    names = relation.columns.map((column) => column.name);
+    columnNames.set(relation, names);
+  }
+  return names;
+};
+
+/**
+ * An Insert kept as its COPY line: the replay writes runs of inserts to the target with COPY, so most rows
+ * are never turned into strings and objects; `new` decodes the line only when something reads the values.
+ */
+class EncodedInsertMessage {
+  readonly tag = 'insert' as const;
+  #row: Row | undefined;
+  constructor(
+    readonly relation: RelationInfo,
+    readonly copy: CopyRow,
+  ) {}
+  get new(): Row {
+    this.#row ??= decodeCopyRow(this.copy, this.relation);
+    return this.#row;
+  }
+}
+
+/** Bytes of COPY lines per arena block: a run of a few thousand small rows shares one block. */
+const ARENA_BLOCK = 1024 * 1024;
+
+/**
+ * Append-only blocks that Insert tuples are transcoded into, straight from the message bytes: pgoutput's text
+ * values become COPY's text format (the same text forms; backslash, tab, newline and carriage return escaped,
+ * NULL as \N, tab-separated, newline-terminated). A block is never written twice, so a COPY can send a slice
+ * of it while later rows are appended; the message buffer itself belongs to node-postgres, which reuses it.
+ */
+export class CopyArena {
+  #block = Buffer.allocUnsafe(0);
+  #used = 0;
+
+  /** The row at `at` (TupleData) as a COPY line, or undefined when it holds anything but text and NULL. */
+  append(buffer: Buffer, at: number, relation: RelationInfo): CopyRow | undefined {
+    const count = buffer.readUInt16BE(at);
+    if (count !== relation.columns.length) return undefined;
+    // Worst case: every byte escaped (two bytes), plus a separator (or the newline) per column.
+    const worst = 2 * (buffer.length - at) + count + 1;
+    if (this.#used + worst > this.#block.length) {
+      this.#block = Buffer.allocUnsafe(Math.max(ARENA_BLOCK, worst));
+      this.#used = 0;
+    }
+    const out = this.#block;
+    const start = this.#used;
+    let o = start;
+    let p = at + 2;
+    for (let i = 0; i < count; i++) {
+      if (i > 0) out[o++] = 0x09;
+      const kind = buffer[p++];
+      if (kind === 0x74) {
+        // 't': Int32 length, then the text form.
+        const end = p + 4 + buffer.readInt32BE(p);
+        p += 4;
+        for (; p < end; p++) {
+          const b = buffer[p] as number;
+          if (b === 0x5c || (b >= 0x09 && b <= 0x0d && b !== 0x0b && b !== 0x0c)) {
+            out[o++] = 0x5c;
+            out[o++] = b === 0x5c ? 0x5c : b === 0x09 ? 0x74 : b === 0x0a ? 0x6e : 0x72;
+          } else out[o++] = b;
+        }
+      } else if (kind === 0x6e) {
+        // 'n': NULL.
+        out[o++] = 0x5c;
+        out[o++] = 0x4e;
+      } else {
+        // 'u' (unchanged TOAST) cannot be written by COPY; 'b' is never asked for. The caller decodes instead.
+        return undefined;
+      }
+    }
+    out[o++] = 0x0a;
+    this.#used = o;
+    return { buffer: out, start, end: o, columns: namesOf(relation) };
+  }
+}
+
+/** The values of a COPY line written by CopyArena, as text (null for \N). */
+export function decodeCopyRow(copy: CopyRow, relation: RelationInfo): Row {
+  const row: Row = relation.plainRows === false ? Object.create(null) : {};
+  const { buffer } = copy;
+  const last = copy.end - 1; // the newline
+  let p = copy.start;
+  for (const name of copy.columns) {
+    // The field ends at the next tab (escaped tabs are \t) or at the newline; note whether it has escapes.
+    let end = p;
+    let escaped = false;
+    for (; end < last; end++) {
+      const b = buffer[end];
+      if (b === 0x09) break;
+      if (b === 0x5c) escaped = true;
+    }
+    if (end - p === 2 && buffer[p] === 0x5c && buffer[p + 1] === 0x4e) row[name] = null;
+    else {
+      if (!escaped) row[name] = buffer.toString('utf8', p, end);
+      else {
+        const bytes: number[] = [];
+        for (let i = p; i < end; i++) {
+          const b = buffer[i] as number;
+          if (b !== 0x5c) bytes.push(b);
+          else {
+            const e = buffer[++i];
+            bytes.push(e === 0x74 ? 0x09 : e === 0x6e ? 0x0a : e === 0x72 ? 0x0d : 0x5c);
+          }
+        }
+        row[name] = Buffer.from(bytes).toString('utf8');
+      }
+    }
+    p = end + 1;
+  }
+  return row;
 }

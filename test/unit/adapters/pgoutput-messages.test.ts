@@ -2,10 +2,13 @@
 // documentation describes them (protocol version 1).
 import { describe, expect, it } from 'vitest';
 import {
+  CopyArena,
+  decodeCopyRow,
   isDecodedHere,
   parseMessage,
   type RelationInfo,
 } from '../../../src/adapters/replication/pgoutput-messages';
+import type { CopyRow, Row } from '../../../src/core/changes';
 
 const relation: RelationInfo = {
   relationOid: 16384,
@@ -136,5 +139,48 @@ describe('pgoutput messages decoded by the replay', () => {
     const unknown = Buffer.concat([byte('I'), int32(99), byte('N'), tuple(['1', null, null])]);
     expect(() => parseMessage(unknown, relations)).toThrow(/relation 99 before its Relation message/);
     expect(isDecodedHere(byte('R'))).toBe(false);
+  });
+
+  it('keeps an Insert as a COPY line: text forms escaped for COPY, NULL as \\N, values decoded back on demand', () => {
+    const arena = new CopyArena();
+    const hostile = ['a\\b\tc\nd\re', '\\N', null];
+    const insert = Buffer.concat([byte('I'), int32(16384), byte('N'), tuple(hostile)]);
+    const parsed = parseMessage(insert, relations, arena) as unknown as { copy: CopyRow; new: Row };
+    const { copy } = parsed;
+    expect(copy.buffer.toString('utf8', copy.start, copy.end)).toBe('a\\\\b\\tc\\nd\\re\t\\\\N\t\\N\n');
+    expect(copy.columns).toEqual(['id', 'body', 'note']);
+    expect(parsed.new).toEqual({ id: hostile[0], body: hostile[1], note: null });
+    expect(parseMessage(insert, relations)).toEqual({
+      tag: 'insert',
+      relation,
+      new: { id: hostile[0], body: hostile[1], note: null },
+    });
+
+    // Multi-byte UTF-8 and the empty string survive the round trip; lines follow each other in the block.
+    const second = parseMessage(
+      Buffer.concat([byte('I'), int32(16384), byte('N'), tuple(['ü ✓ 😀', '', 'x'])]),
+      relations,
+      arena,
+    ) as unknown as { copy: CopyRow };
+    expect(second.copy.buffer).toBe(copy.buffer);
+    expect(second.copy.start).toBe(copy.end);
+    expect(decodeCopyRow(second.copy, relation)).toEqual({ id: 'ü ✓ 😀', body: '', note: 'x' });
+    // A row larger than the rest of the block starts a new one; the earlier lines are left as they were.
+    const big = 'z'.repeat(2 * 1024 * 1024);
+    const third = parseMessage(
+      Buffer.concat([byte('I'), int32(16384), byte('N'), tuple(['1', big, null])]),
+      relations,
+      arena,
+    ) as unknown as { copy: CopyRow };
+    expect(third.copy.buffer).not.toBe(copy.buffer);
+    expect(decodeCopyRow(third.copy, relation).body).toBe(big);
+    expect(decodeCopyRow(copy, relation)).toEqual({ id: hostile[0], body: hostile[1], note: null });
+  });
+
+  it('decodes an Insert it cannot keep as a line (a column count that differs from the relation)', () => {
+    const short = Buffer.concat([byte('I'), int32(16384), byte('N'), tuple(['1', 'b'])]);
+    const parsed = parseMessage(short, relations, new CopyArena()) as { copy?: unknown; new: object };
+    expect(parsed.copy).toBeUndefined();
+    expect(parsed.new).toEqual({ id: '1', body: 'b' });
   });
 });

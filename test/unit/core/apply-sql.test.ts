@@ -125,6 +125,61 @@ describe('buildApplySql: runs of inserts through COPY', () => {
     expect(encodeCopyValue('')).toBe('');
   });
 
+  // Inserts as the replay receives them: each row already a COPY line, written back to back in one block.
+  const encoded = (n: number, columns: readonly string[], first = 1) => {
+    const text = Array.from({ length: n }, (_, i) => `${first + i}\tn\\t${first + i}\n`).join('');
+    const block = Buffer.from(`ignored\n${text}`);
+    let at = 'ignored\n'.length;
+    return Array.from({ length: n }, (_, i): Change => {
+      const end = at + Buffer.byteLength(`${first + i}\tn\\t${first + i}\n`);
+      const copy = { buffer: block, start: at, end, columns };
+      at = end;
+      return {
+        kind: 'insert',
+        rel: orders,
+        values: { id: String(first + i), note: `n\t${first + i}` },
+        copy,
+      };
+    });
+  };
+
+  it('sends runs of inserts that arrive as COPY lines as those lines, adjacent ones as one slice', () => {
+    const columns = ['id', 'note'];
+    const changes = encoded(COPY_MIN_ROWS, columns);
+    const [statement, ...rest] = buildApplySql(changes, catalog);
+    expect(rest).toEqual([]);
+    expect(statement?.sql).toBe('COPY "public"."orders" ("id", "note") FROM STDIN');
+    const data = statement?.copy?.data as Buffer[];
+    expect(Array.isArray(data)).toBe(true);
+    expect(data).toHaveLength(1);
+    expect(Buffer.concat(data).toString()).toBe(
+      Array.from({ length: COPY_MIN_ROWS }, (_, i) => `${i + 1}\tn\\t${i + 1}\n`).join(''),
+    );
+    // Lines in two blocks: one slice per block, in order.
+    const two = [...encoded(COPY_MIN_ROWS, columns), ...encoded(2, columns, 50)];
+    const chunks = buildApplySql(two, catalog)[0]?.copy?.data as Buffer[];
+    expect(chunks.map((c) => c.toString().split('\n').length - 1)).toEqual([COPY_MIN_ROWS, 2]);
+  });
+
+  it('writes a run from its values when a row has no line, a line of another layout, or a column the target does not write', () => {
+    const columns = ['id', 'note'];
+    const mixed = [...encoded(COPY_MIN_ROWS - 1, columns), insert(orders, { id: '99', note: 'x' })];
+    expect(buildApplySql(mixed, catalog)[0]?.copy?.data).toBe(
+      `${Array.from({ length: COPY_MIN_ROWS - 1 }, (_, i) => `${i + 1}\tn\\t${i + 1}\n`).join('')}99\tx\n`,
+    );
+    // Same names, but announced by another Relation message: compared by identity, so written from values.
+    const relayout = [...encoded(4, columns), ...encoded(4, ['id', 'note'], 10)];
+    expect(typeof buildApplySql(relayout, catalog)[0]?.copy?.data).toBe('string');
+    // The target does not write `total` (generated there): the line cannot be sent as it is.
+    const generated = encoded(COPY_MIN_ROWS, ['id', 'note', 'total']).map((c) => ({
+      ...(c as Extract<Change, { kind: 'insert' }>),
+      values: { ...(c as Extract<Change, { kind: 'insert' }>).values, total: '3' },
+    }));
+    const [statement] = buildApplySql(generated, catalog);
+    expect(statement?.sql).toBe('COPY "public"."orders" ("id", "note") FROM STDIN');
+    expect(typeof statement?.copy?.data).toBe('string');
+  });
+
   it('keeps idempotent runs as upserts (COPY cannot skip conflicts)', () => {
     const statements = buildApplySql(rows(COPY_MIN_ROWS + 2), catalog, { idempotent: true });
     expect(statements).toHaveLength(1);
@@ -434,9 +489,9 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
     expect(statement.sql).toBe(
       `UPDATE ONLY "Mixed ""Case"""."Quote""d table" AS t SET "select" = v."select"::text, "at" = v."at"::timestamp with time zone FROM unnest($1::text[], $2::text[], $3::text[]) AS v("or""der", "select", "at") WHERE t."or""der" = v."or""der"::integer`,
     );
-    expect(statement.params?.[0]).toEqual(ids.map(String));
-    expect(statement.params?.[1]?.[0]).toBe(`it's "x", {y}\\ 1`);
-    expect(statement.params?.[1]?.[1]).toBeNull();
+    expect(statement.params?.[0]).toBe(`{${ids.map((id) => `"${id}"`).join(',')}}`);
+    // Quoted whole, `"` and `\\` escaped, NULL unquoted: the array literal the target reads back as the values.
+    expect(statement.params?.[1]?.startsWith(`{"it's \\"x\\", {y}\\\\ 1",NULL,"it's`)).toBe(true);
     expect(statement.expectRows).toEqual({ table: 'Mixed "Case".Quote"d table', count: BATCH_MIN_ROWS });
   });
 
@@ -445,7 +500,7 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
     expect(batched.sql).toBe(
       `DELETE FROM ONLY "Mixed ""Case"""."Quote""d table" AS t USING unnest($1::text[]) AS v("or""der") WHERE t."or""der" = v."or""der"::integer`,
     );
-    expect(batched.params).toEqual([ids.map(String)]);
+    expect(batched.params).toEqual([`{${ids.map((id) => `"${id}"`).join(',')}}`]);
     const short = buildApplySql(ids.slice(1).map(remove), typedCatalog);
     expect(short).toHaveLength(BATCH_MIN_ROWS - 1);
     expect(short.every((s) => s.params === undefined)).toBe(true);
@@ -466,7 +521,7 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
   it('ends a run at a repeated key, so no statement changes a row twice', () => {
     const statements = buildApplySql([...ids.map((id) => update(id, 'a')), update(1, 'b')], typedCatalog);
     expect(statements).toHaveLength(2);
-    expect(statements[0]?.params?.[0]).toEqual(ids.map(String));
+    expect(statements[0]?.params?.[0]).toBe(`{${ids.map((id) => `"${id}"`).join(',')}}`);
     expect(statements[1]?.sql).toMatch(/^UPDATE ONLY .* WHERE "or""der" = '1'$/);
   });
 });
