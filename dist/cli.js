@@ -40486,16 +40486,11 @@ var QUEUE_MAX_MESSAGES = 2e3;
 var QUEUE_MAX_BYTES = 8 * 1024 * 1024;
 var YIELD_EVERY = 256;
 var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
-  received = 0;
-  /** Sizes of the parsed messages not yet handed over, in order (the library hands them over in that order). */
-  sizes = [];
   /** Relation messages by OID, for the row messages decoded here. */
   relations = /* @__PURE__ */ new Map();
   /** Where inserts are kept as COPY lines. */
   arena = new CopyArena();
   parse(buffer) {
-    this.received += 1;
-    this.sizes.push(buffer.length);
     if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations, this.arena);
     const message = super.parse(buffer);
     if (message.tag === "relation") {
@@ -40508,7 +40503,6 @@ var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlu
     return message;
   }
 };
-var lsnOf = (text) => parseLsn(text ?? "0/0");
 var EncodedInsert = class {
   constructor(rel, copy, message) {
     this.rel = rel;
@@ -40561,7 +40555,7 @@ async function openChangeStream(info, options) {
         const m = message;
         return options.handlers.begin({
           commitLsn: m.commitLsn,
-          firstLsn: lsnOf(lsn),
+          firstLsn: lsn ?? m.commitLsn,
           commitTimeUs: m.commitTimeUs,
           xid: m.xid
         });
@@ -40683,8 +40677,9 @@ async function openChangeStream(info, options) {
     failure2 ??= error62;
     void service.stop();
   });
-  service.on("data", (lsn, message) => {
-    const bytes = plugin.sizes.shift() ?? 0;
+  let received = 0;
+  const take = (lsn, message, bytes) => {
+    received += 1;
     if (failure2 || stopping) return;
     queue.push({ lsn, message, bytes });
     queuedBytes += bytes;
@@ -40698,11 +40693,44 @@ async function openChangeStream(info, options) {
         void service.stop();
       }
     }
-  });
-  service.on("heartbeat", async (lsn, _timestamp, shouldRespond) => {
-    const walEnd = parseLsn(lsn);
-    keepalive = { walEnd, upTo: plugin.received };
+  };
+  const heartbeat = async (walEnd, shouldRespond) => {
+    keepalive = { walEnd, upTo: received };
     if (shouldRespond) await respond();
+  };
+  const onCopyData = ({ chunk }) => {
+    const kind = chunk[0];
+    if (kind === 119) {
+      const data = chunk.subarray(25);
+      let message;
+      try {
+        message = plugin.parse(data);
+      } catch (error62) {
+        failure2 ??= error62;
+        void service.stop();
+        return;
+      }
+      take(data[0] === 66 ? chunk.readBigUInt64BE(1) : void 0, message, data.length);
+    } else if (kind === 107) {
+      void heartbeat(chunk.readBigUInt64BE(1), chunk[17] === 1).catch((error62) => {
+        failure2 ??= error62;
+        void service.stop();
+      });
+    }
+  };
+  service.once("start", () => {
+    const connection2 = service._connection;
+    const listeners = typeof connection2?.listeners === "function" ? connection2.listeners("copyData") : [];
+    const library = listeners[listeners.length - 1];
+    if (!connection2 || listeners.length !== 2 || !library || /_handleCopyData/.test(library.name)) {
+      failure2 ??= new Error(
+        "pg-logical-replication no longer reads the stream as expected: the replay cannot take it over"
+      );
+      void service.stop();
+      return;
+    }
+    connection2.removeListener("copyData", library);
+    connection2.on("copyData", onCopyData);
   });
   let durable;
   const respond = async () => {
@@ -40743,7 +40771,7 @@ async function openChangeStream(info, options) {
       await service.acknowledge(forLibrary(lsn));
     },
     idleWalEnd: () => keepalive && handled >= keepalive.upTo ? keepalive.walEnd : void 0,
-    pending: () => plugin.received - handled,
+    pending: () => received - handled,
     ping: async (lsn) => {
       durable = lsn;
       await service.acknowledge(forLibrary(lsn), true);

@@ -1,10 +1,11 @@
-// The replication transport: pg-logical-replication streams pgoutput from our slot; we keep values as
-// text, answer keepalives ourselves, and acknowledge only positions the caller says are durable.
+// The replication transport: pg-logical-replication opens the replication connection, starts pgoutput from
+// our slot, parses its rarer messages and sends our status updates; we read the stream's messages ourselves
+// (values kept as text), answer keepalives, and acknowledge only positions the caller says are durable.
 // https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
 import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import type { Change, CopyRow, RelationDef, RelationRef, Row } from '../../core/changes';
-import { formatLsn, type Lsn, parseLsn } from '../../core/lsn';
+import { formatLsn, type Lsn } from '../../core/lsn';
 import { type ConnInfo, toPgConfig } from '../postgres/connection';
 import {
   type BeginMessage,
@@ -82,18 +83,13 @@ const YIELD_EVERY = 256;
 
 type Message = { tag: string } & Record<string, unknown>;
 
-/** pgoutput parser that leaves every value as text and counts messages (and their bytes) as they arrive. */
+/** pgoutput parser that leaves every value as text. */
 class TextPgoutputPlugin extends PgoutputPlugin {
-  received = 0;
-  /** Sizes of the parsed messages not yet handed over, in order (the library hands them over in that order). */
-  readonly sizes: number[] = [];
   /** Relation messages by OID, for the row messages decoded here. */
   readonly relations = new Map<number, RelationInfo>();
   /** Where inserts are kept as COPY lines. */
   readonly arena = new CopyArena();
   override parse(buffer: Buffer) {
-    this.received += 1;
-    this.sizes.push(buffer.length);
     // Transactions and rows are decoded here (values as text); the library parses every other message.
     if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations, this.arena) as never;
     const message = super.parse(buffer);
@@ -108,8 +104,6 @@ class TextPgoutputPlugin extends PgoutputPlugin {
     return message;
   }
 }
-
-const lsnOf = (text: string | null): Lsn => parseLsn(text ?? '0/0');
 
 /** A replayed insert kept as its COPY line; its values are decoded only if something reads them. */
 class EncodedInsert {
@@ -183,14 +177,14 @@ export async function openChangeStream(
     }
     return rel;
   };
-  const dispatch = (lsn: string, message: Message, bytes: number): Promise<void> | undefined => {
+  const dispatch = (lsn: Lsn | undefined, message: Message, bytes: number): Promise<void> | undefined => {
     switch (message.tag) {
       case 'begin': {
         inMarkers = false;
         const m = message as unknown as BeginMessage;
         return options.handlers.begin({
           commitLsn: m.commitLsn,
-          firstLsn: lsnOf(lsn),
+          firstLsn: lsn ?? m.commitLsn,
           commitTimeUs: m.commitTimeUs,
           xid: m.xid,
         });
@@ -285,7 +279,7 @@ export async function openChangeStream(
   // The library hands over each message and waits for this handler before the next one (its socket stays
   // paused meanwhile). Queueing here and handling in our own loop lets the source keep decoding (and the
   // socket keep filling) while a handler waits for the target; the receive only waits when the queue is full.
-  const queue: { lsn: string; message: Message; bytes: number }[] = [];
+  const queue: { lsn: Lsn | undefined; message: Message; bytes: number }[] = [];
   let head = 0;
   let queuedBytes = 0;
   let wakeConsumer: (() => void) | undefined;
@@ -352,8 +346,9 @@ export async function openChangeStream(
     failure ??= error;
     void service.stop();
   });
-  service.on('data', (lsn: string, message: Message) => {
-    const bytes = plugin.sizes.shift() ?? 0;
+  let received = 0;
+  const take = (lsn: Lsn | undefined, message: Message, bytes: number) => {
+    received += 1;
     if (failure || stopping) return;
     queue.push({ lsn, message, bytes });
     queuedBytes += bytes;
@@ -367,12 +362,62 @@ export async function openChangeStream(
         void service.stop();
       }
     }
-  });
-  service.on('heartbeat', async (lsn: string, _timestamp: number, shouldRespond: boolean) => {
-    const walEnd = parseLsn(lsn);
-    keepalive = { walEnd, upTo: plugin.received };
+  };
+  const heartbeat = async (walEnd: Lsn, shouldRespond: boolean) => {
+    keepalive = { walEnd, upTo: received };
     if (shouldRespond) await respond();
+  };
+  /**
+   * The replication connection's CopyData messages, read here rather than by pg-logical-replication's handler,
+   * which formats every message's position as a string and starts a promise per message for its acknowledge
+   * timer (off here): a tenth of the replay's CPU time on a busy stream. Taken over when the server starts
+   * streaming, before its first message.
+   * https://www.postgresql.org/docs/current/protocol-replication.html (XLogData 'w', keepalive 'k')
+   */
+  const onCopyData = ({ chunk }: { chunk: Buffer }) => {
+    const kind = chunk[0];
+    if (kind === 0x77) {
+      // XLogData: Int64 start, Int64 end, Int64 send time, then the pgoutput message. Only a Begin needs the start.
+      const data = chunk.subarray(25);
+      let message: Message;
+      try {
+        message = plugin.parse(data) as unknown as Message;
+      } catch (error) {
+        failure ??= error as Error;
+        void service.stop();
+        return;
+      }
+      take(data[0] === 0x42 ? (chunk.readBigUInt64BE(1) as Lsn) : undefined, message, data.length);
+    } else if (kind === 0x6b) {
+      // Primary keepalive: Int64 WAL end, Int64 send time, Byte1 reply requested.
+      void heartbeat(chunk.readBigUInt64BE(1) as Lsn, chunk[17] === 1).catch((error: Error) => {
+        failure ??= error;
+        void service.stop();
+      });
+    }
+  };
+  service.once('start', () => {
+    // node-postgres's client listens too (for COPY queries; a no-op here); the library added its listener last.
+    const connection = (service as unknown as { _connection?: unknown })._connection as
+      | {
+          listeners(event: string): ((...args: unknown[]) => void)[];
+          removeListener(event: string, listener: (...args: unknown[]) => void): void;
+          on(event: string, listener: (message: { chunk: Buffer }) => void): void;
+        }
+      | undefined;
+    const listeners = typeof connection?.listeners === 'function' ? connection.listeners('copyData') : [];
+    const library = listeners[listeners.length - 1];
+    if (!connection || listeners.length !== 2 || !library || /_handleCopyData/.test(library.name)) {
+      failure ??= new Error(
+        'pg-logical-replication no longer reads the stream as expected: the replay cannot take it over',
+      );
+      void service.stop();
+      return;
+    }
+    connection.removeListener('copyData', library);
+    connection.on('copyData', onCopyData);
   });
+
   let durable: Lsn | undefined;
   const respond = async () => {
     // A status message is also the answer to "reply requested" keepalives (wal_sender_timeout).
@@ -417,7 +462,7 @@ export async function openChangeStream(
       await service.acknowledge(forLibrary(lsn));
     },
     idleWalEnd: () => (keepalive && handled >= keepalive.upTo ? keepalive.walEnd : undefined),
-    pending: () => plugin.received - handled,
+    pending: () => received - handled,
     ping: async (lsn) => {
       durable = lsn;
       await service.acknowledge(forLibrary(lsn), true);
