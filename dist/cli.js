@@ -40300,31 +40300,42 @@ var DELETE = 68;
 var KEY = 75;
 var OLD = 79;
 var NEW = 78;
-var isDecodedHere = (buffer) => {
-  const tag = buffer[0];
+var isDecodedHere = (buffer, base = 0) => {
+  const tag = buffer[base];
   return tag === INSERT || tag === UPDATE || tag === DELETE || tag === BEGIN || tag === COMMIT;
 };
-function parseMessage(buffer, relations, arena) {
-  if (buffer[0] === BEGIN) {
+function parseMessage(buffer, relations, arena, base = 0) {
+  if (buffer[base] === BEGIN) {
     return {
       tag: "begin",
-      commitLsn: buffer.readBigUInt64BE(1),
-      commitTimeUs: buffer.readBigInt64BE(9) + POSTGRES_EPOCH_US,
-      xid: buffer.readUInt32BE(17)
+      commitLsn: buffer.readBigUInt64BE(base + 1),
+      commitTimeUs: buffer.readBigInt64BE(base + 9) + POSTGRES_EPOCH_US,
+      xid: buffer.readUInt32BE(base + 17)
     };
   }
-  if (buffer[0] === COMMIT) {
+  if (buffer[base] === COMMIT) {
     return {
       tag: "commit",
-      commitLsn: buffer.readBigUInt64BE(2),
-      endLsn: buffer.readBigUInt64BE(10),
-      commitTimeUs: buffer.readBigInt64BE(18) + POSTGRES_EPOCH_US
+      commitLsn: buffer.readBigUInt64BE(base + 2),
+      endLsn: buffer.readBigUInt64BE(base + 10),
+      commitTimeUs: buffer.readBigInt64BE(base + 18) + POSTGRES_EPOCH_US
     };
   }
-  return parseRowMessage(buffer, relations, arena);
+  return parseRowMessage(buffer, relations, arena, base);
 }
-function readTuple(buffer, at, relation, fallback) {
+var tupleEnd = 0;
+var keyFlags = /* @__PURE__ */ new WeakMap();
+var keyFlagsOf = (relation) => {
+  let flags = keyFlags.get(relation);
+  if (!flags) {
+    flags = relation.columns.map((column) => relation.keyColumns.includes(column.name));
+    keyFlags.set(relation, flags);
+  }
+  return flags;
+};
+function readTuple(buffer, at, relation, fallback, keyOnly = false) {
   const count = buffer.readUInt16BE(at);
+  const keys = keyOnly ? keyFlagsOf(relation) : void 0;
   let p = at + 2;
   const row2 = relation.plainRows === false ? /* @__PURE__ */ Object.create(null) : {};
   for (let i = 0; i < count; i++) {
@@ -40334,10 +40345,10 @@ function readTuple(buffer, at, relation, fallback) {
     if (kind === 116) {
       const length = buffer.readInt32BE(p);
       p += 4;
-      row2[name] = buffer.toString("utf8", p, p + length);
+      if (!keys || keys[i]) row2[name] = buffer.toString("utf8", p, p + length);
       p += length;
     } else if (kind === 110) {
-      row2[name] = null;
+      if (!keys || keys[i]) row2[name] = keys ? void 0 : null;
     } else if (kind === 117) {
       row2[name] = fallback ? fallback[name] : void 0;
     } else {
@@ -40346,38 +40357,33 @@ function readTuple(buffer, at, relation, fallback) {
       );
     }
   }
-  return [row2, p];
+  tupleEnd = p;
+  return row2;
 }
-function keyOf(tuple2, relation) {
-  const key = /* @__PURE__ */ Object.create(null);
-  for (const column of relation.keyColumns) key[column] = tuple2[column] ?? void 0;
-  return key;
-}
-function parseRowMessage(buffer, relations, arena) {
-  const tag = buffer[0];
-  const oid = buffer.readUInt32BE(1);
+function parseRowMessage(buffer, relations, arena, base) {
+  const tag = buffer[base];
+  const oid = buffer.readUInt32BE(base + 1);
   const relation = relations.get(oid);
   if (!relation) throw new Error(`pgoutput: a row message for relation ${oid} before its Relation message`);
-  let p = 5;
+  let p = base + 5;
   if (tag === INSERT) {
     if (buffer[p] !== NEW)
       throw new Error(`pgoutput: unexpected submessage in an Insert of ${relation.name}`);
     const copy = arena?.append(buffer, p + 1, relation);
     if (copy) return new EncodedInsertMessage(relation, copy);
-    return { tag: "insert", relation, new: readTuple(buffer, p + 1, relation, null)[0] };
+    return { tag: "insert", relation, new: readTuple(buffer, p + 1, relation, null) };
   }
   let key = null;
   let old = null;
   const sub = buffer[p];
   if (sub === KEY || sub === OLD) {
-    const [tuple2, next] = readTuple(buffer, p + 1, relation, null);
-    if (sub === KEY) key = keyOf(tuple2, relation);
-    else old = tuple2;
-    p = next;
+    if (sub === KEY) key = readTuple(buffer, p + 1, relation, null, true);
+    else old = readTuple(buffer, p + 1, relation, null);
+    p = tupleEnd;
   }
   if (tag === DELETE) return { tag: "delete", relation, key, old };
   if (buffer[p] !== NEW) throw new Error(`pgoutput: unexpected submessage in an Update of ${relation.name}`);
-  return { tag: "update", relation, key, old, new: readTuple(buffer, p + 1, relation, old)[0] };
+  return { tag: "update", relation, key, old, new: readTuple(buffer, p + 1, relation, old) };
 }
 var columnNames = /* @__PURE__ */ new WeakMap();
 var namesOf = (relation) => {
@@ -40701,16 +40707,15 @@ async function openChangeStream(info, options) {
   const onCopyData = ({ chunk }) => {
     const kind = chunk[0];
     if (kind === 119) {
-      const data = chunk.subarray(25);
       let message;
       try {
-        message = plugin.parse(data);
+        message = isDecodedHere(chunk, 25) ? parseMessage(chunk, plugin.relations, plugin.arena, 25) : plugin.parse(chunk.subarray(25));
       } catch (error62) {
         failure2 ??= error62;
         void service.stop();
         return;
       }
-      take(data[0] === 66 ? chunk.readBigUInt64BE(1) : void 0, message, data.length);
+      take(chunk[25] === 66 ? chunk.readBigUInt64BE(1) : void 0, message, chunk.length - 25);
     } else if (kind === 107) {
       void heartbeat(chunk.readBigUInt64BE(1), chunk[17] === 1).catch((error62) => {
         failure2 ??= error62;
@@ -40858,7 +40863,7 @@ function batchRunEnd(changes, start, catalog) {
     }
     return text;
   };
-  const keyOf2 = (c) => {
+  const keyOf = (c) => {
     if (c.kind === "update") {
       const old = c.key ?? c.old;
       if (old && key.some((k) => old[k] !== void 0 && old[k] !== c.values[k])) return void 0;
@@ -40875,7 +40880,7 @@ function batchRunEnd(changes, start, catalog) {
     if (c.kind !== first.kind) break;
     if (c.rel !== first.rel && (c.rel.schema !== first.rel.schema || c.rel.name !== first.rel.name)) break;
     if (c.kind === "update" && !writesExactly(columns, table, c.values, true)) break;
-    const k = keyOf2(c);
+    const k = keyOf(c);
     if (k === void 0 || seen.has(k)) break;
     seen.add(k);
   }
@@ -41360,7 +41365,7 @@ async function runValidate(ctx, endpoints, options) {
       source0,
       sourceTables.filter((t) => !t.primaryKey?.length && t.replicaIdentity === "index")
     );
-    const keyOf2 = (t) => t.primaryKey?.length ? t.primaryKey : identityKeys.get(tableKey(t)) ?? null;
+    const keyOf = (t) => t.primaryKey?.length ? t.primaryKey : identityKeys.get(tableKey(t)) ?? null;
     const chunkedHypertables = [
       ...new Map(
         sourceTables.flatMap((t) => t.chunkOf ? [[tableKey(t.chunkOf), t.chunkOf]] : [])
@@ -41398,7 +41403,7 @@ async function runValidate(ctx, endpoints, options) {
             { source, target, endpoints },
             table,
             readAs(table),
-            keyOf2(table),
+            keyOf(table),
             options
           );
           results.set(tableKey(table), result);

@@ -378,16 +378,18 @@ export async function openChangeStream(
     const kind = chunk[0];
     if (kind === 0x77) {
       // XLogData: Int64 start, Int64 end, Int64 send time, then the pgoutput message. Only a Begin needs the start.
-      const data = chunk.subarray(25);
       let message: Message;
       try {
-        message = plugin.parse(data) as unknown as Message;
+        // Transactions and rows are decoded in place; the library parses the rest (Relation, Truncate …).
+        message = (isDecodedHere(chunk, 25)
+          ? parseMessage(chunk, plugin.relations, plugin.arena, 25)
+          : plugin.parse(chunk.subarray(25))) as unknown as Message;
       } catch (error) {
         failure ??= error as Error;
         void service.stop();
         return;
       }
-      take(data[0] === 0x42 ? (chunk.readBigUInt64BE(1) as Lsn) : undefined, message, data.length);
+      take(chunk[25] === 0x42 ? (chunk.readBigUInt64BE(1) as Lsn) : undefined, message, chunk.length - 25);
     } else if (kind === 0x6b) {
       // Primary keepalive: Int64 WAL end, Int64 send time, Byte1 reply requested.
       void heartbeat(chunk.readBigUInt64BE(1) as Lsn, chunk[17] === 1).catch((error: Error) => {

@@ -54,9 +54,9 @@ const KEY = 0x4b; // 'K': the old replica identity key
 const OLD = 0x4f; // 'O': the whole old row (REPLICA IDENTITY FULL)
 const NEW = 0x4e; // 'N'
 
-/** Whether `buffer` holds a message this module decodes. */
-export const isDecodedHere = (buffer: Buffer): boolean => {
-  const tag = buffer[0];
+/** Whether `buffer` holds a message this module decodes (at `base`). */
+export const isDecodedHere = (buffer: Buffer, base = 0): boolean => {
+  const tag = buffer[base];
   return tag === INSERT || tag === UPDATE || tag === DELETE || tag === BEGIN || tag === COMMIT;
 };
 
@@ -68,29 +68,55 @@ export function parseMessage(
   buffer: Buffer,
   relations: ReadonlyMap<number, RelationInfo>,
   arena?: CopyArena,
+  /** Where the message starts in `buffer` (after the XLogData header, when read straight from the stream). */
+  base = 0,
 ): BeginMessage | CommitMessage | RowMessage {
-  if (buffer[0] === BEGIN) {
+  if (buffer[base] === BEGIN) {
     return {
       tag: 'begin',
-      commitLsn: buffer.readBigUInt64BE(1) as Lsn,
-      commitTimeUs: buffer.readBigInt64BE(9) + POSTGRES_EPOCH_US,
-      xid: buffer.readUInt32BE(17),
+      commitLsn: buffer.readBigUInt64BE(base + 1) as Lsn,
+      commitTimeUs: buffer.readBigInt64BE(base + 9) + POSTGRES_EPOCH_US,
+      xid: buffer.readUInt32BE(base + 17),
     };
   }
-  if (buffer[0] === COMMIT) {
+  if (buffer[base] === COMMIT) {
     return {
       tag: 'commit',
-      commitLsn: buffer.readBigUInt64BE(2) as Lsn,
-      endLsn: buffer.readBigUInt64BE(10) as Lsn,
-      commitTimeUs: buffer.readBigInt64BE(18) + POSTGRES_EPOCH_US,
+      commitLsn: buffer.readBigUInt64BE(base + 2) as Lsn,
+      endLsn: buffer.readBigUInt64BE(base + 10) as Lsn,
+      commitTimeUs: buffer.readBigInt64BE(base + 18) + POSTGRES_EPOCH_US,
     };
   }
-  return parseRowMessage(buffer, relations, arena);
+  return parseRowMessage(buffer, relations, arena, base);
 }
 
-/** Reads TupleData at `at`; returns the row and where the next field starts. */
-function readTuple(buffer: Buffer, at: number, relation: RelationInfo, fallback: Row | null): [Row, number] {
+/** Where the TupleData last read by readTuple ended. */
+let tupleEnd = 0;
+
+/** Key flags per column of a relation, one shared array per Relation message. */
+const keyFlags = new WeakMap<RelationInfo, readonly boolean[]>();
+const keyFlagsOf = (relation: RelationInfo): readonly boolean[] => {
+  let flags = keyFlags.get(relation);
+  if (!flags) {
+    flags = relation.columns.map((column) => relation.keyColumns.includes(column.name));
+    keyFlags.set(relation, flags);
+  }
+  return flags;
+};
+
+/**
+ * Reads TupleData at `at` (its end goes to tupleEnd). `keyOnly`: a 'K' tuple, of which only the replica
+ * identity's columns are kept (the others are sent as NULL).
+ */
+function readTuple(
+  buffer: Buffer,
+  at: number,
+  relation: RelationInfo,
+  fallback: Row | null,
+  keyOnly = false,
+): Row {
   const count = buffer.readUInt16BE(at);
+  const keys = keyOnly ? keyFlagsOf(relation) : undefined;
   let p = at + 2;
   // A plain object (fast properties, shared shapes) unless a column name would touch the prototype.
   const row: Row = relation.plainRows === false ? Object.create(null) : {};
@@ -102,10 +128,10 @@ function readTuple(buffer: Buffer, at: number, relation: RelationInfo, fallback:
       // 't': Int32 length, then the value's text form.
       const length = buffer.readInt32BE(p);
       p += 4;
-      row[name] = buffer.toString('utf8', p, p + length);
+      if (!keys || keys[i]) row[name] = buffer.toString('utf8', p, p + length);
       p += length;
     } else if (kind === 0x6e) {
-      row[name] = null; // 'n'
+      if (!keys || keys[i]) row[name] = keys ? undefined : null; // 'n'
     } else if (kind === 0x75) {
       // 'u': an unchanged TOASTed value; the old row has it when the identity is FULL, else it stays undefined.
       row[name] = fallback ? fallback[name] : undefined;
@@ -116,14 +142,8 @@ function readTuple(buffer: Buffer, at: number, relation: RelationInfo, fallback:
       );
     }
   }
-  return [row, p];
-}
-
-/** The replica identity key of a 'K' tuple: only its key columns (the others are sent as NULL). */
-function keyOf(tuple: Row, relation: RelationInfo): Row {
-  const key: Row = Object.create(null);
-  for (const column of relation.keyColumns) key[column] = tuple[column] ?? undefined;
-  return key;
+  tupleEnd = p;
+  return row;
 }
 
 /** Decodes an Insert, Update or Delete message; the relation must have been announced before. */
@@ -131,31 +151,31 @@ function parseRowMessage(
   buffer: Buffer,
   relations: ReadonlyMap<number, RelationInfo>,
   arena: CopyArena | undefined,
+  base: number,
 ): RowMessage {
-  const tag = buffer[0];
-  const oid = buffer.readUInt32BE(1);
+  const tag = buffer[base];
+  const oid = buffer.readUInt32BE(base + 1);
   const relation = relations.get(oid);
   if (!relation) throw new Error(`pgoutput: a row message for relation ${oid} before its Relation message`);
-  let p = 5;
+  let p = base + 5;
   if (tag === INSERT) {
     if (buffer[p] !== NEW)
       throw new Error(`pgoutput: unexpected submessage in an Insert of ${relation.name}`);
     const copy = arena?.append(buffer, p + 1, relation);
     if (copy) return new EncodedInsertMessage(relation, copy);
-    return { tag: 'insert', relation, new: readTuple(buffer, p + 1, relation, null)[0] };
+    return { tag: 'insert', relation, new: readTuple(buffer, p + 1, relation, null) };
   }
   let key: Row | null = null;
   let old: Row | null = null;
   const sub = buffer[p];
   if (sub === KEY || sub === OLD) {
-    const [tuple, next] = readTuple(buffer, p + 1, relation, null);
-    if (sub === KEY) key = keyOf(tuple, relation);
-    else old = tuple;
-    p = next;
+    if (sub === KEY) key = readTuple(buffer, p + 1, relation, null, true);
+    else old = readTuple(buffer, p + 1, relation, null);
+    p = tupleEnd;
   }
   if (tag === DELETE) return { tag: 'delete', relation, key, old };
   if (buffer[p] !== NEW) throw new Error(`pgoutput: unexpected submessage in an Update of ${relation.name}`);
-  return { tag: 'update', relation, key, old, new: readTuple(buffer, p + 1, relation, old)[0] };
+  return { tag: 'update', relation, key, old, new: readTuple(buffer, p + 1, relation, old) };
 }
 
 /** Column names of a relation, one shared array per Relation message (COPY column lists compare by identity). */
