@@ -36273,12 +36273,16 @@ async function readTargetColumns(client, rel) {
             CASE a.atttypid WHEN 'bpchar'::regtype THEN 'bpchar' WHEN 'bpchar[]'::regtype THEN 'bpchar[]'
               WHEN 'bit'::regtype THEN 'varbit' WHEN 'bit[]'::regtype THEN 'varbit[]'
               ELSE format_type(a.atttypid, NULL) END AS type_name,
+            -- An array of this type unnests to its values (not arrays, whose elements unnest would flatten,
+            -- nor composites, which a column list expands into their fields; domains stay cast from text).
+            ty.typtype IN ('b', 'e', 'r', 'm') AND ty.typcategory <> 'A' AS plain_array,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
             coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum,
             EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND (u.indisunique OR u.indisexclusion)
                       AND u.indexrelid IS DISTINCT FROM coalesce(ri.indexrelid, pk.indexrelid)) AS other_unique
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       JOIN pg_type ty ON ty.oid = a.atttypid
        LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
        LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident
       WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
@@ -36298,6 +36302,7 @@ async function readTargetColumns(client, rel) {
     key: ri.length ? ri : ordered("in_pk", "pk_order"),
     types: new Map(writable.map((r) => [r.name, r.type])),
     typeNames: new Map(writable.map((r) => [r.name, r.type_name])),
+    plainArrays: new Set(writable.filter((r) => r.plain_array).map((r) => r.name)),
     uniqueBeyondKey: Boolean(rows[0].other_unique)
   };
 }
@@ -40902,8 +40907,6 @@ function buildBatch(run, table, rel) {
   const types2 = table.typeNames;
   const first = run[0];
   const target = `${quoteQualified(rel)} AS t`;
-  const cast = (column) => `v.${quoteIdent(column)}::${types2.get(column) ?? "text"}`;
-  const match = table.key.map((k) => `t.${quoteIdent(k)} = ${cast(k)}`).join(" AND ");
   const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
   const setColumns = first.kind === "update" ? writtenColumns(table, first.values, true) : [];
   const all = [...table.key, ...setColumns];
@@ -40915,10 +40918,25 @@ function buildBatch(run, table, rel) {
       })
     )
   );
-  const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(", ")}) AS v(${all.map(quoteIdent).join(", ")})`;
+  const typed = (column) => table.plainArrays?.has(column) ? types2.get(column) : void 0;
+  const key = table.key[0];
+  if (first.kind === "delete" && table.key.length === 1 && typed(key)) {
+    return {
+      sql: `DELETE FROM ${only(rel)}${target} WHERE t.${quoteIdent(key)} = ANY($1::${typed(key)}[])`,
+      params,
+      expectRows
+    };
+  }
+  const value = (column) => {
+    const type = typed(column);
+    return type ? `v.${quoteIdent(column)}` : `v.${quoteIdent(column)}::${types2.get(column) ?? "text"}`;
+  };
+  const match = table.key.map((k) => `t.${quoteIdent(k)} = ${value(k)}`).join(" AND ");
+  const arrays = all.map((column, i) => `$${i + 1}::${typed(column) ?? "text"}[]`).join(", ");
+  const from = `unnest(${arrays}) AS v(${all.map(quoteIdent).join(", ")})`;
   if (first.kind === "delete")
     return { sql: `DELETE FROM ${only(rel)}${target} USING ${from} WHERE ${match}`, params, expectRows };
-  const sets = setColumns.map((k) => `${quoteIdent(k)} = ${cast(k)}`).join(", ");
+  const sets = setColumns.map((k) => `${quoteIdent(k)} = ${value(k)}`).join(", ");
   return { sql: `UPDATE ${only(rel)}${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
 }
 var COPY_MIN_ROWS = 8;

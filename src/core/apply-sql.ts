@@ -17,6 +17,12 @@ export interface TargetTable {
    */
   typeNames?: ReadonlyMap<string, string>;
   /**
+   * Columns whose batched values can travel as an array of the column's own type (read by the type's input
+   * function, as a cast from text would be): not arrays, composites or domains, which travel as text[] and are
+   * cast. Absent = all as text[].
+   */
+  plainArrays?: ReadonlySet<string>;
+  /**
    * A unique or exclusion index besides the key's: a batched UPDATE applies its rows in the plan's order,
    * not the source's, and a non-deferrable index checked row by row could refuse an intermediate state.
    */
@@ -208,8 +214,6 @@ function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef
   const types = table.typeNames as ReadonlyMap<string, string>;
   const first = run[0] as Change;
   const target = `${quoteQualified(rel)} AS t`;
-  const cast = (column: string) => `v.${quoteIdent(column)}::${types.get(column) ?? 'text'}`;
-  const match = table.key.map((k) => `t.${quoteIdent(k)} = ${cast(k)}`).join(' AND ');
   const expectRows = { table: `${rel.schema}.${rel.name}`, count: run.length };
   const setColumns = first.kind === 'update' ? writtenColumns(table, first.values, true) : [];
   const all = [...table.key, ...setColumns];
@@ -221,10 +225,29 @@ function buildBatch(run: readonly Change[], table: TargetTable, rel: RelationRef
       }),
     ),
   );
-  const from = `unnest(${all.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS v(${all.map(quoteIdent).join(', ')})`;
+  // An array of the column's own type is read by the type's input function, as a cast from text would be; the
+  // rest travel as text[] and are cast (unnest would flatten arrays of arrays and expand composites).
+  const typed = (column: string): string | undefined =>
+    table.plainArrays?.has(column) ? types.get(column) : undefined;
+  const key = table.key[0] as string;
+  if (first.kind === 'delete' && table.key.length === 1 && typed(key)) {
+    // One key column: an index scan over the array, no join (about a third cheaper on the target).
+    return {
+      sql: `DELETE FROM ${only(rel)}${target} WHERE t.${quoteIdent(key)} = ANY($1::${typed(key)}[])`,
+      params,
+      expectRows,
+    };
+  }
+  const value = (column: string) => {
+    const type = typed(column);
+    return type ? `v.${quoteIdent(column)}` : `v.${quoteIdent(column)}::${types.get(column) ?? 'text'}`;
+  };
+  const match = table.key.map((k) => `t.${quoteIdent(k)} = ${value(k)}`).join(' AND ');
+  const arrays = all.map((column, i) => `$${i + 1}::${typed(column) ?? 'text'}[]`).join(', ');
+  const from = `unnest(${arrays}) AS v(${all.map(quoteIdent).join(', ')})`;
   if (first.kind === 'delete')
     return { sql: `DELETE FROM ${only(rel)}${target} USING ${from} WHERE ${match}`, params, expectRows };
-  const sets = setColumns.map((k) => `${quoteIdent(k)} = ${cast(k)}`).join(', ');
+  const sets = setColumns.map((k) => `${quoteIdent(k)} = ${value(k)}`).join(', ');
   return { sql: `UPDATE ${only(rel)}${target} SET ${sets} FROM ${from} WHERE ${match}`, params, expectRows };
 }
 

@@ -133,12 +133,16 @@ export async function readTargetColumns(
             CASE a.atttypid WHEN 'bpchar'::regtype THEN 'bpchar' WHEN 'bpchar[]'::regtype THEN 'bpchar[]'
               WHEN 'bit'::regtype THEN 'varbit' WHEN 'bit[]'::regtype THEN 'varbit[]'
               ELSE format_type(a.atttypid, NULL) END AS type_name,
+            -- An array of this type unnests to its values (not arrays, whose elements unnest would flatten,
+            -- nor composites, which a column list expands into their fields; domains stay cast from text).
+            ty.typtype IN ('b', 'e', 'r', 'm') AND ty.typcategory <> 'A' AS plain_array,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
             coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum,
             EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND (u.indisunique OR u.indisexclusion)
                       AND u.indexrelid IS DISTINCT FROM coalesce(ri.indexrelid, pk.indexrelid)) AS other_unique
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       JOIN pg_type ty ON ty.oid = a.atttypid
        LEFT JOIN pg_index pk ON pk.indrelid = c.oid AND pk.indisprimary
        LEFT JOIN pg_index ri ON ri.indrelid = c.oid AND ri.indisreplident
       WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
@@ -162,6 +166,7 @@ export async function readTargetColumns(
     key: ri.length ? ri : ordered('in_pk', 'pk_order'),
     types: new Map(writable.map((r) => [r.name as string, r.type as number])),
     typeNames: new Map(writable.map((r) => [r.name as string, r.type_name as string])),
+    plainArrays: new Set(writable.filter((r) => r.plain_array).map((r) => r.name as string)),
     uniqueBeyondKey: Boolean(rows[0].other_unique),
   };
 }

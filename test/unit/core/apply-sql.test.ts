@@ -462,6 +462,7 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
       ['select', 'text'],
       ['at', 'timestamp with time zone'],
     ]),
+    plainArrays: new Set(['or"der', 'select', 'at']),
   };
   const typedCatalog = (): TargetTable => typed;
   const update = (id: number, select: string | null): Change => ({
@@ -479,7 +480,7 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
   });
   const ids = Array.from({ length: BATCH_MIN_ROWS }, (_, i) => i + 1);
 
-  it(`sends ${BATCH_MIN_ROWS} updates of distinct keys as one UPDATE with one text[] per column, values untouched`, () => {
+  it(`sends ${BATCH_MIN_ROWS} updates of distinct keys as one UPDATE with one array per column, values untouched`, () => {
     const statements = buildApplySql(
       ids.map((id) => update(id, id === 2 ? null : `it's "x", {y}\\ ${id}`)),
       typedCatalog,
@@ -487,7 +488,7 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
     expect(statements).toHaveLength(1);
     const [statement] = statements as [ApplyStatement];
     expect(statement.sql).toBe(
-      `UPDATE ONLY "Mixed ""Case"""."Quote""d table" AS t SET "select" = v."select"::text, "at" = v."at"::timestamp with time zone FROM unnest($1::text[], $2::text[], $3::text[]) AS v("or""der", "select", "at") WHERE t."or""der" = v."or""der"::integer`,
+      `UPDATE ONLY "Mixed ""Case"""."Quote""d table" AS t SET "select" = v."select", "at" = v."at" FROM unnest($1::integer[], $2::text[], $3::timestamp with time zone[]) AS v("or""der", "select", "at") WHERE t."or""der" = v."or""der"`,
     );
     expect(statement.params?.[0]).toBe(`{${ids.map((id) => `"${id}"`).join(',')}}`);
     // Quoted whole, `"` and `\\` escaped, NULL unquoted: the array literal the target reads back as the values.
@@ -495,11 +496,44 @@ describe('buildApplySql: runs of updates and deletes batched over unnest', () =>
     expect(statement.expectRows).toEqual({ table: 'Mixed "Case".Quote"d table', count: BATCH_MIN_ROWS });
   });
 
-  it(`sends ${BATCH_MIN_ROWS} deletes as one DELETE … USING unnest, and shorter runs row by row`, () => {
+  it('passes arrays, composites and domains as text[] and casts them (unnest would flatten or expand them)', () => {
+    const withArrays: TargetTable = {
+      writable: new Set(['k1', 'k2', 'tags']),
+      key: ['k1', 'k2'],
+      typeNames: new Map([
+        ['k1', 'integer[]'],
+        ['k2', 'text'],
+        ['tags', 'text[]'],
+      ]),
+      plainArrays: new Set(['k2']),
+    };
+    const changes = ids.map(
+      (id): Change => ({
+        kind: 'update',
+        rel: hostile,
+        key: null,
+        old: null,
+        values: { k1: `{${id}}`, k2: 'a', tags: '{x,"y z"}' },
+      }),
+    );
+    expect(buildApplySql(changes, () => withArrays)[0]?.sql).toBe(
+      `UPDATE ONLY "Mixed ""Case"""."Quote""d table" AS t SET "tags" = v."tags"::text[] FROM unnest($1::text[], $2::text[], $3::text[]) AS v("k1", "k2", "tags") WHERE t."k1" = v."k1"::integer[] AND t."k2" = v."k2"`,
+    );
+    // Deletes by a key of two columns join the arrays too.
+    const removes = ids.map(
+      (id): Change => ({ kind: 'delete', rel: hostile, key: { k1: `{${id}}`, k2: 'a' }, old: null }),
+    );
+    expect(buildApplySql(removes, () => withArrays)[0]?.sql).toBe(
+      `DELETE FROM ONLY "Mixed ""Case"""."Quote""d table" AS t USING unnest($1::text[], $2::text[]) AS v("k1", "k2") WHERE t."k1" = v."k1"::integer[] AND t."k2" = v."k2"`,
+    );
+  });
+
+  it(`sends ${BATCH_MIN_ROWS} deletes by a one-column key as one DELETE … = ANY(array), and shorter runs row by row`, () => {
     const [batched] = buildApplySql(ids.map(remove), typedCatalog) as [ApplyStatement];
     expect(batched.sql).toBe(
-      `DELETE FROM ONLY "Mixed ""Case"""."Quote""d table" AS t USING unnest($1::text[]) AS v("or""der") WHERE t."or""der" = v."or""der"::integer`,
+      `DELETE FROM ONLY "Mixed ""Case"""."Quote""d table" AS t WHERE t."or""der" = ANY($1::integer[])`,
     );
+    expect(batched.expectRows).toEqual({ table: 'Mixed "Case".Quote"d table', count: BATCH_MIN_ROWS });
     expect(batched.params).toEqual([`{${ids.map((id) => `"${id}"`).join(',')}}`]);
     const short = buildApplySql(ids.slice(1).map(remove), typedCatalog);
     expect(short).toHaveLength(BATCH_MIN_ROWS - 1);
