@@ -42271,12 +42271,12 @@ async function runSession(ctx, endpoints, options, shared) {
     };
     const flush = async () => {
       if (buffer.length === 0) return;
-      await settle2();
       const changes = buffer;
       buffer = [];
       bufferBytes = 0;
       txnStart = 0;
       if (options.mode === "spool") {
+        await settle2();
         const values = [];
         const params = [id];
         for (const item of changes) {

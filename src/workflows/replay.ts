@@ -447,12 +447,13 @@ async function runSession(
 
     const flush = async () => {
       if (buffer.length === 0) return;
-      await settle();
+      // Callers run inside serial(): no change joins the buffer while this waits.
       const changes = buffer;
       buffer = [];
       bufferBytes = 0;
       txnStart = 0;
       if (options.mode === 'spool') {
+        await settle();
         const values: string[] = [];
         const params: unknown[] = [id];
         for (const item of changes) {
@@ -1165,7 +1166,6 @@ async function readRefreshRules(client: pg.Client, id: string): Promise<RefreshR
   return rules;
 }
 
-/** Applies reconciled changes in order, in runs that share the idempotent flag. */
 /**
  * The statements for `items`, in order (idempotent and plain runs each built in their mode), or undefined when
  * `known` lacks a table's target columns.
@@ -1203,6 +1203,7 @@ function buildReconciled(
   return statements;
 }
 
+/** Applies reconciled changes in order, in runs that share the idempotent flag. */
 async function applyReconciled(
   apply: pg.Client,
   items: Reconciled[],
