@@ -40496,6 +40496,7 @@ var TIMESCALE_MARKER_END = /^::timescaledb-(de)?compression-end$/;
 var QUEUE_MAX_MESSAGES = 2e3;
 var QUEUE_MAX_BYTES = 8 * 1024 * 1024;
 var YIELD_EVERY = 256;
+var IDLE_READ_DELAY_MS = 1;
 var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlugin {
   /** Relation messages by OID, for the row messages decoded here. */
   relations = /* @__PURE__ */ new Map();
@@ -40636,6 +40637,7 @@ async function openChangeStream(info, options) {
   let queuedBytes = 0;
   let wakeConsumer;
   let paused = false;
+  let streaming = false;
   const socket = () => {
     const stream = service._connection?.stream;
     if (typeof stream?.pause !== "function" || typeof stream.resume !== "function")
@@ -40650,6 +40652,26 @@ async function openChangeStream(info, options) {
     while (!failure2 && !stopping) {
       const item = queue[head];
       if (!item) {
+        if (streaming && !paused && !stopping && !failure2) {
+          try {
+            socket().pause();
+            paused = true;
+            setTimeout(() => {
+              if (!paused || queued() !== 0 || stopping || failure2) return;
+              paused = false;
+              try {
+                socket().resume();
+              } catch (error62) {
+                failure2 ??= error62;
+                void service.stop();
+              }
+            }, IDLE_READ_DELAY_MS);
+          } catch (error62) {
+            failure2 ??= error62;
+            void service.stop();
+            continue;
+          }
+        }
         await new Promise((resolve3) => {
           wakeConsumer = resolve3;
         });
@@ -40729,6 +40751,7 @@ async function openChangeStream(info, options) {
     }
   };
   service.once("start", () => {
+    streaming = true;
     const connection2 = service._connection;
     const listeners = typeof connection2?.listeners === "function" ? connection2.listeners("copyData") : [];
     const library = listeners[listeners.length - 1];
