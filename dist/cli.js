@@ -36275,7 +36275,8 @@ async function readTargetColumns(client, rel) {
               ELSE format_type(a.atttypid, NULL) END AS type_name,
             -- An array of this type unnests to its values (not arrays, whose elements unnest would flatten,
             -- nor composites, which a column list expands into their fields; domains stay cast from text).
-            ty.typtype IN ('b', 'e', 'r', 'm') AND ty.typcategory <> 'A' AS plain_array,
+            -- Also only with ',' between elements: PostGIS geometry and box use another delimiter.
+            ty.typtype IN ('b', 'e', 'r', 'm') AND ty.typcategory <> 'A' AND ty.typdelim = ',' AS plain_array,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
             coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum,
             EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND (u.indisunique OR u.indisexclusion)
@@ -40342,7 +40343,7 @@ function readTuple(buffer, at, relation, fallback, keyOnly = false) {
   const count = buffer.readUInt16BE(at);
   const keys = keyOnly ? keyFlagsOf(relation) : void 0;
   let p = at + 2;
-  const row2 = relation.plainRows === false ? /* @__PURE__ */ Object.create(null) : {};
+  const row2 = keyOnly || relation.plainRows === false ? /* @__PURE__ */ Object.create(null) : {};
   for (let i = 0; i < count; i++) {
     const name = relation.columns[i].name;
     const kind = buffer[p];
@@ -40423,7 +40424,7 @@ var CopyArena = class {
     if (count !== relation.columns.length) return void 0;
     const worst = 2 * (buffer.length - at) + count + 1;
     if (this.#used + worst > this.#block.length) {
-      this.#block = Buffer.allocUnsafe(Math.max(ARENA_BLOCK, worst));
+      this.#block = Buffer.allocUnsafe(worst > ARENA_BLOCK ? copyLineSize(buffer, at, count) : ARENA_BLOCK);
       this.#used = 0;
     }
     const out = this.#block;
@@ -40455,6 +40456,24 @@ var CopyArena = class {
     return { buffer: out, start, end: o, columns: namesOf(relation) };
   }
 };
+function copyLineSize(buffer, at, count) {
+  let size = Math.max(count, 1);
+  let p = at + 2;
+  for (let i = 0; i < count; i++) {
+    const kind = buffer[p++];
+    if (kind === 110) size += 2;
+    else if (kind === 116) {
+      const end = p + 4 + buffer.readInt32BE(p);
+      p += 4;
+      size += end - p;
+      for (; p < end; p++) {
+        const b = buffer[p];
+        if (b === 92 || b === 9 || b === 10 || b === 13) size += 1;
+      }
+    } else return 2 * (buffer.length - at) + count + 1;
+  }
+  return size;
+}
 function decodeCopyRow(copy, relation) {
   const row2 = relation.plainRows === false ? /* @__PURE__ */ Object.create(null) : {};
   const { buffer } = copy;
@@ -41003,6 +41022,7 @@ function copyLines(inserts) {
   if (block) chunks.push(block.subarray(start, end));
   return chunks;
 }
+var sameColumns = (columns, expected) => columns === expected || columns !== void 0 && columns.length === expected.length && columns.every((column, i) => column === expected[i]);
 var takesLine = (table, line) => line !== void 0 && line.columns.every((column) => table.writable.has(column));
 function describeKey(table, key, old, values) {
   const source = key ?? old ?? values ?? {};
@@ -41048,7 +41068,7 @@ function buildApplySql(changes, catalog, mode = { idempotent: false }) {
     }
     if (change.kind === "insert") {
       if (pending && (pending.rel === change.rel || pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name)) {
-        if (pending.lines !== void 0 && change.copy?.columns === pending.lines) {
+        if (pending.lines !== void 0 && sameColumns(change.copy?.columns, pending.lines)) {
           pending.inserts.push(change);
           continue;
         }
@@ -42293,6 +42313,7 @@ async function runSession(ctx, endpoints, options, shared) {
       }
     };
     const flush = async () => {
+      if (applyFailure) throw applyFailure;
       if (buffer.length === 0) return;
       const changes = buffer;
       buffer = [];
@@ -42320,11 +42341,13 @@ async function runSession(ctx, endpoints, options, shared) {
       inflight.catch(() => void 0);
     };
     const chain = (work) => {
+      if (applyFailure) throw applyFailure;
       const ahead = inflight;
       inflight = ahead ? ahead.then(work) : work();
       inflight.catch(() => void 0);
     };
     const sendCommit = async () => {
+      if (applyFailure) throw applyFailure;
       if (!groupOpen || groupEnd === void 0 || inTxn) return false;
       await flush();
       const end = groupEnd;
@@ -42347,7 +42370,10 @@ async function runSession(ctx, endpoints, options, shared) {
       return true;
     };
     const commitNow = async () => {
-      if (!groupOpen || groupEnd === void 0 || inTxn) return;
+      if (!groupOpen || groupEnd === void 0 || inTxn) {
+        await settle2();
+        return;
+      }
       if (touched) {
         await flush();
         await settle2();
@@ -42368,6 +42394,7 @@ async function runSession(ctx, endpoints, options, shared) {
     };
     const beginGroup = () => {
       if (groupOpen) return;
+      if (applyFailure) throw applyFailure;
       chain(async () => {
         await apply.query("BEGIN");
       });

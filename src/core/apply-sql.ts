@@ -302,6 +302,16 @@ function copyLines(inserts: readonly Insert[]): Buffer[] {
   return chunks;
 }
 
+/**
+ * Whether a COPY line has these columns, in this order: the same array for one Relation message (the usual
+ * case), else compared by name (TimescaleDB chunks of one hypertable each have their own Relation message).
+ */
+const sameColumns = (columns: readonly string[] | undefined, expected: readonly string[]): boolean =>
+  columns === expected ||
+  (columns !== undefined &&
+    columns.length === expected.length &&
+    columns.every((column, i) => column === expected[i]));
+
 /** Whether the target writes every column of a COPY line as it is (none missing, generated or dropped). */
 const takesLine = (table: TargetTable, line: CopyRow | undefined): boolean =>
   line !== undefined && line.columns.every((column) => table.writable.has(column));
@@ -392,7 +402,7 @@ export function buildApplySql(
         (pending.rel === change.rel ||
           (pending.rel.schema === change.rel.schema && pending.rel.name === change.rel.name))
       ) {
-        if (pending.lines !== undefined && change.copy?.columns === pending.lines) {
+        if (pending.lines !== undefined && sameColumns(change.copy?.columns, pending.lines)) {
           pending.inserts.push(change);
           continue;
         }

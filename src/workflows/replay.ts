@@ -446,6 +446,8 @@ async function runSession(
     };
 
     const flush = async () => {
+      // A failed batch or commit is sticky: nothing more is sent on this session, not even an empty flush.
+      if (applyFailure) throw applyFailure;
       if (buffer.length === 0) return;
       // Callers run inside serial(): no change joins the buffer while this waits.
       const changes = buffer;
@@ -480,6 +482,7 @@ async function runSession(
 
     /** Chains target work after the work in flight: it starts once that has succeeded. */
     const chain = (work: () => Promise<void>) => {
+      if (applyFailure) throw applyFailure;
       const ahead = inflight;
       inflight = ahead ? ahead.then(work) : work();
       inflight.catch(() => undefined);
@@ -494,6 +497,7 @@ async function runSession(
     const sendCommit = async (): Promise<boolean> => {
       // Only at a transaction boundary: a group holding part of a source transaction is never committed
       // (on a stop it is rolled back with the connection, and the transaction is replayed whole on resume).
+      if (applyFailure) throw applyFailure;
       if (!groupOpen || groupEnd === undefined || inTxn) return false;
       await flush();
       const end = groupEnd;
@@ -517,7 +521,12 @@ async function runSession(
     };
 
     const commitNow = async () => {
-      if (!groupOpen || groupEnd === undefined || inTxn) return;
+      if (!groupOpen || groupEnd === undefined || inTxn) {
+        // Nothing to commit now, but a commit sent earlier may still be running: see it through (callers
+        // stop, hand over or report a position next).
+        await settle();
+        return;
+      }
       // The bounds for the cutover's aggregate refresh, committed with the changes they cover.
       if (touched) {
         await flush();
@@ -543,6 +552,7 @@ async function runSession(
     /** Opens a group: its BEGIN follows whatever the target is still applying (a previous group's commit). */
     const beginGroup = () => {
       if (groupOpen) return;
+      if (applyFailure) throw applyFailure;
       chain(async () => {
         await apply.query('BEGIN');
       });

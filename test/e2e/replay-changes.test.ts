@@ -58,6 +58,9 @@ const SCHEMA = `
   -- A unique column besides the key, shifted one row at a time in the only order that never collides.
   CREATE TABLE slots (id int PRIMARY KEY, pos int NOT NULL UNIQUE, v text);
   INSERT INTO slots SELECT g, g, 'v' || g FROM generate_series(1, 30) g;
+  -- box separates array elements with ';' (PostGIS geometry with ':'): batched updates must still read it.
+  CREATE TABLE shapes (id int PRIMARY KEY, b box, n int);
+  INSERT INTO shapes SELECT g, box(point(g, g), point(0, 0)), g FROM generate_series(1, 12) g;
 `;
 
 // Every change kind, in several source transactions (some mixing kinds).
@@ -96,6 +99,8 @@ const CHANGES = [
    INSERT INTO parent VALUES (7);
    INSERT INTO child VALUES (70, 7)`,
   `TRUNCATE counter RESTART IDENTITY`,
+  // A run of updates long enough to be one batched statement, of a column whose arrays are not comma-separated.
+  `UPDATE shapes SET b = box(point(id * 2, id), point(-1, -1)), n = n + 1`,
   // An UPDATE that leaves a TOASTed column unchanged, with and without a key change.
   `UPDATE docs SET n = n + 1;
    UPDATE docs SET id = 30 WHERE id = 3;

@@ -135,7 +135,8 @@ export async function readTargetColumns(
               ELSE format_type(a.atttypid, NULL) END AS type_name,
             -- An array of this type unnests to its values (not arrays, whose elements unnest would flatten,
             -- nor composites, which a column list expands into their fields; domains stay cast from text).
-            ty.typtype IN ('b', 'e', 'r', 'm') AND ty.typcategory <> 'A' AS plain_array,
+            -- Also only with ',' between elements: PostGIS geometry and box use another delimiter.
+            ty.typtype IN ('b', 'e', 'r', 'm') AND ty.typcategory <> 'A' AND ty.typdelim = ',' AS plain_array,
             coalesce(a.attnum = ANY(pk.indkey::int2[]), false) AS in_pk, pk.indkey::int2[] AS pk_order,
             coalesce(a.attnum = ANY(ri.indkey::int2[]), false) AS in_ri, ri.indkey::int2[] AS ri_order, a.attnum,
             EXISTS (SELECT 1 FROM pg_index u WHERE u.indrelid = c.oid AND (u.indisunique OR u.indisexclusion)

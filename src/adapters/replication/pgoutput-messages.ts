@@ -118,8 +118,9 @@ function readTuple(
   const count = buffer.readUInt16BE(at);
   const keys = keyOnly ? keyFlagsOf(relation) : undefined;
   let p = at + 2;
-  // A plain object (fast properties, shared shapes) unless a column name would touch the prototype.
-  const row: Row = relation.plainRows === false ? Object.create(null) : {};
+  // A plain object (fast properties, shared shapes) unless a column name would touch the prototype. A key
+  // has no prototype: a lookup of a column it lacks must find nothing, whatever the column's name.
+  const row: Row = keyOnly || relation.plainRows === false ? Object.create(null) : {};
   for (let i = 0; i < count; i++) {
     const name = (relation.columns[i] as { name: string }).name;
     const kind = buffer[p];
@@ -226,7 +227,8 @@ export class CopyArena {
     // Worst case: every byte escaped (two bytes), plus a separator (or the newline) per column.
     const worst = 2 * (buffer.length - at) + count + 1;
     if (this.#used + worst > this.#block.length) {
-      this.#block = Buffer.allocUnsafe(Math.max(ARENA_BLOCK, worst));
+      // A row larger than a block gets a block of exactly its size (the next row starts a new one).
+      this.#block = Buffer.allocUnsafe(worst > ARENA_BLOCK ? copyLineSize(buffer, at, count) : ARENA_BLOCK);
       this.#used = 0;
     }
     const out = this.#block;
@@ -262,7 +264,27 @@ export class CopyArena {
   }
 }
 
-/** The values of a COPY line written by CopyArena, as text (null for \N). */
+/** The exact size of the COPY line for the TupleData at `at` (an upper bound if it holds other than 't'/'n'). */
+function copyLineSize(buffer: Buffer, at: number, count: number): number {
+  let size = Math.max(count, 1); // the separators and the newline
+  let p = at + 2;
+  for (let i = 0; i < count; i++) {
+    const kind = buffer[p++];
+    if (kind === 0x6e) size += 2;
+    else if (kind === 0x74) {
+      const end = p + 4 + buffer.readInt32BE(p);
+      p += 4;
+      size += end - p;
+      for (; p < end; p++) {
+        const b = buffer[p];
+        if (b === 0x5c || b === 0x09 || b === 0x0a || b === 0x0d) size += 1;
+      }
+    } else return 2 * (buffer.length - at) + count + 1;
+  }
+  return size;
+}
+
+/** The values of a COPY line written by CopyArena, as text (null for \\N). */
 export function decodeCopyRow(copy: CopyRow, relation: RelationInfo): Row {
   const row: Row = relation.plainRows === false ? Object.create(null) : {};
   const { buffer } = copy;

@@ -92,6 +92,8 @@ describe('pgoutput messages decoded by the replay', () => {
     const parsed = parseMessage(withKey, relations);
     expect(parsed).toMatchObject({ tag: 'update', key: { id: '7' }, old: null });
     expect(Object.keys((parsed as { key: object }).key)).toEqual(['id']);
+    // No prototype: a column missing from the key finds nothing, whatever its name.
+    expect(Object.getPrototypeOf((parsed as { key: object }).key)).toBeNull();
     expect((parsed as { new: Record<string, unknown> }).new).toEqual({ id: '8', body: undefined, note: 'n' });
 
     // REPLICA IDENTITY FULL: an unchanged TOASTed value is taken from the old row.
@@ -173,6 +175,9 @@ describe('pgoutput messages decoded by the replay', () => {
       arena,
     ) as unknown as { copy: CopyRow };
     expect(third.copy.buffer).not.toBe(copy.buffer);
+    // Its block is exactly its line, not twice the message.
+    expect(third.copy.buffer.length).toBe(third.copy.end - third.copy.start);
+    expect(third.copy.end - third.copy.start).toBe(1 + 1 + big.length + 1 + 2 + 1);
     expect(decodeCopyRow(third.copy, relation).body).toBe(big);
     expect(decodeCopyRow(copy, relation)).toEqual({ id: hostile[0], body: hostile[1], note: null });
   });
