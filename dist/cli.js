@@ -41023,7 +41023,7 @@ function copyLines(inserts) {
   return chunks;
 }
 var sameColumns = (columns, expected) => columns === expected || columns !== void 0 && columns.length === expected.length && columns.every((column, i) => column === expected[i]);
-var takesLine = (table, line) => line !== void 0 && line.columns.every((column) => table.writable.has(column));
+var takesLine = (table, line) => line?.columns.every((column) => table.writable.has(column)) ?? false;
 function describeKey(table, key, old, values) {
   const source = key ?? old ?? values ?? {};
   const columns = table.key.length ? table.key : Object.keys(source);

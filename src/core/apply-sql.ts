@@ -314,7 +314,7 @@ const sameColumns = (columns: readonly string[] | undefined, expected: readonly 
 
 /** Whether the target writes every column of a COPY line as it is (none missing, generated or dropped). */
 const takesLine = (table: TargetTable, line: CopyRow | undefined): boolean =>
-  line !== undefined && line.columns.every((column) => table.writable.has(column));
+  line?.columns.every((column) => table.writable.has(column)) ?? false;
 
 function describeKey(table: TargetTable, key: Row | null, old: Row | null, values: Row | null): string {
   const source = key ?? old ?? values ?? {};
