@@ -1927,8 +1927,8 @@ var require_utils = __commonJS({
       "PG_INVALID_DATE"
     );
     function escapeElement(elementRepresentation) {
-      const escaped = elementRepresentation.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
-      return '"' + escaped + '"';
+      const escaped2 = elementRepresentation.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+      return '"' + escaped2 + '"';
     }
     function arrayString(val) {
       let result = "{";
@@ -2042,7 +2042,7 @@ var require_utils = __commonJS({
     };
     var escapeLiteral2 = function(str) {
       let hasBackslash = false;
-      let escaped = "'";
+      let escaped2 = "'";
       if (str == null) {
         return "''";
       }
@@ -2052,19 +2052,19 @@ var require_utils = __commonJS({
       for (let i = 0; i < str.length; i++) {
         const c = str[i];
         if (c === "'") {
-          escaped += c + c;
+          escaped2 += c + c;
         } else if (c === "\\") {
-          escaped += c + c;
+          escaped2 += c + c;
           hasBackslash = true;
         } else {
-          escaped += c;
+          escaped2 += c;
         }
       }
-      escaped += "'";
+      escaped2 += "'";
       if (hasBackslash === true) {
-        escaped = " E" + escaped;
+        escaped2 = " E" + escaped2;
       }
-      return escaped;
+      return escaped2;
     };
     module.exports = {
       prepareValue: function prepareValueWrapper(value) {
@@ -40330,18 +40330,21 @@ function parseMessage(buffer, relations, arena, base = 0) {
   return parseRowMessage(buffer, relations, arena, base);
 }
 var tupleEnd = 0;
-var keyFlags = /* @__PURE__ */ new WeakMap();
-var keyFlagsOf = (relation) => {
-  let flags = keyFlags.get(relation);
-  if (!flags) {
-    flags = relation.columns.map((column) => relation.keyColumns.includes(column.name));
-    keyFlags.set(relation, flags);
+var layouts = /* @__PURE__ */ new WeakMap();
+var layoutOf = (relation) => {
+  let layout = layouts.get(relation);
+  if (!layout) {
+    layout = {
+      names: relation.columns.map((column) => column.name),
+      isKey: relation.columns.map((column) => relation.keyColumns.includes(column.name))
+    };
+    layouts.set(relation, layout);
   }
-  return flags;
+  return layout;
 };
 function readTuple(buffer, at, relation, fallback, keyOnly = false) {
   const count = buffer.readUInt16BE(at);
-  const keys = keyOnly ? keyFlagsOf(relation) : void 0;
+  const keys = keyOnly ? layoutOf(relation).isKey : void 0;
   let p = at + 2;
   const row2 = keyOnly || relation.plainRows === false ? /* @__PURE__ */ Object.create(null) : {};
   for (let i = 0; i < count; i++) {
@@ -40391,15 +40394,6 @@ function parseRowMessage(buffer, relations, arena, base) {
   if (buffer[p] !== NEW) throw new Error(`pgoutput: unexpected submessage in an Update of ${relation.name}`);
   return { tag: "update", relation, key, old, new: readTuple(buffer, p + 1, relation, old) };
 }
-var columnNames = /* @__PURE__ */ new WeakMap();
-var namesOf = (relation) => {
-  let names = columnNames.get(relation);
-  if (!names) {
-    names = relation.columns.map((column) => column.name);
-    columnNames.set(relation, names);
-  }
-  return names;
-};
 var EncodedInsertMessage = class {
   constructor(relation, copy) {
     this.relation = relation;
@@ -40414,6 +40408,8 @@ var EncodedInsertMessage = class {
     return this.#row;
   }
 };
+var escaped = (b) => b === 92 || b === 9 || b === 10 || b === 13;
+var worstLineSize = (buffer, at, count) => 2 * (buffer.length - at) + count + 1;
 var ARENA_BLOCK = 1024 * 1024;
 var CopyArena = class {
   #block = Buffer.allocUnsafe(0);
@@ -40422,7 +40418,7 @@ var CopyArena = class {
   append(buffer, at, relation) {
     const count = buffer.readUInt16BE(at);
     if (count !== relation.columns.length) return void 0;
-    const worst = 2 * (buffer.length - at) + count + 1;
+    const worst = worstLineSize(buffer, at, count);
     if (this.#used + worst > this.#block.length) {
       this.#block = Buffer.allocUnsafe(worst > ARENA_BLOCK ? copyLineSize(buffer, at, count) : ARENA_BLOCK);
       this.#used = 0;
@@ -40439,7 +40435,7 @@ var CopyArena = class {
         p += 4;
         for (; p < end; p++) {
           const b = buffer[p];
-          if (b === 92 || b >= 9 && b <= 13 && b !== 11 && b !== 12) {
+          if (escaped(b)) {
             out[o++] = 92;
             out[o++] = b === 92 ? 92 : b === 9 ? 116 : b === 10 ? 110 : 114;
           } else out[o++] = b;
@@ -40453,7 +40449,7 @@ var CopyArena = class {
     }
     out[o++] = 10;
     this.#used = o;
-    return { buffer: out, start, end: o, columns: namesOf(relation) };
+    return { buffer: out, start, end: o, columns: layoutOf(relation).names };
   }
 };
 function copyLineSize(buffer, at, count) {
@@ -40468,9 +40464,9 @@ function copyLineSize(buffer, at, count) {
       size += end - p;
       for (; p < end; p++) {
         const b = buffer[p];
-        if (b === 92 || b === 9 || b === 10 || b === 13) size += 1;
+        if (escaped(b)) size += 1;
       }
-    } else return 2 * (buffer.length - at) + count + 1;
+    } else return worstLineSize(buffer, at, count);
   }
   return size;
 }
@@ -40481,15 +40477,15 @@ function decodeCopyRow(copy, relation) {
   let p = copy.start;
   for (const name of copy.columns) {
     let end = p;
-    let escaped = false;
+    let escaped2 = false;
     for (; end < last; end++) {
       const b = buffer[end];
       if (b === 9) break;
-      if (b === 92) escaped = true;
+      if (b === 92) escaped2 = true;
     }
     if (end - p === 2 && buffer[p] === 92 && buffer[p + 1] === 78) row2[name] = null;
     else {
-      if (!escaped) row2[name] = buffer.toString("utf8", p, end);
+      if (!escaped2) row2[name] = buffer.toString("utf8", p, end);
       else {
         const bytes = [];
         for (let i = p; i < end; i++) {
@@ -40521,8 +40517,8 @@ var TextPgoutputPlugin = class extends import_pg_logical_replication.PgoutputPlu
   relations = /* @__PURE__ */ new Map();
   /** Where inserts are kept as COPY lines. */
   arena = new CopyArena();
+  /** The messages the stream does not decode itself (Relation, Truncate, Type, Origin, logical messages). */
   parse(buffer) {
-    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations, this.arena);
     const message = super.parse(buffer);
     if (message.tag === "relation") {
       for (const column of message.columns) column.parser = (raw) => raw;
@@ -40666,30 +40662,31 @@ async function openChangeStream(info, options) {
     return stream;
   };
   const queued = () => queue.length - head;
+  const stopWith = (error62) => {
+    failure2 ??= error62;
+    void service.stop();
+  };
+  const setPaused = (value) => {
+    try {
+      if (value) socket().pause();
+      else socket().resume();
+    } catch (error62) {
+      stopWith(error62);
+      return false;
+    }
+    paused = value;
+    return true;
+  };
   let sinceYield = 0;
   const consume = async () => {
     while (!failure2 && !stopping) {
       const item = queue[head];
       if (!item) {
         if (streaming && !paused && !stopping && !failure2) {
-          try {
-            socket().pause();
-            paused = true;
-            setTimeout(() => {
-              if (!paused || queued() !== 0 || stopping || failure2) return;
-              paused = false;
-              try {
-                socket().resume();
-              } catch (error62) {
-                failure2 ??= error62;
-                void service.stop();
-              }
-            }, IDLE_READ_DELAY_MS);
-          } catch (error62) {
-            failure2 ??= error62;
-            void service.stop();
-            continue;
-          }
+          if (!setPaused(true)) continue;
+          setTimeout(() => {
+            if (paused && queued() === 0 && !stopping && !failure2) setPaused(false);
+          }, IDLE_READ_DELAY_MS);
         }
         await new Promise((resolve3) => {
           wakeConsumer = resolve3;
@@ -40704,10 +40701,7 @@ async function openChangeStream(info, options) {
         head = 0;
       }
       queuedBytes -= item.bytes;
-      if (paused && queued() < QUEUE_MAX_MESSAGES / 2 && queuedBytes < QUEUE_MAX_BYTES / 2) {
-        paused = false;
-        socket().resume();
-      }
+      if (paused && queued() < QUEUE_MAX_MESSAGES / 2 && queuedBytes < QUEUE_MAX_BYTES / 2) setPaused(false);
       try {
         const pending = dispatch(item.lsn, item.message, item.bytes);
         if (pending) {
@@ -40725,10 +40719,7 @@ async function openChangeStream(info, options) {
       }
     }
   };
-  void consume().catch((error62) => {
-    failure2 ??= error62;
-    void service.stop();
-  });
+  void consume().catch(stopWith);
   let received = 0;
   const take = (lsn, message, bytes) => {
     received += 1;
@@ -40736,15 +40727,7 @@ async function openChangeStream(info, options) {
     queue.push({ lsn, message, bytes });
     queuedBytes += bytes;
     wakeConsumer?.();
-    if (!paused && (queued() >= QUEUE_MAX_MESSAGES || queuedBytes >= QUEUE_MAX_BYTES)) {
-      paused = true;
-      try {
-        socket().pause();
-      } catch (error62) {
-        failure2 ??= error62;
-        void service.stop();
-      }
-    }
+    if (!paused && (queued() >= QUEUE_MAX_MESSAGES || queuedBytes >= QUEUE_MAX_BYTES)) setPaused(true);
   };
   const heartbeat = async (walEnd, shouldRespond) => {
     keepalive = { walEnd, upTo: received };
@@ -40757,16 +40740,12 @@ async function openChangeStream(info, options) {
       try {
         message = isDecodedHere(chunk, 25) ? parseMessage(chunk, plugin.relations, plugin.arena, 25) : plugin.parse(chunk.subarray(25));
       } catch (error62) {
-        failure2 ??= error62;
-        void service.stop();
+        stopWith(error62);
         return;
       }
       take(chunk[25] === 66 ? chunk.readBigUInt64BE(1) : void 0, message, chunk.length - 25);
     } else if (kind === 107) {
-      void heartbeat(chunk.readBigUInt64BE(1), chunk[17] === 1).catch((error62) => {
-        failure2 ??= error62;
-        void service.stop();
-      });
+      void heartbeat(chunk.readBigUInt64BE(1), chunk[17] === 1).catch(stopWith);
     }
   };
   service.once("start", () => {
@@ -40775,10 +40754,11 @@ async function openChangeStream(info, options) {
     const listeners = typeof connection2?.listeners === "function" ? connection2.listeners("copyData") : [];
     const library = listeners[listeners.length - 1];
     if (!connection2 || listeners.length !== 2 || !library || /_handleCopyData/.test(library.name)) {
-      failure2 ??= new Error(
-        "pg-logical-replication no longer reads the stream as expected: the replay cannot take it over"
+      stopWith(
+        new Error(
+          "pg-logical-replication no longer reads the stream as expected: the replay cannot take it over"
+        )
       );
-      void service.stop();
       return;
     }
     connection2.removeListener("copyData", library);

@@ -96,9 +96,8 @@ class TextPgoutputPlugin extends PgoutputPlugin {
   readonly relations = new Map<number, RelationInfo>();
   /** Where inserts are kept as COPY lines. */
   readonly arena = new CopyArena();
+  /** The messages the stream does not decode itself (Relation, Truncate, Type, Origin, logical messages). */
   override parse(buffer: Buffer) {
-    // Transactions and rows are decoded here (values as text); the library parses every other message.
-    if (isDecodedHere(buffer)) return parseMessage(buffer, this.relations, this.arena) as never;
     const message = super.parse(buffer);
     if (message.tag === 'relation') {
       // The stock parser would convert values with node-postgres type parsers (Dates lose microseconds).
@@ -307,31 +306,34 @@ export async function openChangeStream(
     return stream as { pause(): void; resume(): void };
   };
   const queued = () => queue.length - head;
+  /** Ends the stream with `error` (the first one wins). */
+  const stopWith = (error: Error) => {
+    failure ??= error;
+    void service.stop();
+  };
+  /** Stops or starts reading the socket; false (and the stream ended) when the socket cannot be reached. */
+  const setPaused = (value: boolean): boolean => {
+    try {
+      if (value) socket().pause();
+      else socket().resume();
+    } catch (error) {
+      stopWith(error as Error);
+      return false;
+    }
+    paused = value;
+    return true;
+  };
   let sinceYield = 0;
   const consume = async () => {
     while (!failure && !stopping) {
       const item = queue[head];
       if (!item) {
         if (streaming && !paused && !stopping && !failure) {
-          try {
-            socket().pause();
-            paused = true;
-            setTimeout(() => {
-              // Unless the queue filled meanwhile (then it resumes once half empty, as after any pause).
-              if (!paused || queued() !== 0 || stopping || failure) return;
-              paused = false;
-              try {
-                socket().resume();
-              } catch (error) {
-                failure ??= error as Error;
-                void service.stop();
-              }
-            }, IDLE_READ_DELAY_MS);
-          } catch (error) {
-            failure ??= error as Error;
-            void service.stop();
-            continue;
-          }
+          if (!setPaused(true)) continue;
+          setTimeout(() => {
+            // Unless the queue filled meanwhile (then it resumes once half empty, as after any pause).
+            if (paused && queued() === 0 && !stopping && !failure) setPaused(false);
+          }, IDLE_READ_DELAY_MS);
         }
         await new Promise<void>((resolve) => {
           wakeConsumer = resolve;
@@ -346,10 +348,7 @@ export async function openChangeStream(
         head = 0;
       }
       queuedBytes -= item.bytes;
-      if (paused && queued() < QUEUE_MAX_MESSAGES / 2 && queuedBytes < QUEUE_MAX_BYTES / 2) {
-        paused = false;
-        socket().resume();
-      }
+      if (paused && queued() < QUEUE_MAX_MESSAGES / 2 && queuedBytes < QUEUE_MAX_BYTES / 2) setPaused(false);
       try {
         // Most changes are handled synchronously: only wait when the handler has to.
         const pending = dispatch(item.lsn, item.message, item.bytes);
@@ -371,10 +370,7 @@ export async function openChangeStream(
       }
     }
   };
-  void consume().catch((error: Error) => {
-    failure ??= error;
-    void service.stop();
-  });
+  void consume().catch(stopWith);
   let received = 0;
   const take = (lsn: Lsn | undefined, message: Message, bytes: number) => {
     received += 1;
@@ -382,15 +378,7 @@ export async function openChangeStream(
     queue.push({ lsn, message, bytes });
     queuedBytes += bytes;
     wakeConsumer?.();
-    if (!paused && (queued() >= QUEUE_MAX_MESSAGES || queuedBytes >= QUEUE_MAX_BYTES)) {
-      paused = true;
-      try {
-        socket().pause();
-      } catch (error) {
-        failure ??= error as Error;
-        void service.stop();
-      }
-    }
+    if (!paused && (queued() >= QUEUE_MAX_MESSAGES || queuedBytes >= QUEUE_MAX_BYTES)) setPaused(true);
   };
   const heartbeat = async (walEnd: Lsn, shouldRespond: boolean) => {
     keepalive = { walEnd, upTo: received };
@@ -414,17 +402,13 @@ export async function openChangeStream(
           ? parseMessage(chunk, plugin.relations, plugin.arena, 25)
           : plugin.parse(chunk.subarray(25))) as unknown as Message;
       } catch (error) {
-        failure ??= error as Error;
-        void service.stop();
+        stopWith(error as Error);
         return;
       }
       take(chunk[25] === 0x42 ? (chunk.readBigUInt64BE(1) as Lsn) : undefined, message, chunk.length - 25);
     } else if (kind === 0x6b) {
       // Primary keepalive: Int64 WAL end, Int64 send time, Byte1 reply requested.
-      void heartbeat(chunk.readBigUInt64BE(1) as Lsn, chunk[17] === 1).catch((error: Error) => {
-        failure ??= error;
-        void service.stop();
-      });
+      void heartbeat(chunk.readBigUInt64BE(1) as Lsn, chunk[17] === 1).catch(stopWith);
     }
   };
   service.once('start', () => {
@@ -440,10 +424,11 @@ export async function openChangeStream(
     const listeners = typeof connection?.listeners === 'function' ? connection.listeners('copyData') : [];
     const library = listeners[listeners.length - 1];
     if (!connection || listeners.length !== 2 || !library || /_handleCopyData/.test(library.name)) {
-      failure ??= new Error(
-        'pg-logical-replication no longer reads the stream as expected: the replay cannot take it over',
+      stopWith(
+        new Error(
+          'pg-logical-replication no longer reads the stream as expected: the replay cannot take it over',
+        ),
       );
-      void service.stop();
       return;
     }
     connection.removeListener('copyData', library);

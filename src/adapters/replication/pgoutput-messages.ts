@@ -93,15 +93,25 @@ export function parseMessage(
 /** Where the TupleData last read by readTuple ended. */
 let tupleEnd = 0;
 
-/** Key flags per column of a relation, one shared array per Relation message. */
-const keyFlags = new WeakMap<RelationInfo, readonly boolean[]>();
-const keyFlagsOf = (relation: RelationInfo): readonly boolean[] => {
-  let flags = keyFlags.get(relation);
-  if (!flags) {
-    flags = relation.columns.map((column) => relation.keyColumns.includes(column.name));
-    keyFlags.set(relation, flags);
+/**
+ * What the hot path needs of a Relation message, derived once per message: its column names (one shared
+ * array: COPY column lists compare by identity first) and which of them are in the replica identity.
+ */
+interface Layout {
+  names: readonly string[];
+  isKey: readonly boolean[];
+}
+const layouts = new WeakMap<RelationInfo, Layout>();
+const layoutOf = (relation: RelationInfo): Layout => {
+  let layout = layouts.get(relation);
+  if (!layout) {
+    layout = {
+      names: relation.columns.map((column) => column.name),
+      isKey: relation.columns.map((column) => relation.keyColumns.includes(column.name)),
+    };
+    layouts.set(relation, layout);
   }
-  return flags;
+  return layout;
 };
 
 /**
@@ -116,7 +126,7 @@ function readTuple(
   keyOnly = false,
 ): Row {
   const count = buffer.readUInt16BE(at);
-  const keys = keyOnly ? keyFlagsOf(relation) : undefined;
+  const keys = keyOnly ? layoutOf(relation).isKey : undefined;
   let p = at + 2;
   // A plain object (fast properties, shared shapes) unless a column name would touch the prototype. A key
   // has no prototype: a lookup of a column it lacks must find nothing, whatever the column's name.
@@ -179,17 +189,6 @@ function parseRowMessage(
   return { tag: 'update', relation, key, old, new: readTuple(buffer, p + 1, relation, old) };
 }
 
-/** Column names of a relation, one shared array per Relation message (COPY column lists compare by identity). */
-const columnNames = new WeakMap<RelationInfo, readonly string[]>();
-const namesOf = (relation: RelationInfo): readonly string[] => {
-  let names = columnNames.get(relation);
-  if (!names) {
-    names = relation.columns.map((column) => column.name);
-    columnNames.set(relation, names);
-  }
-  return names;
-};
-
 /**
  * An Insert kept as its COPY line: the replay writes runs of inserts to the target with COPY, so most rows
  * are never turned into strings and objects; `new` decodes the line only when something reads the values.
@@ -206,6 +205,13 @@ class EncodedInsertMessage {
     return this.#row;
   }
 }
+
+/** Whether COPY's text format escapes this byte: backslash, tab, newline, carriage return. */
+const escaped = (b: number): boolean => b === 0x5c || b === 0x09 || b === 0x0a || b === 0x0d;
+
+/** At most this many bytes of COPY line: every byte escaped (two bytes), a separator or newline per column. */
+const worstLineSize = (buffer: Buffer, at: number, count: number): number =>
+  2 * (buffer.length - at) + count + 1;
 
 /** Bytes of COPY lines per arena block: a run of a few thousand small rows shares one block. */
 const ARENA_BLOCK = 1024 * 1024;
@@ -224,8 +230,7 @@ export class CopyArena {
   append(buffer: Buffer, at: number, relation: RelationInfo): CopyRow | undefined {
     const count = buffer.readUInt16BE(at);
     if (count !== relation.columns.length) return undefined;
-    // Worst case: every byte escaped (two bytes), plus a separator (or the newline) per column.
-    const worst = 2 * (buffer.length - at) + count + 1;
+    const worst = worstLineSize(buffer, at, count);
     if (this.#used + worst > this.#block.length) {
       // A row larger than a block gets a block of exactly its size (the next row starts a new one).
       this.#block = Buffer.allocUnsafe(worst > ARENA_BLOCK ? copyLineSize(buffer, at, count) : ARENA_BLOCK);
@@ -244,7 +249,7 @@ export class CopyArena {
         p += 4;
         for (; p < end; p++) {
           const b = buffer[p] as number;
-          if (b === 0x5c || (b >= 0x09 && b <= 0x0d && b !== 0x0b && b !== 0x0c)) {
+          if (escaped(b)) {
             out[o++] = 0x5c;
             out[o++] = b === 0x5c ? 0x5c : b === 0x09 ? 0x74 : b === 0x0a ? 0x6e : 0x72;
           } else out[o++] = b;
@@ -260,7 +265,7 @@ export class CopyArena {
     }
     out[o++] = 0x0a;
     this.#used = o;
-    return { buffer: out, start, end: o, columns: namesOf(relation) };
+    return { buffer: out, start, end: o, columns: layoutOf(relation).names };
   }
 }
 
@@ -277,9 +282,9 @@ function copyLineSize(buffer: Buffer, at: number, count: number): number {
       size += end - p;
       for (; p < end; p++) {
         const b = buffer[p];
-        if (b === 0x5c || b === 0x09 || b === 0x0a || b === 0x0d) size += 1;
+        if (escaped(b as number)) size += 1;
       }
-    } else return 2 * (buffer.length - at) + count + 1;
+    } else return worstLineSize(buffer, at, count);
   }
   return size;
 }
